@@ -233,3 +233,163 @@ def set_log_append_time(buf: bytearray | memoryview, position: int, size_bytes: 
     _INT16.pack_into(buf, position + ATTRIBUTES_OFFSET, attributes | TIMESTAMP_TYPE_MASK)
     _INT64.pack_into(buf, position + MAX_TIMESTAMP_OFFSET, now_ms)
     _UINT32.pack_into(buf, position + CRC_OFFSET, compute_crc(buf, position, size_bytes))
+
+
+# --- Records inside a batch ------------------------------------------------------------------
+# Only for the places that must look at records (the CLI, ListOffsets by timestamp, compaction,
+# tests); never on the produce or fetch path.
+#
+# One record (v2), all varints zigzag-encoded:
+#   length varint | attributes int8 | timestamp_delta varlong | offset_delta varint
+#   | key_length varint (-1 = null) | key | value_length varint (-1 = null) | value
+#   | header_count varint | per header: key_length varint, key (utf-8), value_length varint, value
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+
+def _write_varint(out: bytearray, value: int) -> None:
+    value = (value << 1) ^ (value >> 63)  # zigzag
+    while value & ~0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _read_varint(buf: bytes | memoryview, position: int, end: int) -> tuple[int, int]:
+    shift = 0
+    result = 0
+    while True:
+        if position >= end or shift > 63:
+            raise ValueError("malformed varint")
+        byte = buf[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), position
+        shift += 7
+
+
+def _read_bytes(buf: bytes | memoryview, position: int, end: int) -> tuple[bytes | None, int]:
+    length, position = _read_varint(buf, position, end)
+    if length < 0:
+        return None, position
+    if position + length > end:
+        raise ValueError("record field runs past the end of the record")
+    return bytes(buf[position : position + length]), position + length
+
+
+def encode_records(
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], int]],
+    base_timestamp: int,
+) -> bytes:
+    """Encode (key, value, headers, timestamp) tuples as the records section of a batch."""
+    out = bytearray()
+    body = bytearray()
+    for offset_delta, (key, value, headers, timestamp) in enumerate(records):
+        body.clear()
+        body.append(0)  # attributes: unused
+        _write_varint(body, timestamp - base_timestamp)
+        _write_varint(body, offset_delta)
+        for field in (key, value):
+            if field is None:
+                _write_varint(body, -1)
+            else:
+                _write_varint(body, len(field))
+                body += field
+        _write_varint(body, len(headers))
+        for header_key, header_value in headers:
+            encoded_key = header_key.encode()
+            _write_varint(body, len(encoded_key))
+            body += encoded_key
+            if header_value is None:
+                _write_varint(body, -1)
+            else:
+                _write_varint(body, len(header_value))
+                body += header_value
+        _write_varint(out, len(body))
+        out += body
+    return bytes(out)
+
+
+def build_batch(
+    records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], int]],
+    *,
+    base_offset: int = 0,
+    compression: int = Compression.NONE,
+    producer_id: int = NO_PRODUCER_ID,
+    producer_epoch: int = NO_PRODUCER_EPOCH,
+    base_sequence: int = NO_SEQUENCE,
+    partition_leader_epoch: int = NO_PARTITION_LEADER_EPOCH,
+    transactional: bool = False,
+    log_append_time: bool = False,
+) -> bytes:
+    """Build one RecordBatch v2 from (key, value, headers, timestamp_ms) tuples, CRC included."""
+    from odradek.protocol.compression import compress  # lazy: codecs only where needed
+
+    if not records:
+        raise ValueError("a batch holds at least one record")
+    timestamps = [r[3] for r in records]
+    base_timestamp = min(timestamps)
+    max_timestamp = max(timestamps)
+    payload = compress(compression, encode_records(records, base_timestamp))
+    attributes = compression | (TRANSACTIONAL_MASK if transactional else 0)
+    attributes |= TIMESTAMP_TYPE_MASK if log_append_time else 0
+    batch = bytearray(RECORDS_OFFSET) + payload
+    _HEADER.pack_into(
+        batch, 0, base_offset, len(batch) - LOG_OVERHEAD, partition_leader_epoch, CURRENT_MAGIC, 0,
+        attributes, len(records) - 1, base_timestamp, max_timestamp, producer_id, producer_epoch,
+        base_sequence, len(records),
+    )
+    _UINT32.pack_into(batch, CRC_OFFSET, compute_crc(batch, 0, len(batch)))
+    return bytes(batch)
+
+
+# A batch's records may not expand beyond this when the broker decompresses them.
+MAX_DECOMPRESSED_BATCH_BYTES = 256 * 1024 * 1024
+
+
+def iter_records(
+    batch: bytes | memoryview, max_decompressed_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES
+) -> Iterator[Record]:
+    """The records of one complete batch (any codec). Raises ValueError on malformed data."""
+    from odradek.protocol.compression import decompress
+
+    header = read_header(batch, 0)
+    size = header.size_bytes
+    if header.magic != CURRENT_MAGIC or size > len(batch):
+        raise ValueError("not a complete magic-2 record batch")
+    section = memoryview(batch)[RECORDS_OFFSET:size]
+    if header.compression != Compression.NONE:
+        section = memoryview(decompress(header.compression, section, max_decompressed_bytes))
+    log_append_time = header.timestamp_type == TimestampType.LOG_APPEND_TIME
+    position, end = 0, len(section)
+    for _ in range(header.records_count):
+        length, position = _read_varint(section, position, end)
+        record_end = position + length
+        if length < 0 or record_end > end:
+            raise ValueError("record runs past the end of the batch")
+        position += 1  # attributes
+        timestamp_delta, position = _read_varint(section, position, record_end)
+        offset_delta, position = _read_varint(section, position, record_end)
+        key, position = _read_bytes(section, position, record_end)
+        value, position = _read_bytes(section, position, record_end)
+        header_count, position = _read_varint(section, position, record_end)
+        if header_count < 0 or header_count > length:
+            raise ValueError("invalid header count")
+        headers = []
+        for _ in range(header_count):
+            header_key, position = _read_bytes(section, position, record_end)
+            header_value, position = _read_bytes(section, position, record_end)
+            if header_key is None:
+                raise ValueError("null header key")
+            headers.append((header_key.decode("utf-8", "replace"), header_value))
+        timestamp = header.max_timestamp if log_append_time else header.base_timestamp + timestamp_delta
+        yield Record(header.base_offset + offset_delta, timestamp, key, value, tuple(headers))
+        position = record_end

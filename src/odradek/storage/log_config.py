@@ -1,0 +1,32 @@
+"""LogConfig: the typed, per-partition view of the topic configs that storage acts on.
+
+`odradek.config` maps Kafka's config names (topic overrides over `log.*` broker defaults) onto
+this dataclass; storage reads only these fields. Defaults are Kafka's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    segment_bytes: int = 1024 * 1024 * 1024  # segment.bytes
+    segment_ms: int = 7 * 24 * 3600 * 1000  # segment.ms
+    segment_index_bytes: int = 10 * 1024 * 1024  # segment.index.bytes
+    index_interval_bytes: int = 4096  # index.interval.bytes
+    flush_messages: int = INT64_MAX  # flush.messages: fsync after this many records
+    flush_ms: int = INT64_MAX  # flush.ms: fsync when the oldest unflushed write is this old
+    retention_ms: int = 7 * 24 * 3600 * 1000  # retention.ms (-1: unlimited)
+    retention_bytes: int = -1  # retention.bytes (-1: unlimited)
+    cleanup_policy: tuple[str, ...] = ("delete",)  # cleanup.policy
+    max_message_bytes: int = 1048588  # max.message.bytes
+    message_timestamp_type: str = "CreateTime"  # message.timestamp.type
+    file_delete_delay_ms: int = 60_000  # file.delete.delay.ms
+    preallocate: bool = False  # preallocate
+
+    @property
+    def log_append_time(self) -> bool:
+        return self.message_timestamp_type == "LogAppendTime"
