@@ -1,0 +1,224 @@
+"""One client connection: frames in, requests handled strictly in order, responses out.
+
+Kafka's ordering contract: a client may pipeline many requests on a connection, and the broker
+answers them in the order they were sent. We process one request at a time per connection (as
+Kafka mutes a channel while its request is in flight), so a long-polling Fetch holds back later
+requests on its own connection and nothing else.
+
+Bounds, all per connection:
+- a frame is refused when its size prefix exceeds `socket.request.max.bytes`, before its body
+  is buffered (the connection is closed);
+- at most `queued.max.requests` complete frames wait; past that the socket stops being read;
+- when the transport's write buffer passes its high-water mark (a client that does not read its
+  responses), request processing pauses until it drains, so memory stays bounded.
+
+An unknown API key, an unsupported version (other than ApiVersions, which is answered with
+UNSUPPORTED_VERSION as Kafka does), a malformed header or body, or a handler bug closes this
+connection only. Owned by the server; runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from odradek.broker.context import ClientInfo, RequestContext
+from odradek.protocol import apis, framing
+from odradek.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from odradek.broker.core import BrokerCore
+
+log = logging.getLogger(__name__)
+
+API_VERSIONS_KEY = 18
+WRITE_HIGH_WATER_BYTES = 4 * 1024 * 1024
+WRITE_LOW_WATER_BYTES = 1024 * 1024
+
+
+class EncodedResponse:
+    """A response body that a handler already encoded, as a list of byte strings and file regions.
+
+    Lets the Fetch handler splice segment-file regions into its response without copying them
+    through kio. Each part is `bytes` or an object with `size_bytes` and `read() -> bytes`.
+    """
+
+    __slots__ = ("parts", "size_bytes")
+
+    def __init__(self, parts: list[Any]) -> None:
+        self.parts = parts
+        self.size_bytes = sum(len(p) if isinstance(p, (bytes, bytearray, memoryview)) else p.size_bytes for p in parts)
+
+
+class KafkaConnection(asyncio.Protocol):
+    _next_id = 0
+
+    def __init__(self, core: "BrokerCore", listener_name: str) -> None:
+        self.core = core
+        self.listener_name = listener_name
+        self.transport: asyncio.Transport | None = None
+        self.client: ClientInfo | None = None
+        self._reader = framing.FrameReader(core.config.socket_request_max_bytes)
+        self._queue: deque[bytes] = deque()
+        self._max_queued = max(1, core.config.queued_max_requests)
+        self._reading_paused = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task | None = None
+        self._closed = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        KafkaConnection._next_id += 1
+        peer = transport.get_extra_info("peername") or ("?", 0)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client = ClientInfo(
+            connection_id=f"{self.listener_name}-{KafkaConnection._next_id}",
+            listener_name=self.listener_name,
+            host=str(peer[0]),
+            port=int(peer[1]),
+        )
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER_BYTES, WRITE_LOW_WATER_BYTES)
+        if not self.core.connections.admit(self):
+            transport.abort()
+            return
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except framing.FrameError as exc:
+            self._close(f"framing error: {exc}")
+            return
+        if frames:
+            self._queue.extend(frames)
+            self._wakeup.set()
+            if len(self._queue) >= self._max_queued and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.core.connections.release(self)
+        if self._worker is not None:
+            self._worker.cancel()
+
+    # -- request processing -----------------------------------------------------------------
+    async def _run(self) -> None:
+        queue = self._queue
+        try:
+            while not self._closed:
+                if not queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                frame = queue.popleft()
+                if self._reading_paused and len(queue) < self._max_queued // 2 + 1:
+                    self._reading_paused = False
+                    self.transport.resume_reading()
+                if not self._writable.is_set():
+                    await self._writable.wait()
+                await self._handle_frame(frame)
+        except asyncio.CancelledError:
+            pass
+
+    async def _handle_frame(self, frame: bytes) -> None:
+        self.core.connections.touch(self)
+        try:
+            api_key, api_version, correlation_id = framing.peek_api(frame)
+        except framing.FrameError as exc:
+            self._close(str(exc))
+            return
+        api = apis.APIS.get(api_key)
+        if api is None:
+            self._close(f"unknown api key {api_key}")
+            return
+        if not api.min_version <= api_version <= api.max_version:
+            if api_key == API_VERSIONS_KEY:
+                self._answer_unsupported_api_versions(correlation_id)
+            else:
+                self._close(f"unsupported version {api_version} of api {api.name}")
+            return
+        if api_version < api.min_usable_version:
+            self._close(f"{api.name} v{api_version} is advertised for compatibility but not served")
+            return
+        try:
+            request_class, reader, flexible = apis.request_codec(api_key, api_version)
+            header = framing.parse_request_header(frame, flexible)
+            request, _ = reader(frame, header.body_offset)
+        except Exception as exc:  # kio's reader raises several types on malformed input
+            self._close(f"malformed {api.name} v{api_version} request: {exc!r}")
+            return
+        ctx = RequestContext(
+            api_key=api_key,
+            api_version=api_version,
+            correlation_id=correlation_id,
+            client_id=header.client_id,
+            client=self.client,
+            broker=self.core,
+        )
+        try:
+            response = await apis.handler(api_key)(request, ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler for %s v%d failed; closing %s", api.name, api_version,
+                          self.client.connection_id)
+            self._close("handler error")
+            return
+        if response is None or self._closed:
+            return
+        self._send(api_key, api_version, correlation_id, response)
+
+    def _send(self, api_key: int, api_version: int, correlation_id: int, response: Any) -> None:
+        if isinstance(response, EncodedResponse):
+            flexible = apis.response_codec(api_key, api_version)[2]
+            head = framing.response_header(correlation_id, flexible and api_key != API_VERSIONS_KEY,
+                                           response.size_bytes)
+            parts = [head]
+            for part in response.parts:
+                parts.append(part if isinstance(part, (bytes, bytearray, memoryview)) else part.read())
+            self.transport.writelines(parts)
+            return
+        _, writer, flexible = apis.response_codec(api_key, api_version)
+        buffer = io.BytesIO()
+        writer(buffer, response)
+        body = buffer.getbuffer()
+        head = framing.response_header(correlation_id, flexible and api_key != API_VERSIONS_KEY, len(body))
+        self.transport.writelines((head, body))
+
+    def _answer_unsupported_api_versions(self, correlation_id: int) -> None:
+        # Kafka answers an ApiVersions request of an unknown version with a v0 response that
+        # carries UNSUPPORTED_VERSION and the supported ranges, so the client can retry lower.
+        from odradek.broker.handlers.api_versions import api_keys_for
+
+        module = apis.response_module(API_VERSIONS_KEY, 0)
+        response = apis.make(module.ApiVersionsResponse, error_code=ErrorCode.unsupported_version,
+                             api_keys=api_keys_for(module))
+        self._send(API_VERSIONS_KEY, 0, correlation_id, response)
+
+    def _close(self, reason: str) -> None:
+        if self._closed:
+            return
+        log.info("closing connection %s: %s", self.client.connection_id if self.client else "?", reason)
+        self._closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def close(self) -> None:
+        self._close("broker shutting down")

@@ -1,0 +1,190 @@
+"""Fetch (API key 1), versions 4-18.
+
+Reads each requested partition from its fetch offset, at most `partition_max_bytes` per
+partition and about `max_bytes` in all (the first partition with data always gets at least one
+whole batch, KIP-74), never past the high watermark (read_uncommitted) or the last stable offset
+(read_committed). Reading starts at the batch holding the fetch offset; the client skips records
+before its offset and drops a partial batch at the end. When fewer than `min_bytes` are ready,
+the request long-polls up to `max_wait` and is woken by the first append to any of its
+partitions. Fetch sessions (KIP-227, v7+) let fetchers send only what changed; v13+ name topics
+by id (KIP-516).
+Errors: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID,
+NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, FETCH_SESSION_ID_NOT_FOUND,
+INVALID_FETCH_SESSION_EPOCH, KAFKA_STORAGE_ERROR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from odradek.broker.fetch_session import FINAL_EPOCH, INITIAL_EPOCH, CachedPartition
+from odradek.protocol.errors import ErrorCode
+from odradek.runtime.clock import monotonic_ms
+
+READ_COMMITTED = 1
+
+
+@dataclass(slots=True)
+class _Read:
+    cached: CachedPartition
+    error: ErrorCode
+    high_watermark: int = -1
+    last_stable_offset: int = -1
+    log_start_offset: int = -1
+    data: bytes = b""
+
+
+async def handle(request, ctx):
+    core = ctx.broker
+    by_id = ctx.api_version >= 13
+    session_id = getattr(request, "session_id", 0)
+    epoch = getattr(request, "session_epoch", FINAL_EPOCH)
+
+    session = None
+    if epoch == FINAL_EPOCH or epoch == INITIAL_EPOCH:
+        if session_id:
+            core.fetch_sessions.close(session_id)
+        wanted = _requested(request, by_id)
+        if epoch == INITIAL_EPOCH:
+            session = core.fetch_sessions.create()
+            if session is not None:
+                for cached in wanted:
+                    session.partitions[(_topic_key(cached, by_id), cached.partition)] = cached
+    else:
+        found = core.fetch_sessions.lookup(session_id, epoch)
+        if isinstance(found, ErrorCode):
+            return ctx.response(throttle_time=timedelta(0), error_code=found, session_id=0, responses=())
+        session = found
+        for cached in _requested(request, by_id):
+            key = (_topic_key(cached, by_id), cached.partition)
+            existing = session.partitions.get(key)
+            if existing is None:
+                session.partitions[key] = cached
+            else:
+                existing.fetch_offset = cached.fetch_offset
+                existing.partition_max_bytes = cached.partition_max_bytes
+                existing.current_leader_epoch = cached.current_leader_epoch
+        for forgotten in getattr(request, "forgotten_topics_data", ()):
+            topic_key = forgotten.topic_id if by_id else forgotten.topic
+            for index in forgotten.partitions:
+                session.partitions.pop((topic_key, index), None)
+        wanted = list(session.partitions.values())
+
+    incremental = session is not None and epoch > 0
+    isolation_level = getattr(request, "isolation_level", 0)
+    deadline_ms = monotonic_ms() + max(0, int(request.max_wait.total_seconds() * 1000))
+    max_bytes = getattr(request, "max_bytes", 2**31 - 1)
+    while True:
+        reads = [_read(core, cached, isolation_level) for cached in wanted]
+        _fill(core, reads, max_bytes, isolation_level)
+        ready_bytes = sum(len(r.data) for r in reads)
+        remaining_ms = deadline_ms - monotonic_ms()
+        if (ready_bytes >= request.min_bytes or remaining_ms <= 0 or not reads
+                or any(r.error is not ErrorCode.none for r in reads)):
+            break
+        partitions = [p for p in (core.replica_manager.get(r.cached.topic, r.cached.partition) for r in reads) if p]
+        await core.replica_manager.wait_for_data(partitions, remaining_ms / 1000)
+
+    topics: dict = {}
+    for r in reads:
+        if incremental:
+            if not r.cached.must_respond(r.error, bool(r.data), r.high_watermark,
+                                         r.last_stable_offset, r.log_start_offset):
+                continue
+        elif session is not None:
+            r.cached.must_respond(r.error, bool(r.data), r.high_watermark, r.last_stable_offset,
+                                  r.log_start_offset)
+        topics.setdefault(_topic_key(r.cached, by_id), (r.cached, []))[1].append(
+            ctx.entity(
+                "PartitionData",
+                partition_index=r.cached.partition,
+                error_code=r.error,
+                high_watermark=r.high_watermark,
+                last_stable_offset=r.last_stable_offset,
+                log_start_offset=r.log_start_offset,
+                aborted_transactions=None if isolation_level != READ_COMMITTED else (),
+                preferred_read_replica=-1,
+                records=r.data,
+            )
+        )
+    responses = tuple(
+        ctx.entity("FetchableTopicResponse", topic=cached.topic, topic_id=cached.topic_id,
+                   partitions=tuple(parts))
+        for cached, parts in topics.values()
+    )
+    return ctx.response(
+        throttle_time=timedelta(0),
+        error_code=ErrorCode.none,
+        session_id=session.session_id if session is not None else 0,
+        responses=responses,
+    )
+
+
+def _topic_key(cached: CachedPartition, by_id: bool):
+    return cached.topic_id if by_id else cached.topic
+
+
+def _requested(request, by_id: bool) -> list[CachedPartition]:
+    wanted = []
+    for topic in request.topics:
+        name = None if by_id else topic.topic
+        topic_id = topic.topic_id if by_id else None
+        for p in topic.partitions:
+            wanted.append(CachedPartition(
+                topic=name, topic_id=topic_id, partition=p.partition, fetch_offset=p.fetch_offset,
+                partition_max_bytes=p.partition_max_bytes,
+                current_leader_epoch=getattr(p, "current_leader_epoch", -1),
+            ))
+    return wanted
+
+
+def _read(core, cached: CachedPartition, isolation_level: int) -> _Read:
+    if cached.topic_id is not None and cached.topic is None:
+        topic = core.image.topics_by_id.get(cached.topic_id)
+        if topic is None:
+            return _Read(cached, ErrorCode.unknown_topic_id)
+        cached.topic = topic.name
+    else:
+        topic = core.image.topics_by_name.get(cached.topic)
+        if topic is None:
+            return _Read(cached, ErrorCode.unknown_topic_or_partition)
+    if cached.partition not in topic.partitions:
+        return _Read(cached, ErrorCode.unknown_topic_or_partition)
+    partition = core.replica_manager.get(topic.name, cached.partition)
+    if partition is None:
+        return _Read(cached, ErrorCode.not_leader_or_follower)
+    if cached.current_leader_epoch >= 0:
+        if cached.current_leader_epoch > partition.leader_epoch:
+            return _Read(cached, ErrorCode.unknown_leader_epoch)
+        if cached.current_leader_epoch < partition.leader_epoch:
+            return _Read(cached, ErrorCode.fenced_leader_epoch)
+    log = partition.log
+    # No transactions yet: the last stable offset is the high watermark.
+    return _Read(cached, ErrorCode.none, log.high_watermark, log.high_watermark, log.log_start_offset)
+
+
+def _fill(core, reads: list[_Read], max_bytes: int, isolation_level: int) -> None:
+    budget = max_bytes
+    min_one_message = True
+    for r in reads:
+        if r.error is not ErrorCode.none:
+            continue
+        partition = core.replica_manager.get(r.cached.topic, r.cached.partition)
+        limit = min(r.cached.partition_max_bytes, budget)
+        if limit <= 0 and not min_one_message:
+            continue
+        try:
+            result = partition.log.read(r.cached.fetch_offset, max(limit, 0), max_offset=r.last_stable_offset,
+                                        min_one_message=min_one_message)
+            if result.error is not ErrorCode.none:
+                r.error = result.error
+                continue
+            r.data = result.region.read() if result.region is not None and result.region.size_bytes else b""
+        except OSError as exc:
+            core.storage_error(partition, exc)
+            r.error = ErrorCode.kafka_storage_error
+            continue
+        if r.data:
+            budget -= len(r.data)
+            min_one_message = False

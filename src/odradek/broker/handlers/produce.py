@@ -1,0 +1,99 @@
+"""Produce (API key 0), versions 3-13 (0-2 advertised for librdkafka's sake and refused when used).
+
+Appends each partition's record batch to its log and answers with the base offset of the
+append. A v3+ request carries exactly one RecordBatch (magic 2) per partition; the broker checks
+its header and CRC-32C, never its records, and writes it as received with base offset and leader
+epoch patched in place. acks=0 gets no response; acks=1 answers after the local append; acks=-1
+waits until the high watermark passes the append (at once on a single node). v13 names topics
+by id (KIP-516).
+Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, CORRUPT_MESSAGE,
+INVALID_RECORD, UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, OUT_OF_ORDER_SEQUENCE_NUMBER,
+INVALID_PRODUCER_EPOCH, TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactions are not served yet),
+KAFKA_STORAGE_ERROR.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from odradek.protocol import records
+from odradek.protocol.errors import ErrorCode
+from odradek.runtime.clock import now_ms as clock_now_ms
+
+VALID_ACKS = (-1, 0, 1)
+
+
+async def handle(request, ctx):
+    core = ctx.broker
+    now_ms = clock_now_ms()
+    by_id = ctx.api_version >= 13
+    acks = request.acks
+    topic_responses = []
+    for topic in request.topic_data:
+        if by_id:
+            topic_image = core.image.topics_by_id.get(topic.topic_id)
+            unknown = ErrorCode.unknown_topic_id
+        else:
+            topic_image = core.image.topics_by_name.get(topic.name)
+            unknown = ErrorCode.unknown_topic_or_partition
+        partition_responses = []
+        for data in topic.partition_data:
+            if acks not in VALID_ACKS:
+                outcome = (ErrorCode.invalid_required_acks, None, None)
+            elif request.transactional_id is not None:
+                outcome = (ErrorCode.transactional_id_authorization_failed,
+                           "transactions are not supported yet", None)
+            elif topic_image is None or data.index not in topic_image.partitions:
+                outcome = (unknown, None, None)
+            else:
+                outcome = await _append(core, topic_image, data, now_ms)
+            partition_responses.append(_partition_response(ctx, data.index, *outcome))
+        topic_responses.append(ctx.entity(
+            "TopicProduceResponse",
+            name=None if by_id else topic.name,
+            topic_id=topic.topic_id if by_id else None,
+            partition_responses=tuple(partition_responses),
+        ))
+    if acks == 0:
+        return None
+    return ctx.response(responses=tuple(topic_responses), throttle_time=timedelta(0))
+
+
+async def _append(core, topic_image, data, now_ms):
+    partition = core.replica_manager.get(topic_image.name, data.index)
+    if partition is None:
+        return ErrorCode.not_leader_or_follower, None, None
+    raw = data.records
+    if not raw:
+        return ErrorCode.invalid_record, "produce request without records", None
+    max_message_bytes = partition.log.config.max_message_bytes
+    if len(raw) > max_message_bytes + records.LOG_OVERHEAD:
+        return (ErrorCode.message_too_large,
+                f"batch of {len(raw)} bytes exceeds max.message.bytes {max_message_bytes}", None)
+    header = records.validate_batch(raw, 0, len(raw))
+    if isinstance(header, records.BatchError):
+        return header.error, header.message, None
+    if header.size_bytes != len(raw):
+        return ErrorCode.invalid_record, "a produce request carries exactly one record batch per partition", None
+    if header.is_transactional or header.is_control:
+        return (ErrorCode.transactional_id_authorization_failed,
+                "transactional and control batches are not supported yet", None)
+    result = await core.replica_manager.append(partition, bytearray(raw), header, now_ms)
+    return result.error, result.error_message, result
+
+
+def _partition_response(ctx, index, error, message, result):
+    log_append_time = None
+    if result is not None and result.log_append_time_ms >= 0:
+        log_append_time = datetime.fromtimestamp(result.log_append_time_ms / 1000, tz=timezone.utc)
+    ok = error is ErrorCode.none and result is not None
+    return ctx.entity(
+        "PartitionProduceResponse",
+        index=index,
+        error_code=error,
+        base_offset=result.base_offset if ok else -1,
+        log_append_time=log_append_time,
+        log_start_offset=result.log_start_offset if result is not None else -1,
+        record_errors=(),
+        error_message=message,
+    )

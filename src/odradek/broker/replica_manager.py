@@ -1,0 +1,101 @@
+"""The partitions this broker hosts, their logs, and the waits for new data (fetch purgatory).
+
+`ReplicaManager` owns one `Partition` per hosted topic-partition. The produce path appends a
+validated batch to the partition's log and advances the high watermark (on a single node, to
+the log end offset at once); then it wakes every Fetch long-polling on that partition. The fetch
+path waits on a partition with a cheap per-partition future, never by polling.
+
+Owned by the BrokerCore; every method runs on the event loop, except `Log.flush`, which goes to
+the broker's blocking-I/O thread pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+from odradek.protocol.errors import ErrorCode
+from odradek.protocol.records import BatchHeader
+from odradek.storage.log import AppendResult, Log
+
+
+@dataclass(eq=False)
+class Partition:
+    """One hosted partition: its log, the leader epoch this broker leads it in, and data waiters."""
+
+    topic: str
+    index: int
+    topic_id: uuid.UUID
+    log: Log
+    leader_epoch: int = 0
+    waiters: list[asyncio.Future] = field(default_factory=list)
+
+    def wake_waiters(self) -> None:
+        waiters, self.waiters = self.waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class ReplicaManager:
+    def __init__(self, core) -> None:
+        self._core = core
+        self.partitions: dict[tuple[str, int], Partition] = {}
+
+    def get(self, topic: str, partition: int) -> Partition | None:
+        return self.partitions.get((topic, partition))
+
+    def add(self, partition: Partition) -> None:
+        self.partitions[(partition.topic, partition.index)] = partition
+
+    def remove(self, topic: str, partition: int) -> Partition | None:
+        removed = self.partitions.pop((topic, partition), None)
+        if removed is not None:
+            removed.wake_waiters()
+        return removed
+
+    async def append(self, partition: Partition, batch: bytearray, header: BatchHeader,
+                     now_ms: int) -> AppendResult:
+        """Append one validated batch as leader; durable per the flush policy before returning."""
+        log = partition.log
+        try:
+            result = log.append(batch, header, leader_epoch=partition.leader_epoch, now_ms=now_ms)
+        except OSError as exc:
+            return self._core.storage_error(partition, exc)
+        if result.error is not ErrorCode.none:
+            return result
+        if result.needs_flush:
+            try:
+                await self._core.run_blocking(log.flush)
+            except OSError as exc:
+                return self._core.storage_error(partition, exc)
+        # Single node: every replica in the ISR (just us) has the batch once it is in the log.
+        log.update_high_watermark(log.log_end_offset)
+        partition.wake_waiters()
+        return result
+
+    async def wait_for_data(self, partitions: list[Partition], timeout_s: float) -> None:
+        """Return when any of `partitions` gets new data or `timeout_s` passes."""
+        if timeout_s <= 0 or not partitions:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        for partition in partitions:
+            partition.waiters.append(waiter)
+        handle = loop.call_later(timeout_s, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            for partition in partitions:
+                # Remove our waiter so idle partitions do not accumulate finished futures.
+                try:
+                    partition.waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
