@@ -46,6 +46,25 @@ class ReplicaManager:
     def get(self, topic: str, partition: int) -> Partition | None:
         return self.partitions.get((topic, partition))
 
+    def leader_partition(self, topic: str, index: int, current_leader_epoch: int = -1) -> Partition | ErrorCode:
+        """The partition if this broker leads it in the client's epoch, else Kafka's error.
+
+        `current_leader_epoch` -1 skips the check; a newer epoch than ours is UNKNOWN_LEADER_EPOCH
+        (our metadata is behind), an older one FENCED_LEADER_EPOCH (the client's is).
+        """
+        topic_image = self._core.image.topics_by_name.get(topic)
+        if topic_image is None or index not in topic_image.partitions:
+            return ErrorCode.unknown_topic_or_partition
+        partition = self.partitions.get((topic, index))
+        if partition is None:
+            return ErrorCode.not_leader_or_follower
+        if current_leader_epoch >= 0:
+            if current_leader_epoch > partition.leader_epoch:
+                return ErrorCode.unknown_leader_epoch
+            if current_leader_epoch < partition.leader_epoch:
+                return ErrorCode.fenced_leader_epoch
+        return partition
+
     def add(self, partition: Partition) -> None:
         self.partitions[(partition.topic, partition.index)] = partition
 

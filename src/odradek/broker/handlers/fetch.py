@@ -149,16 +149,9 @@ def _read(core, cached: CachedPartition, isolation_level: int) -> _Read:
         topic = core.image.topics_by_name.get(cached.topic)
         if topic is None:
             return _Read(cached, ErrorCode.unknown_topic_or_partition)
-    if cached.partition not in topic.partitions:
-        return _Read(cached, ErrorCode.unknown_topic_or_partition)
-    partition = core.replica_manager.get(topic.name, cached.partition)
-    if partition is None:
-        return _Read(cached, ErrorCode.not_leader_or_follower)
-    if cached.current_leader_epoch >= 0:
-        if cached.current_leader_epoch > partition.leader_epoch:
-            return _Read(cached, ErrorCode.unknown_leader_epoch)
-        if cached.current_leader_epoch < partition.leader_epoch:
-            return _Read(cached, ErrorCode.fenced_leader_epoch)
+    partition = core.replica_manager.leader_partition(topic.name, cached.partition, cached.current_leader_epoch)
+    if isinstance(partition, ErrorCode):
+        return _Read(cached, partition)
     log = partition.log
     # No transactions yet: the last stable offset is the high watermark.
     return _Read(cached, ErrorCode.none, log.high_watermark, log.high_watermark, log.log_start_offset)

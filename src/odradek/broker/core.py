@@ -1,0 +1,165 @@
+"""BrokerCore: the services one broker offers its handlers.
+
+Holds the broker config, the metadata image (and the store it is replayed from), the hosted
+partitions (ReplicaManager over the LogManager's logs), fetch sessions and connection bookkeeping.
+Metadata changes go through `apply_metadata(records)`: the records are made durable in the store,
+applied to the image, and the hosted partitions follow the image (a new partition gets a log, a
+deleted topic's logs are removed).
+
+Owned by the server; all methods run on the event loop. Blocking work (fsync, file deletion)
+goes to a small thread pool through `run_blocking`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from odradek.broker.connections import ConnectionRegistry
+from odradek.broker.fetch_session import FetchSessionCache
+from odradek.broker.replica_manager import Partition, ReplicaManager
+from odradek.config import BrokerConfig
+from odradek.metadata import controller
+from odradek.metadata.records import ProducerIdsRecord
+from odradek.metadata.store import MetadataStore
+from odradek.protocol.errors import ErrorCode
+from odradek.runtime.clock import now_ms
+from odradek.storage.fs import RealFileSystem
+from odradek.storage.log import AppendResult
+from odradek.storage.log_manager import LogManager
+
+log = logging.getLogger(__name__)
+
+PRODUCER_ID_BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
+METADATA_DIR = "__cluster_metadata-0"
+
+
+class BrokerCore:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.fs = RealFileSystem()
+        self.log_manager = LogManager(self.fs, config.log_dirs, now_ms())
+        self.replica_manager = ReplicaManager(self)
+        self.fetch_sessions = FetchSessionCache()
+        self.connections = ConnectionRegistry(config)
+        self.metadata: MetadataStore | None = None
+        self.endpoints: dict[str, tuple[str, int]] = {}  # listener name -> advertised (host, port)
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="odradek-io")
+        self._metadata_lock = asyncio.Lock()
+        self._next_producer_id = 0
+        self._producer_id_block_end = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        """Lock the data directory, recover logs, replay metadata, host every partition."""
+        self.log_manager.open()
+        data_dir = Path(self.config.log_dirs[0])
+        self.metadata = MetadataStore.open(data_dir / METADATA_DIR, node_id=self.config.node_id,
+                                           cluster_id=self.config.cluster_id)
+        self._sync_partitions()
+        block = self.image.producer_ids_next
+        self._next_producer_id = self._producer_id_block_end = block
+
+    def close(self) -> None:
+        """Flush and checkpoint every log and write the clean-shutdown marker."""
+        self.log_manager.close()
+        if self.metadata is not None:
+            self.metadata.close()
+        self._executor.shutdown(wait=True)
+
+    @property
+    def image(self):
+        return self.metadata.image
+
+    @property
+    def cluster_id(self) -> str:
+        return self.metadata.image.cluster_id
+
+    def advertised_endpoint(self, listener_name: str) -> tuple[str, int]:
+        return self.endpoints.get(listener_name) or next(iter(self.endpoints.values()))
+
+    async def run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def storage_error(self, partition: Partition, exc: OSError) -> AppendResult:
+        log.error("storage error on %s-%d: %s", partition.topic, partition.index, exc)
+        return AppendResult(error=ErrorCode.kafka_storage_error, base_offset=-1, last_offset=-1,
+                            log_append_time_ms=-1, log_start_offset=-1,
+                            error_message=f"storage error: {exc.strerror or exc}", needs_flush=False)
+
+    # -- metadata ----------------------------------------------------------------------------
+    async def apply_metadata(self, records: list) -> None:
+        """Make `records` durable in the metadata log, apply them, and host what they describe."""
+        if not records:
+            return
+        async with self._metadata_lock:
+            await self.run_blocking(self.metadata.append, records)
+            self._sync_partitions()
+
+    def _sync_partitions(self) -> None:
+        image = self.image
+        wanted = set()
+        for topic in image.topics_by_name.values():
+            log_config = self.config.log_config(topic.configs)
+            for index, p in topic.partitions.items():
+                wanted.add((topic.name, index))
+                hosted = self.replica_manager.get(topic.name, index)
+                if hosted is None:
+                    partition_log = self.log_manager.get_or_create_log(topic.name, index, log_config, topic.topic_id)
+                    partition_log.update_high_watermark(partition_log.log_end_offset)
+                    self.replica_manager.add(Partition(topic.name, index, topic.topic_id, partition_log,
+                                                       leader_epoch=p.leader_epoch))
+                else:
+                    hosted.leader_epoch = p.leader_epoch
+                    if hosted.log.config != log_config:
+                        hosted.log.update_config(log_config)
+        for key in list(self.replica_manager.partitions):
+            if key not in wanted:
+                self.replica_manager.remove(*key)
+                self.log_manager.delete_log(*key)
+
+    async def create_topics(self, topics: list, validate_only: bool) -> list:
+        """CreateTopics through the controller; returns its per-topic results."""
+        async with self._metadata_lock:
+            pass
+        records, results = controller.create_topics(self.image, topics, self.config, validate_only)
+        if not validate_only:
+            await self.apply_metadata(records)
+        return results
+
+    async def auto_create_topic(self, name: str) -> ErrorCode:
+        request = controller.CreatableTopic(name=name, num_partitions=-1, replication_factor=-1)
+        records, results = controller.create_topics(self.image, [request], self.config, False)
+        error = results[0].error
+        if error is ErrorCode.topic_already_exists:
+            return ErrorCode.none
+        if error is not ErrorCode.none:
+            return ErrorCode.invalid_topic_exception if error is ErrorCode.invalid_topic_exception else error
+        await self.apply_metadata(records)
+        return ErrorCode.none
+
+    async def allocate_producer_id(self) -> int:
+        """A producer id never handed out before; blocks of ids are reserved in the metadata log."""
+        if self._next_producer_id >= self._producer_id_block_end:
+            start = max(self._producer_id_block_end, self.image.producer_ids_next)
+            await self.apply_metadata([ProducerIdsRecord(broker_id=self.config.node_id,
+                                                         next_producer_id=start + PRODUCER_ID_BLOCK_SIZE)])
+            self._next_producer_id, self._producer_id_block_end = start, start + PRODUCER_ID_BLOCK_SIZE
+        producer_id = self._next_producer_id
+        self._next_producer_id += 1
+        return producer_id
+
+    # -- background work ---------------------------------------------------------------------
+    async def flush_due(self) -> None:
+        await self.run_blocking(self.log_manager.flush_logs_due, now_ms())
+
+    async def checkpoint(self) -> None:
+        await self.run_blocking(self.log_manager.checkpoint)
+
+
+def new_topic_id() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,161 @@
+"""The broker process: listeners, background housekeeping, start and stop.
+
+`BrokerServer` binds each listener, serves connections with `KafkaConnection`, and runs one
+housekeeping task (idle connections, flush.ms, checkpoints). `serve()` is what `odradek serve`
+runs: it loads the config, installs uvloop when available, logs one line when ready, and stops
+cleanly on SIGTERM or SIGINT (logs flushed, checkpoints and the clean-shutdown marker written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import time
+
+from odradek.broker.connection import KafkaConnection
+from odradek.broker.core import BrokerCore
+from odradek.config import BrokerConfig, ConfigError
+from odradek.runtime.clock import monotonic_ms
+
+log = logging.getLogger("odradek")
+
+HOUSEKEEPING_INTERVAL_S = 1.0
+LISTEN_BACKLOG = 1024
+
+
+class BrokerServer:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.core = BrokerCore(config)
+        self._servers: list[asyncio.base_events.Server] = []
+        self._housekeeping: asyncio.Task | None = None
+        self.bound: dict[str, tuple[str, int]] = {}  # listener name -> actual (host, port)
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        self.core.open()
+        loop = asyncio.get_running_loop()
+        try:
+            for listener in self.config.listeners:
+                server = await loop.create_server(
+                    lambda name=listener.name: KafkaConnection(self.core, name),
+                    host=listener.host or None,
+                    port=listener.port,
+                    reuse_address=True,
+                    backlog=LISTEN_BACKLOG,
+                )
+                self._servers.append(server)
+                sockname = server.sockets[0].getsockname()
+                self.bound[listener.name] = (listener.host or sockname[0], sockname[1])
+        except BaseException:
+            await self.stop()
+            raise
+        self.core.endpoints = self._advertised()
+        self._housekeeping = loop.create_task(self._housekeep())
+        listeners = ", ".join(f"{name}://{host}:{port}" for name, (host, port) in self.bound.items())
+        log.info("Odradek broker %d ready on %s (data in %s, cluster %s) in %.0f ms",
+                 self.config.node_id, listeners, ", ".join(self.config.log_dirs), self.core.cluster_id,
+                 (time.perf_counter() - started) * 1000)
+
+    def _advertised(self) -> dict[str, tuple[str, int]]:
+        endpoints = {}
+        advertised = {l.name: l for l in self.config.advertised_listeners or ()}
+        for name, (host, port) in self.bound.items():
+            if name in advertised:
+                a = advertised[name]
+                endpoints[name] = (a.host or host, a.port or port)
+            elif host in ("", "0.0.0.0", "::"):
+                endpoints[name] = (socket.getfqdn(), port)
+            else:
+                endpoints[name] = (host, port)
+        return endpoints
+
+    async def _housekeep(self) -> None:
+        checkpoint_interval_ms = self.config.log_flush_offset_checkpoint_interval_ms
+        next_checkpoint_ms = monotonic_ms() + checkpoint_interval_ms
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            try:
+                self.core.connections.close_idle()
+                await self.core.flush_due()
+                if monotonic_ms() >= next_checkpoint_ms:
+                    await self.core.checkpoint()
+                    next_checkpoint_ms = monotonic_ms() + checkpoint_interval_ms
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        self.core.connections.close_all()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            try:
+                await self._housekeeping
+            except asyncio.CancelledError:
+                pass
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        self.core.close()
+        log.info("Odradek broker %d stopped cleanly", self.config.node_id)
+
+
+def install_event_loop_policy() -> None:
+    """uvloop when installed (faster per request); the stock loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(config_path: str | None, overrides: dict[str, str]) -> int:
+    """Run a broker until SIGTERM/SIGINT. Returns the process exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        config, warnings = BrokerConfig.load(config_path, overrides)
+    except ConfigError as exc:
+        print(f"odradek: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"odradek: cannot read {config_path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    for warning in warnings:
+        log.warning("%s", warning)
+    install_event_loop_policy()
+    try:
+        asyncio.run(_serve_until_signalled(config))
+    except StartupError as exc:
+        print(f"odradek: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+class StartupError(Exception):
+    """The broker could not start (data directory locked, address in use): one clear line."""
+
+
+async def _serve_until_signalled(config: BrokerConfig) -> None:
+    from odradek.storage.log_manager import DataDirLockedError
+
+    server = BrokerServer(config)
+    try:
+        await server.start()
+    except DataDirLockedError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(f"cannot listen: {exc.strerror or exc}") from None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
