@@ -16,9 +16,9 @@ INVALID_FETCH_SESSION_EPOCH, KAFKA_STORAGE_ERROR.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
-
+from odradek.broker.connection import EncodedResponse
 from odradek.broker.fetch_session import FINAL_EPOCH, INITIAL_EPOCH, CachedPartition
+from odradek.protocol import fetch_response
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import monotonic_ms
 
@@ -32,7 +32,8 @@ class _Read:
     high_watermark: int = -1
     last_stable_offset: int = -1
     log_start_offset: int = -1
-    data: bytes = b""
+    region: object = None  # a storage FileRegion (sent with sendfile where possible), or None
+    size_bytes: int = 0
 
 
 async def handle(request, ctx):
@@ -54,7 +55,7 @@ async def handle(request, ctx):
     else:
         found = core.fetch_sessions.lookup(session_id, epoch)
         if isinstance(found, ErrorCode):
-            return ctx.response(throttle_time=timedelta(0), error_code=found, session_id=0, responses=())
+            return EncodedResponse(fetch_response.encode(ctx.api_version, 0, found.value, 0, []))
         session = found
         for cached in _requested(request, by_id):
             key = (_topic_key(cached, by_id), cached.partition)
@@ -78,7 +79,7 @@ async def handle(request, ctx):
     while True:
         reads = [_read(core, cached, isolation_level) for cached in wanted]
         _fill(core, reads, max_bytes, isolation_level)
-        ready_bytes = sum(len(r.data) for r in reads)
+        ready_bytes = sum(r.size_bytes for r in reads)
         remaining_ms = deadline_ms - monotonic_ms()
         if (ready_bytes >= request.min_bytes or remaining_ms <= 0 or not reads
                 or any(r.error is not ErrorCode.none for r in reads)):
@@ -88,37 +89,27 @@ async def handle(request, ctx):
 
     topics: dict = {}
     for r in reads:
-        if incremental:
-            if not r.cached.must_respond(r.error, bool(r.data), r.high_watermark,
-                                         r.last_stable_offset, r.log_start_offset):
+        has_records = r.size_bytes > 0
+        if session is not None:
+            respond = r.cached.must_respond(r.error, has_records, r.high_watermark,
+                                            r.last_stable_offset, r.log_start_offset)
+            if incremental and not respond:
                 continue
-        elif session is not None:
-            r.cached.must_respond(r.error, bool(r.data), r.high_watermark, r.last_stable_offset,
-                                  r.log_start_offset)
-        topics.setdefault(_topic_key(r.cached, by_id), (r.cached, []))[1].append(
-            ctx.entity(
-                "PartitionData",
-                partition_index=r.cached.partition,
-                error_code=r.error,
-                high_watermark=r.high_watermark,
-                last_stable_offset=r.last_stable_offset,
-                log_start_offset=r.log_start_offset,
-                aborted_transactions=None if isolation_level != READ_COMMITTED else (),
-                preferred_read_replica=-1,
-                records=r.data,
-            )
-        )
-    responses = tuple(
-        ctx.entity("FetchableTopicResponse", topic=cached.topic, topic_id=cached.topic_id,
-                   partitions=tuple(parts))
-        for cached, parts in topics.values()
-    )
-    return ctx.response(
-        throttle_time=timedelta(0),
-        error_code=ErrorCode.none,
-        session_id=session.session_id if session is not None else 0,
-        responses=responses,
-    )
+        key = _topic_key(r.cached, by_id)
+        topic = topics.get(key)
+        if topic is None:
+            topic = topics[key] = fetch_response.TopicData(r.cached.topic, r.cached.topic_id)
+        topic.partitions.append(fetch_response.PartitionData(
+            partition_index=r.cached.partition,
+            error_code=r.error.value,
+            high_watermark=r.high_watermark,
+            last_stable_offset=r.last_stable_offset,
+            log_start_offset=r.log_start_offset,
+            aborted_transactions=[] if isolation_level == READ_COMMITTED else None,
+            records=r.region if has_records else b"",
+        ))
+    session_id = session.session_id if session is not None else 0
+    return EncodedResponse(fetch_response.encode(ctx.api_version, 0, 0, session_id, list(topics.values())))
 
 
 def _topic_key(cached: CachedPartition, by_id: bool):
@@ -173,11 +164,12 @@ def _fill(core, reads: list[_Read], max_bytes: int, isolation_level: int) -> Non
             if result.error is not ErrorCode.none:
                 r.error = result.error
                 continue
-            r.data = result.region.read() if result.region is not None and result.region.size_bytes else b""
+            if result.region is not None and result.region.size_bytes:
+                r.region, r.size_bytes = result.region, result.region.size_bytes
         except OSError as exc:
             core.storage_error(partition, exc)
             r.error = ErrorCode.kafka_storage_error
             continue
-        if r.data:
-            budget -= len(r.data)
+        if r.size_bytes:
+            budget -= r.size_bytes
             min_one_message = False
