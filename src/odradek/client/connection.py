@@ -157,6 +157,17 @@ def decode_response(response_cls: type, frame: bytes) -> tuple[int, Any]:
     return int(header.correlation_id), response
 
 
+def _api_versions_v0_fallback(response_cls: type, frame: bytes) -> Any | None:
+    """A broker that does not support our ApiVersions version answers with a v0 body carrying
+    UNSUPPORTED_VERSION; read it as v0, as Kafka's clients do, so the caller can retry lower."""
+    if int(response_cls.__api_key__) != API_VERSIONS_KEY or int(response_cls.__version__) == 0:
+        return None
+    try:
+        return decode_response(payload_class(API_VERSIONS_KEY, 0, False), frame)[1]
+    except Exception:
+        return None
+
+
 @dataclasses.dataclass(slots=True)
 class _InFlight:
     correlation_id: int
@@ -206,7 +217,8 @@ class BrokerConnection:
         except OSError as exc:
             import os
 
-            reason = os.strerror(exc.errno) if exc.errno else (str(exc) or type(exc).__name__)
+            reason = (os.strerror(exc.errno) if exc.errno and exc.errno > 0
+                      else (exc.strerror or str(exc) or type(exc).__name__))
             raise KafkaConnectionError(f"cannot connect to {self.address}: {reason}") from None
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
         try:
@@ -312,7 +324,14 @@ class BrokerConnection:
                 try:
                     _, response = decode_response(entry.response_cls, frame)
                 except Exception as exc:  # kio raises several types on malformed input
-                    self._fail_all(f"malformed {entry.response_cls.__name__}: {exc!r}")
+                    fallback = _api_versions_v0_fallback(entry.response_cls, frame)
+                    if fallback is not None:
+                        entry.future.set_result(fallback)
+                        continue
+                    reason = f"malformed {entry.response_cls.__name__}: {exc!r}"
+                    entry.future.set_exception(
+                        KafkaConnectionError(f"connection to {self.address} failed: {reason}"))
+                    self._fail_all(reason)
                     break
                 entry.future.set_result(response)
         except asyncio.IncompleteReadError:
