@@ -1,0 +1,398 @@
+"""Log: one partition's log on disk (Kafka's UnifiedLog/LocalLog, without retention yet)."""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+
+from odradek.protocol import records
+from odradek.protocol.errors import ErrorCode
+from odradek.protocol.records import BatchHeader
+from odradek.storage.checkpoints import LEADER_EPOCH_CHECKPOINT
+from odradek.storage.fs import FileSystem
+from odradek.storage.leader_epoch import LeaderEpochFileCache
+from odradek.storage.log_config import LogConfig
+from odradek.storage.producer_state import ProducerStateManager
+from odradek.storage.segment import FileRegion, LogSegment
+
+__all__ = ["AppendResult", "FileRegion", "InconsistentTopicIdError", "Log", "ReadResult", "parse_partition_dir"]
+
+log = logging.getLogger(__name__)
+
+PARTITION_METADATA_FILE = "partition.metadata"
+DELETE_DIR_SUFFIX = "-delete"
+
+
+class InconsistentTopicIdError(Exception):
+    """partition.metadata names another topic id than the one the broker expects."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    error: ErrorCode
+    base_offset: int
+    last_offset: int
+    log_append_time_ms: int  # -1 unless the topic uses LogAppendTime
+    log_start_offset: int
+    error_message: str | None
+    needs_flush: bool  # flush.messages reached: the caller runs log.flush() (blocking) before acking
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    error: ErrorCode
+    region: FileRegion | None
+
+
+def parse_partition_dir(name: str) -> tuple[str, int] | None:
+    """`<topic>-<partition>` -> (topic, partition); None for anything else."""
+    topic, sep, partition = name.rpartition("-")
+    if not sep or not topic or not partition.isdigit():
+        return None
+    return topic, int(partition)
+
+
+def encode_topic_id(topic_id: uuid.UUID) -> str:
+    """Kafka's Uuid.toString: URL-safe base64 of the 16 bytes, no padding."""
+    return base64.urlsafe_b64encode(topic_id.bytes).decode().rstrip("=")
+
+
+def decode_topic_id(text: str) -> uuid.UUID:
+    return uuid.UUID(bytes=base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+class Log:
+    """One partition's log: its segments, offsets, leader epochs and producer state.
+
+    Directory `<topic>-<partition>/`:
+        partition.metadata             `version: 0` / `topic_id: <base64 uuid>`
+        leader-epoch-checkpoint        see leader_epoch.py
+        <offset:020d>.log/.index/.timeindex   segments (see segment.py)
+        <offset:020d>.snapshot         producer state (see producer_state.py)
+
+    Offsets: log_start_offset <= high_watermark <= log_end_offset, recovery_point <= log_end_offset.
+    The last segment is the active one and the only one appended to; segment base offsets
+    strictly increase; the active segment's next offset is the log end offset.
+
+    Threads: everything runs on the broker's event loop except `flush()`, which the broker runs in
+    its blocking-I/O pool while the loop keeps appending. `flush` copies the segment list (appends
+    only add segments), fsyncs file descriptors (safe concurrently with pwrite) and then advances
+    the recovery point to the end offset it saw when it started. The operations that close or
+    delete segments (`truncate_to`, `close`, and later retention) take `_flush_lock`, so they wait
+    for a running flush (they are rare) and a flush never fsyncs a closed descriptor.
+    Retention (`delete_old_segments`) is a later issue: it will delete whole segments from the
+    front under `_flush_lock`, advance `log_start_offset`, and call
+    `leader_epoch_cache.truncate_from_start`.
+    """
+
+    def __init__(self, fs: FileSystem, dir: str, config: LogConfig, topic: str, partition: int) -> None:
+        self.fs = fs
+        self.dir = dir
+        self.config = config
+        self.topic = topic
+        self.partition = partition
+        self.topic_id: uuid.UUID | None = None
+        self.segments: list[LogSegment] = []
+        self._base_offsets: list[int] = []
+        self.log_start_offset = 0
+        self.log_end_offset = 0
+        self.high_watermark = 0
+        self.recovery_point = 0
+        self.leader_epoch_cache = LeaderEpochFileCache(fs, os.path.join(dir, LEADER_EPOCH_CHECKPOINT))
+        self.producer_state = ProducerStateManager(fs, dir)
+        self.unflushed_messages = 0
+        self.last_flush_ms = 0
+        self._flush_lock = threading.Lock()
+        self._position_cache: tuple[int, LogSegment, int] | None = None  # (offset, segment, position)
+        self.closed = False
+
+    # -- opening -------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, fs: FileSystem, dir: str, config: LogConfig, *, topic_id: uuid.UUID | None, recovery_point: int,
+             log_start_offset: int, high_watermark: int, clean_shutdown: bool, now_ms: int) -> "Log":
+        """Open (creating if needed) the log in `dir`; recovers it when `clean_shutdown` is False."""
+        from odradek.storage.log_loader import load_log
+
+        parsed = parse_partition_dir(os.path.basename(os.path.normpath(dir)))
+        if parsed is None:
+            raise ValueError(f"{dir} is not named <topic>-<partition>")
+        fs.mkdir(dir)
+        self = cls(fs, dir, config, *parsed)
+        self._init_topic_id(topic_id)
+        load_log(self, recovery_point=recovery_point, log_start_offset=log_start_offset,
+                 high_watermark=high_watermark, clean_shutdown=clean_shutdown, now_ms=now_ms)
+        self.last_flush_ms = now_ms
+        return self
+
+    def _init_topic_id(self, topic_id: uuid.UUID | None) -> None:
+        path = os.path.join(self.dir, PARTITION_METADATA_FILE)
+        stored = None
+        if self.fs.exists(path):
+            try:
+                fields = dict(line.split(": ", 1) for line in self.fs.read_file(path).decode().splitlines() if line)
+                stored = decode_topic_id(fields["topic_id"].strip())
+            except (ValueError, KeyError) as exc:
+                log.warning("%s: unreadable (%s); rewriting", path, exc)
+        if topic_id is not None and stored is not None and stored != topic_id:
+            raise InconsistentTopicIdError(f"{self.dir}: partition.metadata has topic id {stored}, expected {topic_id}")
+        self.topic_id = stored or topic_id
+        if stored is None and topic_id is not None:
+            self.fs.write_file_atomic(path, f"version: 0\ntopic_id: {encode_topic_id(topic_id)}\n".encode())
+
+    # -- segments ------------------------------------------------------------------------------
+    @property
+    def active_segment(self) -> LogSegment:
+        return self.segments[-1]
+
+    def _add_segment(self, segment: LogSegment) -> None:
+        assert not self.segments or segment.base_offset > self.segments[-1].base_offset
+        self.segments.append(segment)
+        self._base_offsets.append(segment.base_offset)
+
+    def _segment_index_for(self, offset: int) -> int:
+        """Index of the segment whose range holds `offset` (the first one for offsets before it)."""
+        return max(bisect.bisect_right(self._base_offsets, offset) - 1, 0)
+
+    def _roll(self, now_ms: int) -> LogSegment:
+        """Seal the active segment and start a new one at the log end offset."""
+        self.active_segment.on_become_inactive()
+        self.producer_state.take_snapshot(self.log_end_offset)
+        segment = LogSegment.create(self.fs, self.dir, self.log_end_offset, self.config)
+        self._add_segment(segment)
+        log.debug("%s-%d: rolled segment at %d", self.topic, self.partition, self.log_end_offset)
+        return segment
+
+    # -- appending -----------------------------------------------------------------------------
+    def append(self, batch: bytearray, header: BatchHeader, *, leader_epoch: int, now_ms: int) -> AppendResult:
+        """Append one validated batch as leader; see the module docs of the broker's produce path.
+
+        Producer checks, maybe roll, patch base offset / leader epoch (/ LogAppendTime), ONE write,
+        indexes, producer state, leader epoch cache, log end offset. Raises OSError when the write
+        fails (the log is unchanged; the broker answers KAFKA_STORAGE_ERROR).
+        """
+        assert not self.closed
+        assert header.position == 0 and len(batch) == header.size_bytes, "exactly one batch"
+        size = header.size_bytes
+        if size > self.config.segment_bytes:
+            return self._failed(ErrorCode.record_list_too_large,
+                                f"batch of {size} bytes is larger than segment.bytes {self.config.segment_bytes}")
+        check = self.producer_state.check(header, log_start_offset=self.log_start_offset)
+        if check.error is not ErrorCode.none:
+            return self._failed(check.error, check.message)
+        if check.duplicate is not None:
+            return AppendResult(ErrorCode.none, check.duplicate.first_offset, check.duplicate.last_offset, -1,
+                                self.log_start_offset, None, False)
+        base_offset = self.log_end_offset
+        last_offset = base_offset + header.last_offset_delta
+        segment = self.active_segment
+        if segment.should_roll(size, last_offset, now_ms):
+            segment = self._roll(now_ms)
+        records.patch_base_offset(batch, 0, base_offset)
+        records.patch_leader_epoch(batch, 0, leader_epoch)
+        log_append_time_ms = -1
+        max_timestamp_ms = header.max_timestamp
+        if self.config.log_append_time:
+            records.set_log_append_time(batch, 0, size, now_ms)
+            log_append_time_ms = max_timestamp_ms = now_ms
+        # The epoch cache first: if its checkpoint write fails nothing is in the log yet, and an
+        # entry starting at the log end offset is harmless if the batch write then fails.
+        self.leader_epoch_cache.assign(leader_epoch, base_offset)
+        segment.append(batch, last_offset, max_timestamp_ms, now_ms)
+        self.producer_state.update(header, base_offset, last_offset, max_timestamp_ms)
+        self.log_end_offset = last_offset + 1
+        self.unflushed_messages += header.records_count
+        return AppendResult(ErrorCode.none, base_offset, last_offset, log_append_time_ms, self.log_start_offset,
+                            None, self.unflushed_messages >= self.config.flush_messages)
+
+    def _failed(self, error: ErrorCode, message: str | None) -> AppendResult:
+        return AppendResult(error, -1, -1, -1, self.log_start_offset, message, False)
+
+    # -- reading -------------------------------------------------------------------------------
+    def read(self, fetch_offset: int, max_bytes: int, *, max_offset: int, min_one_message: bool = True) -> ReadResult:
+        """Batches from the one segment holding `fetch_offset`, below `max_offset`, up to `max_bytes`.
+
+        OFFSET_OUT_OF_RANGE outside [log_start_offset, log_end_offset]. See LogSegment.read for
+        the partial-last-batch and KIP-74 rules. An empty region when nothing is below `max_offset`.
+        """
+        if fetch_offset < self.log_start_offset or fetch_offset > self.log_end_offset:
+            return ReadResult(ErrorCode.offset_out_of_range, None)
+        max_offset = min(max_offset, self.log_end_offset)
+        i = self._segment_index_for(fetch_offset)
+        if fetch_offset >= max_offset:
+            return ReadResult(ErrorCode.none, self._empty_region(self.segments[i]))
+        max_segment, max_position = self._position_of(max_offset)
+        while i < len(self.segments):
+            segment = self.segments[i]
+            if segment.base_offset >= max_offset:
+                break
+            limit = max_position if segment is max_segment else segment.size_bytes
+            region = segment.read(fetch_offset, max_bytes, limit, min_one_message)
+            if region is not None:
+                return ReadResult(ErrorCode.none, region)
+            i += 1
+        return ReadResult(ErrorCode.none, self._empty_region(self.segments[min(i, len(self.segments) - 1)]))
+
+    def _empty_region(self, segment: LogSegment) -> FileRegion:
+        return FileRegion(segment.fd, 0, 0, self.fs)
+
+    def _position_of(self, offset: int) -> tuple[LogSegment, int]:
+        """(segment, position) where the batch holding `offset` starts; cached for the HW/LEO."""
+        if offset >= self.log_end_offset:
+            return self.active_segment, self.active_segment.size_bytes
+        cached = self._position_cache
+        if cached is not None and cached[0] == offset:
+            return cached[1], cached[2]
+        segment = self.segments[self._segment_index_for(offset)]
+        found = segment.translate_offset(offset)
+        position = found[0] if found is not None else segment.size_bytes
+        self._position_cache = (offset, segment, position)
+        return segment, position
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record with timestamp >= `timestamp_ms`, or None."""
+        for segment in self.segments:
+            max_timestamp_ms, _ = segment.load_max_timestamp()
+            if max_timestamp_ms >= timestamp_ms:
+                found = segment.find_offset_by_timestamp(timestamp_ms)
+                if found is not None and found[0] >= self.log_start_offset:
+                    return found
+        return None
+
+    def max_timestamp_offset(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record holding the log's largest timestamp (KIP-734)."""
+        best: tuple[int, LogSegment, int] | None = None
+        for segment in self.segments:
+            max_timestamp_ms, offset = segment.load_max_timestamp()
+            if offset >= 0 and (best is None or max_timestamp_ms > best[0]):
+                best = (max_timestamp_ms, segment, offset)
+        if best is None:
+            return None
+        max_timestamp_ms, segment, offset = best
+        found = segment.translate_offset(offset)
+        if found is None:
+            return None
+        position, header = found
+        for record in records.iter_records(segment.read_batch(position, header)):
+            if record.timestamp == max_timestamp_ms:
+                return record.offset, record.timestamp
+        return header.last_offset, max_timestamp_ms
+
+    # -- leader epochs -------------------------------------------------------------------------
+    def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
+        return self.leader_epoch_cache.end_offset_for_epoch(epoch, self.log_end_offset)
+
+    def epoch_for_offset(self, offset: int) -> int:
+        return self.leader_epoch_cache.epoch_for_offset(offset)
+
+    # -- offsets and truncation ----------------------------------------------------------------
+    def update_high_watermark(self, offset: int) -> None:
+        self.high_watermark = min(max(offset, self.log_start_offset), self.log_end_offset)
+
+    def update_config(self, config: LogConfig) -> None:
+        self.config = config
+        for segment in self.segments:
+            segment.config = config
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove everything at and above `offset` (at a batch boundary: a batch holding `offset`
+        goes entirely, so the log end offset may end below `offset`). Follower truncation."""
+        if offset >= self.log_end_offset:
+            return
+        with self._flush_lock:
+            if offset < self.log_start_offset:
+                self._truncate_fully_and_start_at(max(offset, 0))  # as Kafka
+            else:
+                self._truncate_segments(offset)
+
+    def _truncate_segments(self, offset: int) -> None:
+        keep = self._segment_index_for(offset)
+        if offset <= self.segments[keep].base_offset and keep > 0:
+            keep -= 1  # the previous segment becomes active; it holds everything below `offset`
+        for segment in self.segments[keep + 1:]:
+            segment.delete()
+        del self.segments[keep + 1:]
+        del self._base_offsets[keep + 1:]
+        active = self.active_segment
+        active.ensure_indexes()
+        active.truncate_to(offset)
+        if active.next_offset is None:
+            active.open_as_active()
+        self._after_truncation(active.next_offset)
+
+    def _truncate_fully_and_start_at(self, offset: int) -> None:
+        for segment in self.segments:
+            segment.delete()
+        self.segments, self._base_offsets = [], []
+        self._add_segment(LogSegment.create(self.fs, self.dir, offset, self.config))
+        self.log_start_offset = offset
+        self.leader_epoch_cache.clear()
+        self._after_truncation(offset)
+
+    def _after_truncation(self, log_end_offset: int) -> None:
+        self.log_end_offset = log_end_offset
+        self.high_watermark = min(self.high_watermark, log_end_offset)
+        self.recovery_point = min(self.recovery_point, log_end_offset)
+        self.log_start_offset = min(self.log_start_offset, log_end_offset)
+        self.leader_epoch_cache.truncate_from_end(log_end_offset)
+        self._position_cache = None
+        replay_from = self.producer_state.truncate_and_reload(log_end_offset)
+        self.replay_producer_state(replay_from)
+
+    def replay_producer_state(self, from_offset: int) -> None:
+        """Rebuild producer state from batch headers at/after `from_offset` (no record parsing)."""
+        if from_offset >= self.log_end_offset:
+            return
+        for segment in self.segments[self._segment_index_for(from_offset):]:
+            found = segment.translate_offset(from_offset)
+            if found is None:
+                continue
+            for _, header in segment.iter_batch_headers(found[0]):
+                if header.base_offset >= from_offset:
+                    self.producer_state.replay(header)
+
+    # -- durability ----------------------------------------------------------------------------
+    def flush(self, up_to_offset: int | None = None) -> None:
+        """fsync every segment holding offsets in [recovery_point, target) and advance the recovery
+        point to target (the log end offset when the call starts, or `up_to_offset` if lower).
+
+        Blocking; safe to run in a worker thread while the loop thread appends (see class docs).
+        """
+        with self._flush_lock:
+            if self.closed:
+                return
+            target = self.log_end_offset if up_to_offset is None else min(up_to_offset, self.log_end_offset)
+            if target <= self.recovery_point:
+                return
+            pending_messages = self.unflushed_messages
+            segments = list(self.segments)
+            bases = [s.base_offset for s in segments] + [2**63]
+            for i, segment in enumerate(segments):
+                if segment.base_offset < target and bases[i + 1] > self.recovery_point:
+                    segment.flush()
+            self.recovery_point = max(self.recovery_point, target)
+            self.unflushed_messages = max(self.unflushed_messages - pending_messages, 0)
+
+    def close(self) -> None:
+        """Seal the active segment's time index, snapshot producer state at the end, close files.
+
+        Does not fsync the .log (LogManager.close flushes first for a clean shutdown).
+        """
+        with self._flush_lock:
+            if self.closed:
+                return
+            active = self.active_segment
+            active.on_become_inactive()
+            active.offset_index.flush()
+            active.time_index.flush()
+            self.producer_state.take_snapshot(self.log_end_offset)
+            for segment in self.segments:
+                segment.close()
+            self.closed = True
+
+    def __repr__(self) -> str:
+        return f"Log({self.topic}-{self.partition}, start={self.log_start_offset}, end={self.log_end_offset})"

@@ -1,0 +1,211 @@
+"""LogManager: the data directories, their checkpoints, and every partition's Log in them.
+
+A data dir holds (Kafka's layout):
+    meta.properties                       written by others; ignored here
+    .lock                                 exclusive flock while a broker uses the dir
+    .kafka_cleanshutdown                  present only after a clean shutdown
+    recovery-point-offset-checkpoint      per partition: offset below which data is fsynced
+    log-start-offset-checkpoint           per partition: log start offset
+    replication-offset-checkpoint         per partition: high watermark
+    <topic>-<partition>/                  one Log each (see log.py)
+    <topic>-<partition>.<uuidhex>-delete/ a deleted partition, being removed
+    __cluster_metadata-0/                 the metadata log (owned by odradek.metadata; skipped)
+
+`open()` locks every dir, reads the checkpoints and the clean-shutdown marker, deletes the
+marker (so a crash from here on is noticed at the next start), removes leftover `-delete` dirs
+and opens every partition's Log (recovering it after an unclean shutdown). Logs are opened with
+the default LogConfig until the broker asks for them with their topic's config in
+`get_or_create_log` (which then applies it). Opening after a clean shutdown does no work
+proportional to the data (see log_loader.py).
+
+Owned by the broker core; called on the event loop, except `flush_logs_due`, `checkpoint` and
+`close`, which the broker may run in its blocking-I/O pool (never concurrently with each other).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import uuid
+
+from odradek.storage.checkpoints import (
+    LOG_START_OFFSET_CHECKPOINT, RECOVERY_POINT_CHECKPOINT, REPLICATION_OFFSET_CHECKPOINT, OffsetCheckpointFile)
+from odradek.storage.fs import FileSystem
+from odradek.storage.log import DELETE_DIR_SUFFIX, Log, parse_partition_dir
+from odradek.storage.log_config import LogConfig
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".lock"
+CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
+METADATA_LOG_DIR = "__cluster_metadata-0"
+
+
+class DataDirLockedError(Exception):
+    """Another process holds a data directory's lock."""
+
+
+class _DataDir:
+    """One data dir's checkpoint files and the values read from them at open."""
+
+    def __init__(self, fs: FileSystem, path: str) -> None:
+        self.path = path
+        self.recovery_points = OffsetCheckpointFile(fs, os.path.join(path, RECOVERY_POINT_CHECKPOINT))
+        self.log_start_offsets = OffsetCheckpointFile(fs, os.path.join(path, LOG_START_OFFSET_CHECKPOINT))
+        self.high_watermarks = OffsetCheckpointFile(fs, os.path.join(path, REPLICATION_OFFSET_CHECKPOINT))
+        self.lock_handle: int | None = None
+        self.clean_shutdown = False
+        self.log_count = 0
+
+
+class LogManager:
+    def __init__(self, fs: FileSystem, log_dirs: list[str], now_ms: int) -> None:
+        if not log_dirs:
+            raise ValueError("at least one log dir is required")
+        self.fs = fs
+        self.now_ms = now_ms
+        self._dirs = [_DataDir(fs, os.path.abspath(d)) for d in log_dirs]
+        self._logs: dict[tuple[str, int], Log] = {}
+        self._log_dir_of: dict[tuple[str, int], _DataDir] = {}
+        self.opened = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        locked: list[_DataDir] = []
+        try:
+            for data_dir in self._dirs:
+                self.fs.mkdir(data_dir.path)
+                try:
+                    data_dir.lock_handle = self.fs.lock_exclusive(os.path.join(data_dir.path, LOCK_FILE))
+                except BlockingIOError:
+                    raise DataDirLockedError(
+                        f"data directory {data_dir.path} is in use by another process (its .lock is held)") from None
+                locked.append(data_dir)
+            for data_dir in self._dirs:
+                self._load_dir(data_dir)
+        except BaseException:
+            for data_dir in locked:
+                self.fs.unlock(data_dir.lock_handle)
+                data_dir.lock_handle = None
+            for the_log in self._logs.values():
+                the_log.close()
+            self._logs.clear()
+            raise
+        self.opened = True
+
+    def _load_dir(self, data_dir: _DataDir) -> None:
+        marker = os.path.join(data_dir.path, CLEAN_SHUTDOWN_FILE)
+        data_dir.clean_shutdown = self.fs.exists(marker)
+        recovery_points = data_dir.recovery_points.read()
+        log_start_offsets = data_dir.log_start_offsets.read()
+        high_watermarks = data_dir.high_watermarks.read()
+        if data_dir.clean_shutdown:
+            self.fs.unlink(marker)
+            self.fs.fsync_dir(data_dir.path)
+        else:
+            log.info("%s: no clean shutdown marker; recovering logs from their recovery points", data_dir.path)
+        for name in sorted(self.fs.listdir(data_dir.path)):
+            path = os.path.join(data_dir.path, name)
+            if name.endswith(DELETE_DIR_SUFFIX):
+                log.info("removing deleted partition dir %s", path)
+                self.fs.remove_tree(path)
+                continue
+            if name == METADATA_LOG_DIR or not self.fs.is_dir(path):
+                continue
+            key = parse_partition_dir(name)
+            if key is None:
+                continue
+            the_log = Log.open(self.fs, path, LogConfig(), topic_id=None,
+                               recovery_point=recovery_points.get(key, 0),
+                               log_start_offset=log_start_offsets.get(key, 0),
+                               high_watermark=high_watermarks.get(key, 0),
+                               clean_shutdown=data_dir.clean_shutdown, now_ms=self.now_ms)
+            self._logs[key] = the_log
+            self._log_dir_of[key] = data_dir
+            data_dir.log_count += 1
+
+    def close(self) -> None:
+        """Flush and close every log, write the checkpoints and the clean-shutdown marker, unlock."""
+        if not self.opened:
+            return
+        for the_log in self._logs.values():
+            the_log.flush()
+            the_log.close()
+        self.checkpoint()
+        for data_dir in self._dirs:
+            fd = self.fs.open(os.path.join(data_dir.path, CLEAN_SHUTDOWN_FILE), create=True)
+            try:
+                self.fs.fsync(fd)
+            finally:
+                self.fs.close(fd)
+            self.fs.fsync_dir(data_dir.path)
+            if data_dir.lock_handle is not None:
+                self.fs.unlock(data_dir.lock_handle)
+                data_dir.lock_handle = None
+        self._logs.clear()
+        self.opened = False
+
+    # -- logs ----------------------------------------------------------------------------------
+    def get_log(self, topic: str, partition: int) -> Log | None:
+        return self._logs.get((topic, partition))
+
+    def logs(self) -> list[Log]:
+        return list(self._logs.values())
+
+    def get_or_create_log(self, topic: str, partition: int, config: LogConfig, topic_id: uuid.UUID | None) -> Log:
+        """The partition's log (applying `config` if it changed), created empty if absent."""
+        assert self.opened
+        key = (topic, partition)
+        the_log = self._logs.get(key)
+        if the_log is not None:
+            if the_log.config != config:
+                the_log.update_config(config)
+            if topic_id is not None and the_log.topic_id is None:
+                the_log._init_topic_id(topic_id)
+            return the_log
+        data_dir = min(self._dirs, key=lambda d: d.log_count)  # Kafka: the dir with the fewest partitions
+        the_log = Log.open(self.fs, os.path.join(data_dir.path, f"{topic}-{partition}"), config, topic_id=topic_id,
+                           recovery_point=0, log_start_offset=0, high_watermark=0, clean_shutdown=True,
+                           now_ms=self.now_ms)
+        self._logs[key] = the_log
+        self._log_dir_of[key] = data_dir
+        data_dir.log_count += 1
+        return the_log
+
+    def delete_log(self, topic: str, partition: int) -> None:
+        """Close the log, rename its dir `<topic>-<partition>.<uuidhex>-delete`, then remove it."""
+        key = (topic, partition)
+        the_log = self._logs.pop(key, None)
+        data_dir = self._log_dir_of.pop(key, None)
+        if the_log is None or data_dir is None:
+            return
+        data_dir.log_count -= 1
+        the_log.close()
+        deleted = os.path.join(data_dir.path, f"{topic}-{partition}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
+        self.fs.rename(the_log.dir, deleted)
+        self.fs.fsync_dir(data_dir.path)
+        self.fs.remove_tree(deleted)
+
+    # -- background work -----------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        """Write recovery points, log start offsets and high watermarks of every dir atomically."""
+        for data_dir in self._dirs:
+            # Copy first: the loop thread may add or delete logs while this runs in the I/O pool.
+            logs = {key: the_log for key, the_log in list(self._logs.items()) if self._log_dir_of.get(key) is data_dir}
+            data_dir.recovery_points.write({k: l.recovery_point for k, l in logs.items()})
+            data_dir.log_start_offsets.write({k: l.log_start_offset for k, l in logs.items()})
+            data_dir.high_watermarks.write({k: l.high_watermark for k, l in logs.items()})
+
+    def flush_logs_due(self, now_ms: int) -> None:
+        """flush.ms: fsync every log whose last flush is at least its flush_ms ago and has unflushed data."""
+        for the_log in list(self._logs.values()):
+            if the_log.closed:
+                continue
+            if the_log.log_end_offset > the_log.recovery_point and now_ms - the_log.last_flush_ms >= the_log.config.flush_ms:
+                try:
+                    the_log.flush()
+                except OSError as exc:
+                    log.error("flush of %s failed: %s", the_log, os.strerror(exc.errno or errno.EIO))
+                    raise
+                the_log.last_flush_ms = now_ms
