@@ -1,0 +1,570 @@
+"""GroupCoordinator: the classic group coordinator of the `__consumer_offsets` partitions this
+broker leads. Deterministic and synchronous: no I/O, no event loop, no clock reads.
+
+Contract with the caller (the broker's handlers and its housekeeping):
+
+* Every request method takes the decoded request (messages.py dataclasses), `now_ms`, and a
+  `token` the caller chooses (for example its connection id and correlation id) and returns a
+  `CoordinatorResult`: `responses`, a list of (token, response) to send now - possibly for
+  tokens of *earlier* requests (a parked JoinGroup completing because another member joined) -
+  and `appends`, a list of `PendingAppend` (records for one `__consumer_offsets` partition).
+  A request whose answer is not in `responses` is parked; it is answered by a later call.
+* For every `PendingAppend` the caller appends its records, in order and as one batch, to
+  `__consumer_offsets` partition `append.partition`, then calls
+  `on_append_complete(append.append_id, error_code, now_ms)` with NONE or the append's error.
+  Answers that Kafka gives only after the write (OffsetCommit, the SyncGroup round that stores
+  the leader's assignment, a static member's rejoin without rebalance, DeleteGroups,
+  OffsetDelete) are released by that call. Offsets become visible to OffsetFetch only once
+  their append succeeds. A failed append is answered with the error Kafka maps it to
+  (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, INVALID_COMMIT_OFFSET_SIZE, ...); a failed
+  assignment write sends the group back to PreparingRebalance; deletions are already applied
+  in memory and are not undone (as in Kafka), but their answers carry the error.
+* Timers are data: call `tick(now_ms)` at or after `next_deadline_ms()`.
+* Loading: `begin_loading(p)`, then `replay(key, value)` for each record of partition p in
+  log order, then `finish_loading(p, now_ms)`. Requests for groups of a partition that is
+  loading get COORDINATOR_LOAD_IN_PROGRESS; of a partition not owned, NOT_COORDINATOR.
+  `unload(p, now_ms)` drops a partition's groups and answers their parked requests with
+  NOT_COORDINATOR.
+
+Owner: one per broker, called from the event loop only.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from odradek.coordinator.group import ClassicGroup, Effects, GroupConfig, GroupState, GroupStore
+from odradek.coordinator.messages import (
+    NONE,
+    UNKNOWN_MEMBER_ID,
+    DeleteGroupsResponse,
+    DescribedGroup,
+    FetchedOffset,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    JoinGroupRequest,
+    JoinGroupResponse,
+    LeaveGroupRequest,
+    LeaveGroupResponse,
+    LeaveMemberResponse,
+    ListedGroup,
+    OffsetCommitRequest,
+    OffsetCommitResponse,
+    OffsetDeleteRequest,
+    OffsetDeleteResponse,
+    OffsetFetchGroup,
+    OffsetFetchGroupResponse,
+    SyncGroupRequest,
+    SyncGroupResponse,
+)
+from odradek.coordinator.offsets import CommittedOffset, OffsetStore, TopicPartition, offset_record
+from odradek.coordinator.records import (
+    GroupMetadataKey,
+    OffsetCommitKey,
+    decode_group_metadata_value,
+    decode_key,
+    decode_offset_commit_value,
+    encode_group_metadata_key,
+    encode_group_metadata_value,
+    partition_for_group,
+)
+from odradek.protocol.errors import ErrorCode
+
+Record = tuple[bytes, bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingAppend:
+    """Records to append, as one batch, to `__consumer_offsets` partition `partition`."""
+
+    append_id: int
+    partition: int
+    records: tuple[Record, ...]
+
+
+@dataclass(slots=True)
+class CoordinatorResult:
+    responses: list[tuple[Any, Any]] = field(default_factory=list)
+    appends: list[PendingAppend] = field(default_factory=list)
+
+    def response_for(self, token: Any) -> Any:
+        """The response for `token` in this result, or None if it is parked (test helper)."""
+        for t, r in self.responses:
+            if t == token:
+                return r
+        return None
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A response released once all its appends complete; `errors` collects their failures."""
+
+    token: Any
+    remaining: int
+    build: Any  # callable(dict[append_id, error]) -> response
+    errors: dict[int, int] = field(default_factory=dict)
+
+
+def _commit_error(error: int) -> int:
+    """Kafka's mapping of a failed offsets append to the error a committer sees."""
+    e = ErrorCode
+    if error in (e.unknown_topic_or_partition.value, e.not_enough_replicas.value,
+                 e.not_enough_replicas_after_append.value, e.request_timed_out.value):
+        return e.coordinator_not_available.value
+    if error in (e.not_leader_or_follower.value, e.kafka_storage_error.value):
+        return e.not_coordinator.value
+    if error in (e.message_too_large.value, e.record_list_too_large.value, e.invalid_fetch_size.value):
+        return e.invalid_commit_offset_size.value
+    return error
+
+
+def _group_store_error(error: int) -> int:
+    """Kafka's mapping of a failed group metadata append (storeGroup)."""
+    e = ErrorCode
+    mapped = _commit_error(error)
+    if mapped == e.invalid_commit_offset_size.value:
+        return e.unknown_server_error.value
+    return mapped
+
+
+class GroupCoordinator:
+    """All classic groups and committed offsets of the `__consumer_offsets` partitions this
+    broker leads.
+
+    Holds: `groups` (group id -> ClassicGroup), `offsets` (OffsetStore), the partitions owned
+    and loading, and the appends in flight (append id -> what waits on it).
+    Invariants: every group in `groups` belongs to an owned or loading partition and is not
+    Dead; append ids are unique and each completes at most once.
+    """
+
+    def __init__(self, config: GroupConfig | None = None, *, seed: int = 0, owned_partitions: Iterable[int] = ()) -> None:
+        self.config = config or GroupConfig()
+        self.groups: dict[str, ClassicGroup] = {}
+        self.offsets = OffsetStore()
+        self.owned: set[int] = set(owned_partitions)
+        self.loading: set[int] = set()
+        self._rng = random.Random(seed)
+        self._next_append_id = 1
+        self._in_flight: dict[int, tuple[str, Any]] = {}
+        self._waiters: dict[int, _Waiter] = {}
+        self._next_expiry_check_ms: int | None = None
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def partition_for(self, group_id: str) -> int:
+        return partition_for_group(group_id, self.config.offsets_topic_num_partitions)
+
+    def _coordinator_error(self, group_id: str) -> int:
+        p = self.partition_for(group_id)
+        if p in self.loading:
+            return ErrorCode.coordinator_load_in_progress.value
+        if p not in self.owned:
+            return ErrorCode.not_coordinator.value
+        return NONE
+
+    def _new_member_id(self, client_id: str) -> str:
+        return f"{client_id}-{uuid.UUID(int=self._rng.getrandbits(128), version=4)}"
+
+    def _append(self, partition: int, records: list[Record], kind: str, payload: Any) -> PendingAppend:
+        append_id = self._next_append_id
+        self._next_append_id += 1
+        self._in_flight[append_id] = (kind, payload)
+        return PendingAppend(append_id, partition, tuple(records))
+
+    def _finish(self, fx: Effects, result: CoordinatorResult | None = None) -> CoordinatorResult:
+        result = result or CoordinatorResult()
+        result.responses.extend(fx.responses)
+        for store in fx.stores:
+            record = (encode_group_metadata_key(store.group_id), encode_group_metadata_value(store.value))
+            result.appends.append(self._append(self.partition_for(store.group_id), [record], "group", store))
+        return result
+
+    def _remove_if_unused(self, group: ClassicGroup) -> None:
+        """A group created by a request that then failed leaves no trace (as Kafka)."""
+        if (group.state is GroupState.EMPTY and not group.members and not group.pending_members
+                and group.generation_id == 0 and not self.offsets.has_offsets(group.group_id)):
+            self.groups.pop(group.group_id, None)
+
+    # --- JoinGroup, SyncGroup, Heartbeat, LeaveGroup -------------------------------------
+
+    def join_group(self, req: JoinGroupRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        fx = Effects()
+        error = self._coordinator_error(req.group_id)
+        if not req.group_id:
+            error = ErrorCode.invalid_group_id.value
+        elif error == NONE and not (
+            self.config.group_min_session_timeout_ms <= req.session_timeout_ms <= self.config.group_max_session_timeout_ms
+        ):
+            error = ErrorCode.invalid_session_timeout.value
+        group = self.groups.get(req.group_id)
+        if error == NONE and group is None:
+            if req.member_id != UNKNOWN_MEMBER_ID:
+                error = ErrorCode.unknown_member_id.value
+            else:
+                group = self.groups[req.group_id] = ClassicGroup(req.group_id, self.config, now_ms)
+        if error != NONE:
+            fx.answer(token, JoinGroupResponse(error, member_id=req.member_id))
+            return self._finish(fx)
+        assert group is not None
+        group.join(req, self._new_member_id(req.client_id), token, now_ms, fx)
+        self._remove_if_unused(group)
+        return self._finish(fx)
+
+    def sync_group(self, req: SyncGroupRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        fx = Effects()
+        error = self._coordinator_error(req.group_id) if req.group_id else ErrorCode.invalid_group_id.value
+        group = self.groups.get(req.group_id)
+        if error == NONE and group is None:
+            error = ErrorCode.unknown_member_id.value
+        if error != NONE:
+            fx.answer(token, SyncGroupResponse(error))
+            return self._finish(fx)
+        assert group is not None
+        group.sync(req, token, now_ms, fx)
+        return self._finish(fx)
+
+    def heartbeat(self, req: HeartbeatRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        error = self._coordinator_error(req.group_id) if req.group_id else ErrorCode.invalid_group_id.value
+        group = self.groups.get(req.group_id)
+        if error == NONE:
+            error = ErrorCode.unknown_member_id.value if group is None else group.heartbeat(req, now_ms)
+        return CoordinatorResult([(token, HeartbeatResponse(error))])
+
+    def leave_group(self, req: LeaveGroupRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        fx = Effects()
+        error = self._coordinator_error(req.group_id) if req.group_id else ErrorCode.invalid_group_id.value
+        group = self.groups.get(req.group_id)
+        if error != NONE:
+            response = LeaveGroupResponse(error)
+        elif group is None:
+            response = LeaveGroupResponse(NONE, tuple(
+                LeaveMemberResponse(m.member_id, m.group_instance_id, ErrorCode.unknown_member_id.value) for m in req.members
+            ))
+        else:
+            response = LeaveGroupResponse(NONE, group.leave(req, now_ms, fx))
+        result = self._finish(fx)
+        result.responses.insert(0, (token, response))
+        return result
+
+    # --- OffsetCommit, OffsetFetch, OffsetDelete -------------------------------------------
+
+    def offset_commit(self, req: OffsetCommitRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        error = self._coordinator_error(req.group_id)
+        group = self.groups.get(req.group_id)
+        created = False
+        if error == NONE:
+            if group is None:
+                if req.generation_id < 0:
+                    group = self.groups[req.group_id] = ClassicGroup(req.group_id, self.config, now_ms)
+                    created = True
+                else:
+                    error = ErrorCode.illegal_generation.value
+            else:
+                error = group.validate_offset_commit(req.generation_id, req.member_id, req.group_instance_id, now_ms)
+        errors: dict[TopicPartition, int] = {}
+        pending: dict[TopicPartition, CommittedOffset] = {}
+        for topic, partitions in req.topics.items():
+            for p in partitions:
+                tp = (topic, p.partition)
+                metadata = p.metadata or ""
+                if error != NONE:
+                    errors[tp] = error
+                elif len(metadata.encode("utf-8")) > self.config.offset_metadata_max_bytes:
+                    errors[tp] = ErrorCode.offset_metadata_too_large.value
+                else:
+                    commit_ts = p.commit_timestamp_ms if p.commit_timestamp_ms >= 0 else now_ms
+                    expire_ts = commit_ts + req.retention_time_ms if req.retention_time_ms >= 0 else -1
+                    pending[tp] = CommittedOffset(p.offset, p.leader_epoch, metadata, commit_ts, expire_ts)
+                    errors[tp] = NONE
+
+        def build(append_errors: dict[int, int]) -> OffsetCommitResponse:
+            failure = next((e for e in append_errors.values() if e != NONE), NONE)
+            return OffsetCommitResponse({
+                topic: tuple(
+                    (p.partition, _commit_error(failure) if (topic, p.partition) in pending and failure != NONE
+                     else errors[(topic, p.partition)])
+                    for p in partitions
+                )
+                for topic, partitions in req.topics.items()
+            })
+
+        if not pending:
+            if created and group is not None:
+                self._remove_if_unused(group)
+            return CoordinatorResult([(token, build({}))])
+        records = [offset_record(req.group_id, tp, c) for tp, c in pending.items()]
+        append = self._append(self.partition_for(req.group_id), records, "offsets", (req.group_id, pending))
+        self._waiters[append.append_id] = _Waiter(token, 1, build)
+        return CoordinatorResult([], [append])
+
+    def offset_fetch(self, groups: Iterable[OffsetFetchGroup], now_ms: int = 0) -> list[OffsetFetchGroupResponse]:
+        results = []
+        for g in groups:
+            error = self._coordinator_error(g.group_id)
+            if error != NONE:
+                results.append(OffsetFetchGroupResponse(g.group_id, error))
+                continue
+            wanted: dict[str, list[int]] = {}
+            if g.topics is None:
+                for topic, partition in self.offsets.partitions(g.group_id):
+                    wanted.setdefault(topic, []).append(partition)
+            else:
+                wanted = {t: list(ps) for t, ps in g.topics.items()}
+            topics = {}
+            for topic, partitions in wanted.items():
+                fetched = []
+                for partition in partitions:
+                    c = self.offsets.get(g.group_id, (topic, partition))
+                    if c is None:
+                        fetched.append(FetchedOffset(partition, -1))
+                    else:
+                        fetched.append(FetchedOffset(partition, c.offset, c.leader_epoch, c.metadata))
+                topics[topic] = tuple(fetched)
+            results.append(OffsetFetchGroupResponse(g.group_id, NONE, topics))
+        return results
+
+    def offset_delete(self, req: OffsetDeleteRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        error = self._coordinator_error(req.group_id)
+        group = self.groups.get(req.group_id)
+        if error == NONE and (group is None or group.state is GroupState.DEAD):
+            error = ErrorCode.group_id_not_found.value
+        if error == NONE and group is not None and group.state is not GroupState.EMPTY and group.protocol_type != "consumer":
+            error = ErrorCode.non_empty_group.value
+        if error != NONE:
+            return CoordinatorResult([(token, OffsetDeleteResponse(error))])
+        assert group is not None
+        per_partition: dict[TopicPartition, int] = {}
+        deletable = []
+        for topic, partitions in req.topics.items():
+            for partition in partitions:
+                if group.state is not GroupState.EMPTY and group.is_subscribed_to_topic(topic):
+                    per_partition[(topic, partition)] = ErrorCode.group_subscribed_to_topic.value
+                else:
+                    per_partition[(topic, partition)] = NONE
+                    deletable.append((topic, partition))
+        removed = self.offsets.remove(req.group_id, deletable)
+
+        def build(append_errors: dict[int, int]) -> OffsetDeleteResponse:
+            failure = next((e for e in append_errors.values() if e != NONE), NONE)
+            if failure != NONE:
+                return OffsetDeleteResponse(_commit_error(failure))
+            return OffsetDeleteResponse(NONE, {
+                topic: tuple((p, per_partition[(topic, p)]) for p in partitions)
+                for topic, partitions in req.topics.items()
+            })
+
+        if not removed:
+            return CoordinatorResult([(token, build({}))])
+        append = self._append(self.partition_for(req.group_id), [offset_record(req.group_id, tp, None) for tp in removed], "tombstones", None)
+        self._waiters[append.append_id] = _Waiter(token, 1, build)
+        return CoordinatorResult([], [append])
+
+    # --- DescribeGroups, ListGroups, DeleteGroups ------------------------------------------
+
+    def describe_groups(self, group_ids: Iterable[str]) -> list[DescribedGroup]:
+        results = []
+        for group_id in group_ids:
+            error = self._coordinator_error(group_id)
+            group = self.groups.get(group_id)
+            if error != NONE:
+                results.append(DescribedGroup(group_id, error, ""))
+            elif group is None:
+                results.append(DescribedGroup(group_id, ErrorCode.group_id_not_found.value, GroupState.DEAD.value))
+            else:
+                results.append(group.describe())
+        return results
+
+    def list_groups(self, states_filter: Iterable[str] = ()) -> list[ListedGroup]:
+        wanted = {s.lower() for s in states_filter}
+        results = []
+        for group_id, group in sorted(self.groups.items()):
+            if self.partition_for(group_id) not in self.owned or group.state is GroupState.DEAD:
+                continue
+            if wanted and group.state.value.lower() not in wanted:
+                continue
+            results.append(ListedGroup(group_id, group.protocol_type or "", group.state.value))
+        return results
+
+    def delete_groups(self, group_ids: Iterable[str], now_ms: int, token: Any) -> CoordinatorResult:
+        group_ids = list(group_ids)
+        errors: dict[str, int] = {}
+        records_by_partition: dict[int, list[Record]] = {}
+        groups_by_partition: dict[int, list[str]] = {}
+        fx = Effects()
+        for group_id in group_ids:
+            error = self._coordinator_error(group_id)
+            group = self.groups.get(group_id)
+            if error == NONE and (group is None or group.state is GroupState.DEAD):
+                error = ErrorCode.group_id_not_found.value
+            elif error == NONE and group is not None and group.state is not GroupState.EMPTY:
+                error = ErrorCode.non_empty_group.value
+            errors[group_id] = error
+            if error != NONE or group is None:
+                continue
+            p = self.partition_for(group_id)
+            records_by_partition.setdefault(p, []).extend(self._delete_group_records(group, now_ms, fx))
+            groups_by_partition.setdefault(p, []).append(group_id)
+        appends = [self._append(p, recs, "tombstones", None) for p, recs in records_by_partition.items()]
+        group_of_append = {a.append_id: groups_by_partition[a.partition] for a in appends}
+
+        def build(append_errors: dict[int, int]) -> DeleteGroupsResponse:
+            final = dict(errors)
+            for append_id, e in append_errors.items():
+                if e != NONE:
+                    for group_id in group_of_append[append_id]:
+                        final[group_id] = _commit_error(e)
+            return DeleteGroupsResponse(tuple((g, final[g]) for g in group_ids))
+
+        result = self._finish(fx)
+        if not appends:
+            result.responses.append((token, build({})))
+            return result
+        waiter = _Waiter(token, len(appends), build)
+        for a in appends:
+            self._waiters[a.append_id] = waiter
+        result.appends.extend(appends)
+        return result
+
+    def _delete_group_records(self, group: ClassicGroup, now_ms: int, fx: Effects) -> list[Record]:
+        """Remove an Empty group and its offsets now; return the tombstones to write."""
+        group.delete(now_ms, fx)
+        records = [offset_record(group.group_id, tp, None) for tp in self.offsets.remove_group(group.group_id)]
+        records.append((encode_group_metadata_key(group.group_id), None))
+        del self.groups[group.group_id]
+        return records
+
+    # --- appends completing ----------------------------------------------------------------
+
+    def on_append_complete(self, append_id: int, error_code: int, now_ms: int) -> CoordinatorResult:
+        kind, payload = self._in_flight.pop(append_id)
+        fx = Effects()
+        if kind == "offsets" and error_code == NONE:
+            group_id, pending = payload
+            if self._coordinator_error(group_id) == NONE:
+                for tp, committed in pending.items():
+                    self.offsets.apply(group_id, tp, committed)
+        elif kind == "group":
+            self._on_group_store_complete(payload, error_code, now_ms, fx)
+        result = self._finish(fx)
+        waiter = self._waiters.pop(append_id, None)
+        if waiter is not None:
+            waiter.errors[append_id] = error_code
+            waiter.remaining -= 1
+            if waiter.remaining == 0:
+                result.responses.append((waiter.token, waiter.build(waiter.errors)))
+        return result
+
+    def _on_group_store_complete(self, store: GroupStore, error_code: int, now_ms: int, fx: Effects) -> None:
+        group = self.groups.get(store.group_id)
+        error = _group_store_error(error_code) if error_code != NONE else NONE
+        if store.kind == "assignment":
+            if group is not None:
+                group.on_assignment_stored(store, error, now_ms, fx)
+        elif store.kind == "static_rejoin":
+            if group is None:
+                fx.answer(store.token, JoinGroupResponse(ErrorCode.not_coordinator.value, member_id=store.response.member_id))
+            elif error != NONE:
+                group.revert_static_rejoin(store, error, now_ms, fx)
+            else:
+                fx.answer(store.token, store.response)
+
+    # --- timers ----------------------------------------------------------------------------
+
+    def next_deadline_ms(self) -> int | None:
+        deadlines = [d for d in (g.next_deadline_ms() for g in self.groups.values()) if d is not None]
+        if self._next_expiry_check_ms is not None:
+            deadlines.append(self._next_expiry_check_ms)
+        return min(deadlines, default=None)
+
+    def tick(self, now_ms: int) -> CoordinatorResult:
+        fx = Effects()
+        for group_id in list(self.groups):
+            group = self.groups.get(group_id)
+            if group is not None and self._coordinator_error(group_id) == NONE:
+                group.tick(now_ms, fx)
+        result = self._finish(fx)
+        if self._next_expiry_check_ms is None:
+            self._next_expiry_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
+        elif now_ms >= self._next_expiry_check_ms:
+            self._next_expiry_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
+            result.appends.extend(self.expire_offsets(now_ms))
+        return result
+
+    def expire_offsets(self, now_ms: int) -> list[PendingAppend]:
+        """Kafka's cleanupGroupMetadata: expire offsets, then drop Empty groups left without any."""
+        retention_ms = self.config.offsets_retention_ms
+        records_by_partition: dict[int, list[Record]] = {}
+        fx = Effects()
+        for group_id in sorted(self.groups):
+            group = self.groups[group_id]
+            if self._coordinator_error(group_id) != NONE:
+                continue
+            if group.protocol_type is not None and group.state is GroupState.EMPTY:
+                state_ts = group.state_timestamp_ms
+                expired = self.offsets.expired(group_id, now_ms, retention_ms,
+                                               lambda c: state_ts if state_ts >= 0 else c.commit_timestamp_ms)
+            elif group.protocol_type == "consumer" and group.subscribed_topics is not None and group.state is GroupState.STABLE:
+                expired = self.offsets.expired(group_id, now_ms, retention_ms, lambda c: c.commit_timestamp_ms, group.subscribed_topics)
+            elif group.protocol_type is None:
+                expired = self.offsets.expired(group_id, now_ms, retention_ms, lambda c: c.commit_timestamp_ms)
+            else:
+                expired = []
+            records = [offset_record(group_id, tp, None) for tp in self.offsets.remove(group_id, expired)]
+            if group.state is GroupState.EMPTY and not group.members and not group.pending_members and not self.offsets.has_offsets(group_id):
+                records.extend(self._delete_group_records(group, now_ms, fx))
+            if records:
+                records_by_partition.setdefault(self.partition_for(group_id), []).extend(records)
+        return [self._append(p, recs, "tombstones", None) for p, recs in sorted(records_by_partition.items())]
+
+    # --- loading and unloading ----------------------------------------------------------------
+
+    def begin_loading(self, partition: int) -> None:
+        self._drop_partition(partition)
+        self.owned.discard(partition)
+        self.loading.add(partition)
+
+    def replay(self, key_bytes: bytes, value_bytes: bytes | None, now_ms: int = 0) -> None:
+        """Apply one `__consumer_offsets` record (in log order) while its partition loads."""
+        key = decode_key(key_bytes)
+        if isinstance(key, OffsetCommitKey):
+            committed = None if value_bytes is None else CommittedOffset.from_value(decode_offset_commit_value(value_bytes))
+            self.offsets.apply(key.group, (key.topic, key.partition), committed)
+        else:
+            assert isinstance(key, GroupMetadataKey)
+            if value_bytes is None:
+                self.groups.pop(key.group, None)
+            else:
+                value = decode_group_metadata_value(value_bytes)
+                self.groups[key.group] = ClassicGroup.from_record_value(key.group, value, self.config, now_ms)
+
+    def finish_loading(self, partition: int, now_ms: int) -> None:
+        """The partition is loaded: groups known only by their offsets become Empty groups,
+        and members of loaded groups must heartbeat within their session timeout."""
+        for group_id in self.offsets.committed:
+            if group_id not in self.groups and self.partition_for(group_id) == partition:
+                self.groups[group_id] = ClassicGroup(group_id, self.config, now_ms)
+        for group_id, group in self.groups.items():
+            if self.partition_for(group_id) == partition:
+                for member in group.members.values():
+                    member.session_deadline_ms = now_ms + member.session_timeout_ms
+        self.loading.discard(partition)
+        self.owned.add(partition)
+
+    def unload(self, partition: int, now_ms: int) -> CoordinatorResult:
+        fx = Effects()
+        for group_id in sorted(self.groups):
+            if self.partition_for(group_id) == partition:
+                self.groups[group_id].unload(now_ms, fx)
+        self._drop_partition(partition)
+        self.owned.discard(partition)
+        self.loading.discard(partition)
+        return self._finish(fx)
+
+    def _drop_partition(self, partition: int) -> None:
+        for group_id in [g for g in self.groups if self.partition_for(g) == partition]:
+            del self.groups[group_id]
+        for group_id in [g for g in self.offsets.committed if self.partition_for(g) == partition]:
+            self.offsets.remove_group(group_id)
