@@ -27,6 +27,7 @@ PRODUCE_BATCH_SIZE_BYTES = 16 * 1024   # batch.size: a batch is sent when it rea
 PRODUCE_LINGER_MS = 100                # linger.ms: a partial batch waits at most this for more lines
 PRODUCE_MAX_LINE_BYTES = 1024 * 1024   # message.max.bytes: a longer line is refused
 STDIN_READ_BYTES = 64 * 1024
+STDIN_QUEUED_CHUNKS = 4
 CONSUME_MAX_WAIT_MS = 500              # fetch.max.wait.ms
 METADATA_RETRIES = 10                  # while a just-created topic has no leader yet
 METADATA_RETRY_BACKOFF_MS = 100
@@ -429,7 +430,6 @@ class LineBatcher:
 
 async def _produce(client, args: argparse.Namespace) -> int:
     import asyncio
-    import os
 
     from odradek.protocol.compression import NAMES
 
@@ -451,13 +451,12 @@ async def _produce(client, args: argparse.Namespace) -> int:
                 where = f" at offset {base_offset}" if base_offset is not None else ""
                 print(f"sent {len(records)} records to {args.topic}-{partition}{where}", file=sys.stderr)
 
-    loop = asyncio.get_running_loop()
-    fd = sys.stdin.fileno()
+    chunks = _stdin_chunks(sys.stdin.fileno())
     linger_s = args.linger_ms / 1000
     read = None
     while True:
         if read is None:
-            read = loop.run_in_executor(None, os.read, fd, STDIN_READ_BYTES)
+            read = asyncio.ensure_future(chunks.get())
         done, _ = await asyncio.wait({read}, timeout=linger_s)
         if not done:  # stdin is quiet: send what has lingered long enough
             await send(batcher.drain())
@@ -471,6 +470,37 @@ async def _produce(client, args: argparse.Namespace) -> int:
     if args.verbose:
         print(f"sent {sent_records} records", file=sys.stderr)
     return EXIT_OK
+
+
+def _stdin_chunks(fd: int):
+    """An asyncio queue of chunks read from `fd` by a daemon thread; b"" marks the end.
+
+    A daemon thread rather than the loop's executor: when the command fails while stdin is an
+    idle terminal, the process must exit without waiting for a blocked read. The queue holds at
+    most STDIN_QUEUED_CHUNKS chunks, so a slow broker slows the reader instead of filling memory.
+    """
+    import asyncio
+    import os
+    import threading
+
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue(STDIN_QUEUED_CHUNKS)
+
+    def pump() -> None:
+        while True:
+            try:
+                chunk = os.read(fd, STDIN_READ_BYTES)
+            except OSError:
+                chunk = b""
+            try:
+                asyncio.run_coroutine_threadsafe(chunks.put(chunk), loop).result()
+            except RuntimeError:  # the loop is gone: the command has ended
+                return
+            if not chunk:
+                return
+
+    threading.Thread(target=pump, name="odradek-stdin", daemon=True).start()
+    return chunks
 
 
 # -- consume -------------------------------------------------------------------------------------

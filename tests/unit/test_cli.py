@@ -292,3 +292,40 @@ def test_produce_and_consume_as_subprocesses(broker):
     consumed = subprocess.run([sys.executable, "-m", "odradek", "consume", "t", "--from-beginning",
                                "--max-messages", "2", *b], capture_output=True, timeout=30)
     assert consumed.returncode == 0 and consumed.stdout == b"one\ntwo\n"
+
+
+def test_produce_error_exits_promptly_while_stdin_stays_open(broker):
+    broker.topics["t"] = [bytearray()]
+    proc = subprocess.Popen([sys.executable, "-m", "odradek", "produce", "t", "--key-separator", ":",
+                             "--bootstrap-server", broker.bootstrap],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        proc.stdin.write(b"k:v\nbad line\n")
+        proc.stdin.flush()  # and keep stdin open, like a terminal
+        assert proc.wait(timeout=15) == 1
+        assert proc.stderr.read() == b"odradek: line 2 has no key separator ':'\n"
+    finally:
+        proc.kill()
+        proc.stdin.close()
+        proc.stderr.close()
+
+
+def test_produce_sends_a_lingering_batch_before_stdin_ends(broker):
+    import time
+
+    broker.topics["t"] = [bytearray()]
+    proc = subprocess.Popen([sys.executable, "-m", "odradek", "produce", "t", "--linger-ms", "50",
+                             "--bootstrap-server", broker.bootstrap],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        proc.stdin.write(b"early\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 15
+        while broker.log_end_offset("t", 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert broker.log_end_offset("t", 0) == 1  # sent while stdin is still open
+        proc.stdin.close()
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
+        proc.stderr.close()
