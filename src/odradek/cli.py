@@ -639,7 +639,14 @@ async def _start_offsets(client, args: argparse.Namespace, partitions: list[int]
 
 
 async def _consume(client, args: argparse.Namespace, committer: OffsetCommitter | None = None) -> int:
+    import asyncio
     import time
+
+    from odradek.client.connection import KafkaError
+    from odradek.protocol.errors import ErrorCode
+
+    FETCH_RETRIABLE = {ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available,
+                       ErrorCode.fenced_leader_epoch, ErrorCode.unknown_leader_epoch}
 
     if args.group is not None and committer is None:
         raise CliError("consumer groups (--group) are not available yet; consume without --group, "
@@ -668,8 +675,14 @@ async def _consume(client, args: argparse.Namespace, committer: OffsetCommitter 
                 if remaining_ms <= 0:
                     break
                 max_wait_ms = max(1, min(max_wait_ms, int(remaining_ms)))
-            results = await client.fetch_partitions(args.topic, offsets, max_wait_ms=max_wait_ms,
-                                                    isolation_level=isolation_level, on_out_of_range=reset)
+            try:
+                results = await client.fetch_partitions(args.topic, offsets, max_wait_ms=max_wait_ms,
+                                                        isolation_level=isolation_level, on_out_of_range=reset)
+            except KafkaError as exc:
+                if exc.error_code not in FETCH_RETRIABLE:
+                    raise
+                await asyncio.sleep(METADATA_RETRY_BACKOFF_MS / 1000)  # leadership moved: refresh, retry
+                continue
             printed = False
             for partition, result in results.items():
                 if result.reset_from is not None:

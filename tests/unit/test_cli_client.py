@@ -60,6 +60,7 @@ class FakeBroker:
         self.configs: dict[str, dict[str, str]] = {}
         self.requests: list[tuple[int, int]] = []  # (api key, version) as received
         self.truncate_fetch_tail_bytes = 0
+        self.fail_next_produces: list[ErrorCode] = []  # test hook: answer the next produces with these
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
@@ -207,7 +208,9 @@ class FakeBroker:
                 partitions = []
                 for p in t.partition_data:
                     checked = validate_batch(p.records, 0, len(p.records))
-                    if t.name not in self.topics or p.index >= len(self.topics[t.name]):
+                    if self.fail_next_produces:
+                        error, base = self.fail_next_produces.pop(0), -1
+                    elif t.name not in self.topics or p.index >= len(self.topics[t.name]):
                         error, base = ErrorCode.unknown_topic_or_partition, -1
                     elif not hasattr(checked, "base_offset"):
                         error, base = checked.error, -1
@@ -565,3 +568,20 @@ def test_decode_fetched_skips_control_batches():
     result = decode_fetched(bytes(data), 0)
     assert [r.value for r in result.records] == [b"a", b"c"]
     assert result.next_offset == 3 and result.control_batches == 1
+
+
+def test_produce_retries_errors_that_mean_nothing_was_appended():
+    async def scenario():
+        async with FakeBroker() as broker, Client(broker.bootstrap) as client:
+            broker.topics["t"] = [bytearray()]
+            broker.fail_next_produces = [ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available]
+            assert await client.produce("t", 0, [(None, b"a", [], 0)]) == 0
+            assert broker.log_end_offset("t", 0) == 1  # appended once, not duplicated
+            broker.fail_next_produces = [ErrorCode.corrupt_message]
+            with pytest.raises(KafkaError, match="CORRUPT_MESSAGE"):
+                await client.produce("t", 0, [(None, b"b", [], 0)])
+            broker.fail_next_produces = [ErrorCode.not_leader_or_follower] * 3
+            with pytest.raises(KafkaError, match="NOT_LEADER_OR_FOLLOWER"):
+                await client.produce("t", 0, [(None, b"c", [], 0)])
+
+    run(scenario())

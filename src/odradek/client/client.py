@@ -17,6 +17,7 @@ Owned by one task on one event loop; not thread-safe.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,6 +42,11 @@ DEFAULT_PARTITION_MAX_BYTES = 1024 * 1024          # max.partition.fetch.bytes
 DEFAULT_ADMIN_TIMEOUT_MS = 30_000
 TOPIC_RESOURCE_TYPE = 2  # DescribeConfigs resource type for topics
 DEFAULT_PORT = 9092
+PRODUCE_ATTEMPTS = 3
+RETRY_BACKOFF_MS = 100  # retry.backoff.ms
+# Produce errors that mean the leader did not append the batch: safe to send again.
+NOT_APPENDED_RETRIABLE = frozenset({ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available,
+                                    ErrorCode.unknown_topic_or_partition, ErrorCode.not_enough_replicas})
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +326,19 @@ class Client:
         if acks not in (-1, 0, 1):
             raise KafkaClientError(f"acks must be -1 (all), 0 or 1, not {acks}")
         batch = build_batch(list(records), compression=compression)
+        for attempt in range(PRODUCE_ATTEMPTS):
+            try:
+                return await self._produce_batch(topic, partition, batch, acks, timeout_ms)
+            except KafkaError as exc:
+                # Only errors that say the batch was not appended are retried, so no duplicates.
+                if exc.error_code not in NOT_APPENDED_RETRIABLE or attempt == PRODUCE_ATTEMPTS - 1:
+                    raise
+                self._metadata = None
+                await asyncio.sleep(RETRY_BACKOFF_MS / 1000)
+        raise AssertionError("unreachable")
+
+    async def _produce_batch(self, topic: str, partition: int, batch: bytes, acks: int,
+                             timeout_ms: int) -> int | None:
         connection = await self._leader(topic, partition)
         module = connection.request_module(PRODUCE)
         request = make(module.ProduceRequest, transactional_id=None, acks=acks,
