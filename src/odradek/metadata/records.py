@@ -1,0 +1,169 @@
+"""Cluster metadata records: the only way metadata changes.
+
+Names and fields follow Kafka's KRaft records (metadata/src/main/resources/common/metadata/*.json)
+where Odradek has the concept; every record is a frozen dataclass, so an image can share them.
+
+Serialization (what the metadata log stores as one frame's payload) is compact JSON, one object
+per record:
+
+    {"t": "<record type name>", "v": <record version>, ...fields}
+
+UUIDs are written as their canonical string, tuples as arrays. `decode_record` refuses an
+unknown type, an unknown (newer) version or a malformed body with `RecordDecodeError`, so a
+broker never applies a record it does not understand. A new field added later bumps the
+record's version; decoding an older version fills the field's default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, Union
+
+# ConfigRecord.resource_type values (Kafka's ConfigResource.Type ids).
+RESOURCE_TOPIC = 2
+RESOURCE_BROKER = 4
+
+NO_LEADER = -1  # PartitionRecord.leader when no replica leads
+NO_LEADER_CHANGE = -2  # PartitionChangeRecord.leader when the leader stays
+
+
+class RecordDecodeError(ValueError):
+    """A metadata record payload that cannot be decoded (unknown type/version, bad fields)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    """A topic exists with this name and id (its partitions follow as PartitionRecords)."""
+
+    name: str
+    topic_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRecord:
+    """A partition's full state: replicas (leader preferred first), ISR, leader and epochs."""
+
+    partition_id: int
+    topic_id: uuid.UUID
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    leader: int
+    leader_epoch: int = 0
+    partition_epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionChangeRecord:
+    """A change to one partition; None / NO_LEADER_CHANGE fields stay as they are.
+
+    Applying it bumps partition_epoch; a leader change also bumps leader_epoch (Kafka's rule).
+    """
+
+    partition_id: int
+    topic_id: uuid.UUID
+    isr: tuple[int, ...] | None = None
+    leader: int = NO_LEADER_CHANGE
+    replicas: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTopicRecord:
+    """The topic and all its partitions and configs are gone."""
+
+    topic_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigRecord:
+    """Sets (or, with value None, removes) one config override of a topic or broker.
+
+    resource_type: RESOURCE_TOPIC (2) or RESOURCE_BROKER (4); for a broker, resource_name is
+    the broker id as a string, or "" for the cluster-wide default.
+    """
+
+    resource_type: int
+    resource_name: str
+    name: str
+    value: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterBrokerRecord:
+    """A broker registered with the controller, reachable at host:port."""
+
+    broker_id: int
+    host: str
+    port: int
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerIdsRecord:
+    """Producer ids below next_producer_id are handed out (reserved in blocks by a broker)."""
+
+    broker_id: int
+    next_producer_id: int
+
+
+MetadataRecord = Union[TopicRecord, PartitionRecord, PartitionChangeRecord, RemoveTopicRecord, ConfigRecord,
+                       RegisterBrokerRecord, ProducerIdsRecord]
+
+# type name -> (class, current version). The type name is written in every payload.
+RECORD_TYPES: dict[str, tuple[type, int]] = {
+    cls.__name__: (cls, 0)
+    for cls in (TopicRecord, PartitionRecord, PartitionChangeRecord, RemoveTopicRecord, ConfigRecord,
+                RegisterBrokerRecord, ProducerIdsRecord)
+}
+_UUID_FIELDS = {"topic_id"}
+_TUPLE_FIELDS = {"replicas", "isr"}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def encode_record(record: MetadataRecord) -> bytes:
+    """The record's payload bytes: compact JSON with its type tag and version."""
+    cls = type(record)
+    entry = RECORD_TYPES.get(cls.__name__)
+    assert entry is not None and entry[0] is cls, f"not a metadata record: {record!r}"
+    body: dict[str, Any] = {"t": cls.__name__, "v": entry[1]}
+    for f in dataclasses.fields(record):
+        body[f.name] = _json_value(getattr(record, f.name))
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode_record(payload: bytes | memoryview) -> MetadataRecord:
+    """Decode one payload made by `encode_record`; raises RecordDecodeError when it cannot."""
+    try:
+        body = json.loads(bytes(payload).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RecordDecodeError(f"metadata record is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RecordDecodeError("metadata record is not an object")
+    type_name, version = body.pop("t", None), body.pop("v", None)
+    entry = RECORD_TYPES.get(type_name) if isinstance(type_name, str) else None
+    if entry is None:
+        raise RecordDecodeError(f"unknown metadata record type {type_name!r}")
+    cls, current_version = entry
+    if not isinstance(version, int) or not 0 <= version <= current_version:
+        raise RecordDecodeError(f"unsupported {type_name} version {version!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    if not set(body) <= names:
+        raise RecordDecodeError(f"unknown fields in {type_name}: {sorted(set(body) - names)}")
+    try:
+        for name in _UUID_FIELDS & set(body):
+            body[name] = uuid.UUID(body[name])
+        for name in _TUPLE_FIELDS & set(body):
+            if body[name] is not None:
+                body[name] = tuple(int(x) for x in body[name])
+        return cls(**body)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise RecordDecodeError(f"malformed {type_name}: {exc}") from None
