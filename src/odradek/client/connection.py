@@ -231,11 +231,14 @@ class BrokerConnection:
     async def _negotiate_versions(self) -> None:
         from odradek import __version__
 
+        # The handshake is bounded by the connect timeout, as Kafka's connection setup timeout.
         response = await self.send(make(payload_class(API_VERSIONS_KEY, 3, True),
                                         client_software_name="odradek",
-                                        client_software_version=__version__))
+                                        client_software_version=__version__),
+                                   timeout_ms=self.connect_timeout_ms)
         if response.error_code == ErrorCode.unsupported_version:
-            response = await self.send(payload_class(API_VERSIONS_KEY, 0, True)())
+            response = await self.send(payload_class(API_VERSIONS_KEY, 0, True)(),
+                                       timeout_ms=self.connect_timeout_ms)
         if response.error_code != ErrorCode.none:
             raise KafkaError(response.error_code, context=f"ApiVersions to {self.address}")
         self.broker_versions = {int(a.api_key): (int(a.min_version), int(a.max_version))
@@ -291,6 +294,8 @@ class BrokerConnection:
                 return await asyncio.wait_for(asyncio.shield(future), timeout_s)
             except asyncio.TimeoutError:
                 self._fail_all(f"request timed out after {timeout_s * 1000:.0f} ms")
+                if future.done() and not future.cancelled():
+                    future.exception()  # retrieved here; the caller gets RequestTimeoutError
                 await self._close_transport()
                 raise RequestTimeoutError(
                     f"{cls.__name__} to {self.address} timed out after {timeout_s * 1000:.0f} ms") from None
