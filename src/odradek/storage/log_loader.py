@@ -123,15 +123,17 @@ def _recover(the_log: "Log", recovery_point: int) -> None:
         segment = segments[i]
         result = segment.recover(expected_next_offset)
         recovered.append(segment)
-        if result.truncated_bytes:
+        end_offset = result.next_offset if result.next_offset is not None else segment.base_offset
+        # A cut tail, or a segment that ends before the next one starts (its unsynced batches were
+        # lost while a later segment's file survived): everything after it is unreachable.
+        if result.truncated_bytes or (i + 1 < len(segments) and segments[i + 1].base_offset != end_offset):
             for later in segments[i + 1:]:
                 log.warning("%s: deleting %s after a truncated segment", the_log.dir, later)
                 later.delete()
             del segments[i + 1:]
             del the_log._base_offsets[i + 1:]
             break
-        if result.next_offset is not None:
-            expected_next_offset = result.next_offset
+        expected_next_offset = end_offset
     # The last segment was recovered (first <= last), so its next offset is known.
     for segment in recovered:
         segment.flush()
