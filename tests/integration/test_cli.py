@@ -226,3 +226,16 @@ def test_serve_subcommand_starts_a_broker_the_cli_can_use(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_cli_topics_list_and_describe_an_auto_created_topic(broker, topic):
+    b = bootstrap(broker)
+    partitions = auto_create(broker, topic)
+    code, out, err = run_cli(["topics", "list", *b])
+    assert code == 0 and topic in out.decode().split("\n"), err
+    code, out, err = run_cli(["topics", "describe", topic, *b])
+    assert code == 0, err
+    lines = out.decode().splitlines()
+    assert lines[0].startswith(f"Topic: {topic}\tTopicId: ") and f"PartitionCount: {partitions}" in lines[0]
+    assert [line.split("\t")[2] for line in lines[1:]] == [f"Partition: {p}" for p in range(partitions)]
+    assert all("Leader: 1" in line or "Leader: 0" in line for line in lines[1:])
