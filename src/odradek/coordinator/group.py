@@ -237,6 +237,7 @@ class ClassicGroup:
         self.join_is_initial_delay = False
         self.join_deadline_ms = now_ms + self.rebalance_timeout_ms()
         self._clear_pending_sync()
+        self._try_complete_join(now_ms, fx)  # e.g. the last member left: nobody to wait for
 
     def _act_fail_awaiting_syncs(self, now_ms: int, fx: Effects) -> None:
         error = self._sync_error
@@ -542,11 +543,14 @@ class ClassicGroup:
         self._replace_member_id(old_member_id, new_member_id, fx)
         member.session_deadline_ms = now_ms + member.session_timeout_ms
         if self.state is S.STABLE:
+            same_metadata = member.protocols == tuple(req.protocols)
             member.protocols = tuple(req.protocols)
             member.rebalance_timeout_ms = rebalance_timeout_ms
             member.session_timeout_ms = req.session_timeout_ms
-            if self.select_protocol() == self.protocol_name:
-                # Same protocol: persist the new member id and answer without a rebalance.
+            if same_metadata and self.select_protocol() == self.protocol_name:
+                # Unchanged: persist the new member id and answer without a rebalance. (Kafka
+                # only checks the selected protocol; we also rebalance on changed metadata,
+                # so a changed subscription is never silently ignored.)
                 is_leader = new_member_id == self.leader_id
                 response = self._join_result(new_member_id, skip_assignment=is_leader)
                 fx.stores.append(

@@ -122,6 +122,14 @@ class GroupHarness:
         assert g.error_code == 0, g
         return {(t, p.partition): p.offset for t, ps in g.topics.items() for p in ps}
 
+    def wait_for(self, *tokens: Any, max_steps: int = 100) -> None:
+        """Advance the clock in initial-delay steps until every token is answered."""
+        for _ in range(max_steps):
+            if all(self.answer(t) is not None for t in tokens):
+                return
+            self.advance(max(self.config.group_initial_rebalance_delay_ms, 1))
+        raise AssertionError(f"tokens {tokens} not answered")
+
     def advance(self, ms: int) -> CoordinatorResult:
         self.now_ms += ms
         return self.run(self.coordinator.tick(self.now_ms))
@@ -141,7 +149,7 @@ class GroupHarness:
         """n dynamic members join (before the initial delay ends) and sync; the leader assigns
         `b"assignment-<i>"` to the i-th member. Returns member ids in join order."""
         tokens = [self.join_new_member(group_id, **kwargs) for _ in range(n)]
-        self.advance(self.config.group_initial_rebalance_delay_ms)
+        self.wait_for(*tokens)  # joins during the initial delay extend it (as in Kafka)
         responses = [self.answer(t) for t in tokens]
         assert all(r is not None and r.error_code == 0 for r in responses), responses
         self.complete_sync(group_id, [r.member_id for r in responses])
