@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from types import SimpleNamespace
-
 import pytest
 
 from odradek.config import BrokerConfig, ConfigSource
@@ -205,13 +203,33 @@ def test_internal_topics_are_created_by_the_broker_only():
 
 
 def test_kio_request_topics_are_accepted():
-    kio_topic = SimpleNamespace(
+    from kio.schema.create_topics.v7.request import (
+        CreatableReplicaAssignment,
+        CreatableTopic as KioCreatableTopic,
+        CreatableTopicConfig,
+    )
+    from kio.schema.types import BrokerId
+
+    kio_topic = KioCreatableTopic(
         name="t", num_partitions=-1, replication_factor=-1,
-        assignments=(SimpleNamespace(partition_index=0, broker_ids=(1,)),),
-        configs=(SimpleNamespace(name="cleanup.policy", value="compact"),))
+        assignments=(CreatableReplicaAssignment(partition_index=0, broker_ids=(BrokerId(1),)),),
+        configs=(CreatableTopicConfig(name="cleanup.policy", value="compact"),))
     records, [result] = create_topics(MetadataImage(), [kio_topic], CONFIG, False)
     assert result.error is ErrorCode.none
     assert ConfigRecord(RESOURCE_TOPIC, "t", "cleanup.policy", "compact") in records
+
+
+def test_kio_create_partitions_topics_are_accepted():
+    from kio.schema.create_partitions.v3.request import CreatePartitionsAssignment, CreatePartitionsTopic as KioTopic
+    from kio.schema.types import BrokerId
+
+    image = image_with("t")
+    records, [result] = create_partitions(
+        image, [KioTopic(name="t", count=2, assignments=(CreatePartitionsAssignment(broker_ids=(BrokerId(1),)),))],
+        CONFIG, False)
+    assert result.error is ErrorCode.none and [r.partition_id for r in records] == [1]
+    records, [result] = create_partitions(image, [KioTopic(name="t", count=3, assignments=None)], CONFIG, False)
+    assert result.error is ErrorCode.none and [r.partition_id for r in records] == [1, 2]
 
 
 # -- DeleteTopics ------------------------------------------------------------------------------
@@ -266,10 +284,13 @@ def test_delete_topic_disabled():
 
 
 def test_kio_delete_topic_states_are_accepted():
-    image = image_with("a")
-    zero = uuid.UUID(int=0)
-    records, [result] = delete_topics(image, [SimpleNamespace(name="a", topic_id=zero)], CONFIG)
-    assert result.error is ErrorCode.none and len(records) == 1
+    from kio.schema.delete_topics.v6.request import DeleteTopicState
+
+    image = image_with("a", "b")
+    b_id = image.topics_by_name["b"].topic_id
+    records, results = delete_topics(image, [DeleteTopicState(name="a", topic_id=uuid.UUID(int=0)),
+                                             DeleteTopicState(name=None, topic_id=b_id)], CONFIG)
+    assert [r.error for r in results] == [ErrorCode.none, ErrorCode.none] and len(records) == 2
 
 
 # -- CreatePartitions --------------------------------------------------------------------------
