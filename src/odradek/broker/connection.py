@@ -76,7 +76,6 @@ class KafkaConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         KafkaConnection._next_id += 1
         peer = transport.get_extra_info("peername") or ("?", 0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -49,7 +48,9 @@ class BrokerCore:
         self.metadata: MetadataStore | None = None
         self.endpoints: dict[str, tuple[str, int]] = {}  # listener name -> advertised (host, port)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="odradek-io")
-        self._metadata_lock = asyncio.Lock()
+        # Controller decisions read the image and then append; one at a time, so that two
+        # requests never decide on the same image (two creations of one topic, say).
+        self._controller_lock = asyncio.Lock()
         self._next_producer_id = 0
         self._producer_id_block_end = 0
 
@@ -93,12 +94,13 @@ class BrokerCore:
 
     # -- metadata ----------------------------------------------------------------------------
     async def apply_metadata(self, records: list) -> None:
-        """Make `records` durable in the metadata log, apply them, and host what they describe."""
+        """Make `records` durable in the metadata log, apply them, and host what they describe.
+
+        Callers hold the controller lock."""
         if not records:
             return
-        async with self._metadata_lock:
-            await self.run_blocking(self.metadata.append, records)
-            self._sync_partitions()
+        await self.run_blocking(self.metadata.append, records)
+        self._sync_partitions()
 
     def _sync_partitions(self) -> None:
         image = self.image
@@ -124,26 +126,35 @@ class BrokerCore:
 
     async def create_topics(self, topics: list, validate_only: bool) -> list:
         """CreateTopics through the controller; returns its per-topic results."""
-        async with self._metadata_lock:
-            pass
-        records, results = controller.create_topics(self.image, topics, self.config, validate_only)
-        if not validate_only:
+        async with self._controller_lock:
+            records, results = controller.create_topics(self.image, topics, self.config, validate_only)
+            await self.apply_metadata(records)
+        return results
+
+    async def delete_topics(self, topics: list) -> list:
+        async with self._controller_lock:
+            records, results = controller.delete_topics(self.image, topics, self.config)
+            await self.apply_metadata(records)
+        return results
+
+    async def create_partitions(self, topics: list, validate_only: bool) -> list:
+        async with self._controller_lock:
+            records, results = controller.create_partitions(self.image, topics, self.config, validate_only)
             await self.apply_metadata(records)
         return results
 
     async def auto_create_topic(self, name: str) -> ErrorCode:
-        request = controller.CreatableTopic(name=name, num_partitions=-1, replication_factor=-1)
-        records, results = controller.create_topics(self.image, [request], self.config, False)
+        """Create `name` with the broker's defaults (Metadata auto-creation); NONE if it exists."""
+        results = await self.create_topics([controller.CreatableTopic(name=name)], validate_only=False)
         error = results[0].error
-        if error is ErrorCode.topic_already_exists:
-            return ErrorCode.none
-        if error is not ErrorCode.none:
-            return ErrorCode.invalid_topic_exception if error is ErrorCode.invalid_topic_exception else error
-        await self.apply_metadata(records)
-        return ErrorCode.none
+        return ErrorCode.none if error is ErrorCode.topic_already_exists else error
 
     async def allocate_producer_id(self) -> int:
         """A producer id never handed out before; blocks of ids are reserved in the metadata log."""
+        async with self._controller_lock:
+            return await self._allocate_producer_id()
+
+    async def _allocate_producer_id(self) -> int:
         if self._next_producer_id >= self._producer_id_block_end:
             start = max(self._producer_id_block_end, self.image.producer_ids_next)
             await self.apply_metadata([ProducerIdsRecord(broker_id=self.config.node_id,
@@ -160,6 +171,3 @@ class BrokerCore:
     async def checkpoint(self) -> None:
         await self.run_blocking(self.log_manager.checkpoint)
 
-
-def new_topic_id() -> uuid.UUID:
-    return uuid.uuid4()
