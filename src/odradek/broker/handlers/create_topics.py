@@ -17,6 +17,7 @@ from odradek.protocol.errors import ErrorCode
 
 async def handle(request, ctx):
     results = await ctx.broker.create_topics(list(request.topics), request.validate_only)
+    with_configs = ctx.api_version >= 5
     topics = []
     for result in results:
         ok = result.error is ErrorCode.none
@@ -34,6 +35,6 @@ async def handle(request, ctx):
                            read_only=entry.read_only, config_source=entry.source,
                            is_sensitive=entry.is_sensitive)
                 for entry in result.configs
-            ) if ok else None,
+            ) if ok and with_configs else None,
         ))
     return ctx.response(throttle_time=timedelta(0), topics=tuple(topics))
