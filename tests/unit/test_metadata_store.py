@@ -26,6 +26,8 @@ from odradek.metadata.records import (
     TopicRecord,
 )
 from odradek.metadata.store import MetadataStore, MetadataStoreError, encode_frame, generate_cluster_id
+from odradek.storage.fs import RealFileSystem
+from tests.storage.fakefs import FakeFileSystem
 
 CONFIG = BrokerConfig()
 T1 = uuid.UUID("11111111-1111-4111-8111-111111111111")
@@ -56,15 +58,31 @@ def test_append_is_durable_and_replayed(tmp_path):
     reopened.close()
 
 
-def test_append_fsyncs_before_publishing(tmp_path, monkeypatch):
-    store = open_store(tmp_path)
-    synced = []
-    real_fsync = os.fsync
-    monkeypatch.setattr(store_module.os, "fsync", lambda fd: (synced.append(store.image), real_fsync(fd)))
+class RecordingFileSystem(RealFileSystem):
+    """The real filesystem, noting which image was published at each fsync; can fail one fsync."""
+
+    def __init__(self) -> None:
+        self.store: MetadataStore | None = None
+        self.published_at_fsync: list = []
+        self.fail_next_fsync = False
+
+    def fsync(self, fd: int) -> None:
+        if self.store is not None:
+            self.published_at_fsync.append(self.store.image)
+        if self.fail_next_fsync:
+            self.fail_next_fsync = False
+            raise OSError(5, "Input/output error")
+        super().fsync(fd)
+
+
+def test_append_fsyncs_before_publishing(tmp_path):
+    fs = RecordingFileSystem()
+    store = open_store(tmp_path, fs=fs)
+    fs.store = store
     before = store.image
     store.append([RegisterBrokerRecord(1, "h", 9092, None)])
-    assert synced and synced[0] is before  # fsync ran while the old image was still published
-    assert store.image is not before
+    assert fs.published_at_fsync == [before]  # fsync ran while the old image was still published
+    assert store.image is not before and 1 in store.image.brokers
     store.close()
 
 
@@ -92,31 +110,81 @@ def test_listeners_get_old_image_new_image_and_changes(tmp_path):
 def test_an_invalid_record_is_refused_before_anything_is_written(tmp_path):
     store = open_store(tmp_path)
     create(store, "orders")
-    size = store.log_path.stat().st_size
+    size = Path(store.log_path).stat().st_size
     image = store.image
     with pytest.raises(InvalidMetadataRecord):
         store.append([ConfigRecord(RESOURCE_TOPIC, "orders", "a", "b"), RemoveTopicRecord(T1)])
-    assert store.log_path.stat().st_size == size and store.image is image
+    assert Path(store.log_path).stat().st_size == size and store.image is image
     store.close()
 
 
-def test_a_failed_fsync_leaves_image_and_log_as_they_were(tmp_path, monkeypatch):
-    store = open_store(tmp_path)
+def test_a_failed_fsync_leaves_image_and_log_as_they_were(tmp_path):
+    fs = RecordingFileSystem()
+    store = open_store(tmp_path, fs=fs)
     create(store, "orders")
     size, image = store.size_bytes, store.image
-
-    def failing_fsync(fd):
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(store_module.os, "fsync", failing_fsync)
+    fs.fail_next_fsync = True
     with pytest.raises(OSError):
         create(store, "payments")
-    monkeypatch.undo()
     assert store.image is image
-    assert store.log_path.stat().st_size == size
+    assert Path(store.log_path).stat().st_size == size
     create(store, "payments")
     store.close()
     assert set(open_store(tmp_path).image.topics_by_name) == {"orders", "payments"}
+
+
+# -- power loss (storage's FakeFileSystem: unsynced writes are lost or torn) ---------------------
+def fake_store(fs: FakeFileSystem) -> MetadataStore:
+    return MetadataStore.open("/data/__cluster_metadata-0", fs=fs)
+
+
+def test_every_acknowledged_append_survives_power_loss():
+    fs = FakeFileSystem()
+    store = fake_store(fs)
+    create(store, "orders", 2)
+    store.append([ProducerIdsRecord(1, 1000)])
+    image = store.image
+    assert fs.unsynced_bytes() == 0
+    fs.crash()
+    assert fake_store(fs).image == image
+
+
+def test_power_loss_after_a_failed_fsync_keeps_the_previous_image():
+    fs = FakeFileSystem()
+    store = fake_store(fs)
+    create(store, "orders")
+    image = store.image
+    fs.fail_next_fsync()
+    with pytest.raises(OSError):
+        create(store, "payments")
+    fs.crash(tear_last_write_at=17)
+    assert fake_store(fs).image == image
+
+
+@settings(max_examples=40, deadline=None)
+@given(tear_at=st.integers(0, 400))
+def test_power_loss_mid_append_recovers_a_whole_frame_prefix(tear_at):
+    """The process dies after writing an append but before its fsync; the disk keeps a torn prefix."""
+    fs = FakeFileSystem()
+    store = fake_store(fs)
+    create(store, "orders")
+    base_image, base_size = store.image, store.size_bytes
+    records, _ = controller.create_topics(store.image, [controller.CreatableTopic("payments", 3)], CONFIG, False)
+    frames = [encode_frame(r) for r in records]
+    fs.pwrite(store._fd, b"".join(frames), base_size)  # written, never fsynced: then the power goes
+    fs.crash(tear_last_write_at=tear_at)
+    survivors, end = [], 0
+    for record, frame in zip(records, frames):
+        end += len(frame)
+        if end <= tear_at:
+            survivors.append(record)
+    expected = base_image.copy()
+    for record in survivors:
+        expected.apply(record)
+    recovered = fake_store(fs)
+    assert recovered.image == expected
+    assert recovered.size_bytes == base_size + sum(len(f) for f in frames[:len(survivors)])
+    recovered.append([ProducerIdsRecord(1, 10)])  # and the log is writable after recovery
 
 
 # -- torn and corrupt tails --------------------------------------------------------------------
@@ -218,7 +286,7 @@ def test_log_is_compacted_into_the_images_records(tmp_path, monkeypatch):
         create(store, f"temp{i}")
         store.append([RemoveTopicRecord(store.image.topics_by_name[f"temp{i}"].topic_id)])
     assert store.records_in_log <= 10
-    assert store.log_path.stat().st_size == store.size_bytes
+    assert Path(store.log_path).stat().st_size == store.size_bytes
     image = store.image
     store.close()
     assert not (tmp_path / "__cluster_metadata-0" / "metadata.log.tmp").exists()

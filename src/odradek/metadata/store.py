@@ -36,7 +36,6 @@ import os
 import struct
 import time
 import uuid
-from pathlib import Path
 from typing import Callable, Iterable
 
 import crc32c
@@ -44,6 +43,7 @@ import crc32c
 from odradek.config import parse_properties
 from odradek.metadata.image import Change, MetadataImage
 from odradek.metadata.records import MetadataRecord, RecordDecodeError, decode_record, encode_record
+from odradek.storage.fs import FileSystem, RealFileSystem
 
 log = logging.getLogger(__name__)
 
@@ -100,29 +100,11 @@ def read_frames(data: bytes) -> tuple[list[MetadataRecord], int]:
     return records, position
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _load_meta_properties(data_dir: Path, node_id: int, cluster_id: str | None) -> str:
+def _load_meta_properties(fs: FileSystem, data_dir: str, node_id: int, cluster_id: str | None) -> str:
     """Read or create meta.properties; returns the cluster id. Checks node and cluster ids."""
-    path = data_dir / META_PROPERTIES
-    if path.exists():
-        props = parse_properties(path.read_text(encoding="utf-8"))
+    path = os.path.join(data_dir, META_PROPERTIES)
+    if fs.exists(path):
+        props = parse_properties(fs.read_file(path).decode("utf-8", errors="replace"))
         stored_cluster = props.get("cluster.id")
         if not stored_cluster:
             raise MetadataStoreError(f"{path} has no cluster.id")
@@ -138,7 +120,7 @@ def _load_meta_properties(data_dir: Path, node_id: int, cluster_id: str | None) 
     directory_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
     text = (f"#\n#{time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}\n"
             f"cluster.id={cluster}\ndirectory.id={directory_id}\nnode.id={node_id}\nversion=1\n")
-    _write_atomically(path, text.encode("utf-8"))
+    fs.write_file_atomic(path, text.encode("utf-8"))
     return cluster
 
 
@@ -147,10 +129,13 @@ class MetadataStore:
 
     Invariants: `image` is the result of applying every record of the log in order (with
     `cluster_id` from meta.properties); the log file's length is `size_bytes` and every byte of
-    it is a complete, valid frame.
+    it is a complete, valid frame. All file access goes through `fs` (storage's FileSystem seam),
+    so tests can crash the disk under it.
     """
 
-    def __init__(self, directory: Path, image: MetadataImage, fd: int, size_bytes: int, records_in_log: int) -> None:
+    def __init__(self, fs: FileSystem, directory: str, image: MetadataImage, fd: int, size_bytes: int,
+                 records_in_log: int) -> None:
+        self.fs = fs
         self.directory = directory
         self.image = image
         self.listeners: list[Listener] = []
@@ -160,42 +145,44 @@ class MetadataStore:
         self._fd: int | None = fd
 
     @property
-    def log_path(self) -> Path:
-        return self.directory / LOG_FILE_NAME
+    def log_path(self) -> str:
+        return os.path.join(self.directory, LOG_FILE_NAME)
 
     @classmethod
-    def open(cls, directory: str | os.PathLike, *, node_id: int = 1, cluster_id: str | None = None) -> "MetadataStore":
+    def open(cls, directory: str | os.PathLike, *, node_id: int = 1, cluster_id: str | None = None,
+             fs: FileSystem | None = None) -> "MetadataStore":
         """Open (creating if needed) the metadata log in `directory` and replay it.
 
         `directory` is `<data dir>/__cluster_metadata-0`; meta.properties lives in its parent.
         Raises MetadataStoreError for unusable metadata, OSError for I/O failures.
         """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        cluster = _load_meta_properties(directory.parent, node_id, cluster_id)
-        path = directory / LOG_FILE_NAME
-        data = path.read_bytes() if path.exists() else b""
-        records, valid_bytes = read_frames(data)
-        image = MetadataImage(cluster_id=cluster)
-        for index, record in enumerate(records):
-            try:
-                image.apply(record)
-            except ValueError as exc:
-                raise MetadataStoreError(f"metadata log record {index} cannot be applied: {exc}") from None
-        created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fs = fs or RealFileSystem()
+        directory = os.fspath(directory)
+        fs.mkdir(directory)
+        cluster = _load_meta_properties(fs, os.path.dirname(os.path.abspath(directory)), node_id, cluster_id)
+        path = os.path.join(directory, LOG_FILE_NAME)
+        created = not fs.exists(path)
+        fd = fs.open(path, create=True)
         try:
+            data = fs.pread(fd, fs.size(fd), 0)
+            records, valid_bytes = read_frames(data)
+            image = MetadataImage(cluster_id=cluster)
+            for index, record in enumerate(records):
+                try:
+                    image.apply(record)
+                except ValueError as exc:
+                    raise MetadataStoreError(f"metadata log record {index} cannot be applied: {exc}") from None
             if valid_bytes < len(data):
                 log.warning("metadata log %s: truncating a torn or corrupt tail of %d bytes at byte %d",
                             path, len(data) - valid_bytes, valid_bytes)
-                os.ftruncate(fd, valid_bytes)
-                os.fsync(fd)
+                fs.truncate(fd, valid_bytes)
+                fs.fsync(fd)
             if created:
-                _fsync_dir(directory)
+                fs.fsync_dir(directory)
         except BaseException:
-            os.close(fd)
+            fs.close(fd)
             raise
-        return cls(directory, image, fd, valid_bytes, len(records))
+        return cls(fs, directory, image, fd, valid_bytes, len(records))
 
     def append(self, records: Iterable[MetadataRecord]) -> None:
         """Make `records` durable (write + fsync), then publish the image they produce.
@@ -212,14 +199,11 @@ class MetadataStore:
         changes = [new_image.apply(record) for record in records]
         data = b"".join(encode_frame(record) for record in records)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-            os.fsync(self._fd)
+            self.fs.pwrite(self._fd, data, self.size_bytes)
+            self.fs.fsync(self._fd)
         except OSError:
             try:
-                os.ftruncate(self._fd, self.size_bytes)
+                self.fs.truncate(self._fd, self.size_bytes)
             except OSError:
                 pass
             raise
@@ -236,13 +220,13 @@ class MetadataStore:
         assert self._fd is not None, "metadata store is closed"
         records = self.image.to_records()
         data = b"".join(encode_frame(record) for record in records)
-        _write_atomically(self.log_path, data)
-        os.close(self._fd)
-        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
+        self.fs.write_file_atomic(self.log_path, data)
+        self.fs.close(self._fd)
+        self._fd = self.fs.open(self.log_path)
         self.size_bytes = len(data)
         self.records_in_log = self._snapshot_records = len(records)
 
     def close(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
+            self.fs.close(self._fd)
             self._fd = None
