@@ -321,3 +321,52 @@ def test_members_of_a_reloaded_group_must_heartbeat_within_their_session_timeout
     h.advance(5_000)
     assert list(h.group("g").members) == [a]
     assert h.group("g").state is S.PREPARING_REBALANCE
+
+
+# --- commits in flight -------------------------------------------------------------------
+
+
+def _commit_in_flight(h, group_id, tp, offset):
+    from odradek.coordinator.messages import OffsetCommitPartition, OffsetCommitRequest
+
+    token = h.token()
+    req = OffsetCommitRequest(group_id, {tp[0]: (OffsetCommitPartition(tp[1], offset),)})
+    result = h.coordinator.offset_commit(req, h.now_ms, token)
+    (append,) = result.appends
+    h.log.setdefault(append.partition, []).extend(append.records)  # written, not yet acknowledged
+    return append
+
+
+def test_a_commit_in_flight_does_not_resurrect_offsets_deleted_meanwhile():
+    h = GroupHarness()
+    h.commit("s", {("t", 0): 1})
+    append = _commit_in_flight(h, "s", ("t", 0), 2)
+    assert offset_delete(h, "s", {"t": (0,)}).error_code == 0
+    h.run(h.coordinator.on_append_complete(append.append_id, 0, h.now_ms))
+    assert h.fetch("s") == {}
+    h.restart()
+    assert h.fetch("s") == {}
+
+
+def test_a_group_deleted_while_a_commit_is_in_flight_stays_deleted_after_replay():
+    h = GroupHarness()
+    h.commit("s", {("t", 0): 1})
+    append = _commit_in_flight(h, "s", ("t", 1), 2)
+    assert delete_groups(h, "s") == {"s": 0}
+    h.run(h.coordinator.on_append_complete(append.append_id, 0, h.now_ms))
+    assert h.fetch("s") == {} and "s" not in h.coordinator.groups
+    h.restart()
+    assert h.fetch("s") == {} and "s" not in h.coordinator.groups
+
+
+def test_offsets_with_a_commit_in_flight_do_not_expire():
+    h = GroupHarness(GroupConfig(offsets_topic_num_partitions=4, offsets_retention_minutes=1,
+                                 offsets_retention_check_interval_ms=1_000))
+    h.commit("s", {("t", 0): 1})
+    h.advance(1_000)
+    h.advance(58_000)
+    append = _commit_in_flight(h, "s", ("t", 0), 2)
+    h.advance(2_000)  # the offset committed at 0 is past retention, but a commit is in flight
+    assert "s" in h.coordinator.groups and h.coordinator.offsets.get("s", ("t", 0)).offset == 1
+    h.run(h.coordinator.on_append_complete(append.append_id, 0, h.now_ms))
+    assert h.fetch("s") == {("t", 0): 2}

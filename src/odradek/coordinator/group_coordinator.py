@@ -19,7 +19,9 @@ Contract with the caller (the broker's handlers and its housekeeping):
   (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, INVALID_COMMIT_OFFSET_SIZE, ...); a failed
   assignment write sends the group back to PreparingRebalance; deletions are already applied
   in memory and are not undone (as in Kafka), but their answers carry the error.
-* Timers are data: call `tick(now_ms)` at or after `next_deadline_ms()`.
+* Timers are data: call `tick(now_ms)` at or after `next_deadline_ms()` (and once at start
+  when partitions were given to the constructor: that schedules the first offsets expiry check;
+  `finish_loading` schedules it too).
 * Loading: `begin_loading(p)`, then `replay(key, value)` for each record of partition p in
   log order, then `finish_loading(p, now_ms)`. Requests for groups of a partition that is
   loading get COORDINATOR_LOAD_IN_PROGRESS; of a partition not owned, NOT_COORDINATOR.
@@ -296,7 +298,8 @@ class GroupCoordinator:
                 self._remove_if_unused(group)
             return CoordinatorResult([(token, build({}))])
         records = [offset_record(req.group_id, tp, c) for tp, c in pending.items()]
-        append = self._append(self.partition_for(req.group_id), records, "offsets", (req.group_id, pending))
+        self.offsets.add_pending(req.group_id, pending)
+        append = self._append(self.partition_for(req.group_id), records, "offsets", (group, pending, dict(pending)))
         self._waiters[append.append_id] = _Waiter(token, 1, build)
         return CoordinatorResult([], [append])
 
@@ -346,6 +349,12 @@ class GroupCoordinator:
                     per_partition[(topic, partition)] = NONE
                     deletable.append((topic, partition))
         removed = self.offsets.remove(req.group_id, deletable)
+        # A commit still in flight for a deleted partition must not resurrect it (as Kafka).
+        for kind, payload in self._in_flight.values():
+            if kind == "offsets" and payload[0] is group:
+                for tp in deletable:
+                    if payload[2].pop(tp, None) is not None and tp not in removed:
+                        removed.append(tp)
 
         def build(append_errors: dict[int, int]) -> OffsetDeleteResponse:
             failure = next((e for e in append_errors.values() if e != NONE), NONE)
@@ -441,11 +450,14 @@ class GroupCoordinator:
     def on_append_complete(self, append_id: int, error_code: int, now_ms: int) -> CoordinatorResult:
         kind, payload = self._in_flight.pop(append_id)
         fx = Effects()
-        if kind == "offsets" and error_code == NONE:
-            group_id, pending = payload
-            if self._coordinator_error(group_id) == NONE:
-                for tp, committed in pending.items():
-                    self.offsets.apply(group_id, tp, committed)
+        if kind == "offsets":
+            group, pending, to_apply = payload
+            self.offsets.complete_pending(group.group_id, pending)
+            # Applied only if the group is still the one committed to: not deleted, expired,
+            # or unloaded meanwhile (their tombstones follow this record in the log).
+            if error_code == NONE and self.groups.get(group.group_id) is group:
+                for tp, committed in to_apply.items():
+                    self.offsets.apply(group.group_id, tp, committed)
         elif kind == "group":
             self._on_group_store_complete(payload, error_code, now_ms, fx)
         result = self._finish(fx)
@@ -513,7 +525,8 @@ class GroupCoordinator:
             else:
                 expired = []
             records = [offset_record(group_id, tp, None) for tp in self.offsets.remove(group_id, expired)]
-            if group.state is GroupState.EMPTY and not group.members and not group.pending_members and not self.offsets.has_offsets(group_id):
+            if (group.state is GroupState.EMPTY and not group.members and not group.pending_members
+                    and not self.offsets.has_offsets(group_id) and not self.offsets.has_pending(group_id)):
                 records.extend(self._delete_group_records(group, now_ms, fx))
             if records:
                 records_by_partition.setdefault(self.partition_for(group_id), []).extend(records)
@@ -552,6 +565,8 @@ class GroupCoordinator:
                     member.session_deadline_ms = now_ms + member.session_timeout_ms
         self.loading.discard(partition)
         self.owned.add(partition)
+        if self._next_expiry_check_ms is None:
+            self._next_expiry_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
 
     def unload(self, partition: int, now_ms: int) -> CoordinatorResult:
         fx = Effects()

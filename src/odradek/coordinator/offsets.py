@@ -48,12 +48,34 @@ class OffsetStore:
     """Committed offsets per group, topic and partition.
 
     Invariants: `committed` holds only offsets whose records the log has acknowledged (or that
-    were replayed from it); a group id maps to a non-empty dict or is absent.
+    were replayed from it); `pending` counts commits written but not yet acknowledged, per
+    partition; in both, a group id maps to a non-empty dict or is absent. Offsets with a
+    pending commit never expire (as Kafka), and deleting a group writes tombstones for them too,
+    so the log replays to what memory holds.
     Owner: the GroupCoordinator; single-threaded, no I/O.
     """
 
     def __init__(self) -> None:
         self.committed: dict[str, dict[TopicPartition, CommittedOffset]] = {}
+        self.pending: dict[str, dict[TopicPartition, int]] = {}
+
+    def add_pending(self, group_id: str, tps: Iterable[TopicPartition]) -> None:
+        counts = self.pending.setdefault(group_id, {})
+        for tp in tps:
+            counts[tp] = counts.get(tp, 0) + 1
+
+    def complete_pending(self, group_id: str, tps: Iterable[TopicPartition]) -> None:
+        counts = self.pending.get(group_id, {})
+        for tp in tps:
+            if tp in counts:
+                counts[tp] -= 1
+                if counts[tp] == 0:
+                    del counts[tp]
+        if not counts:
+            self.pending.pop(group_id, None)
+
+    def has_pending(self, group_id: str) -> bool:
+        return group_id in self.pending
 
     # --- writes (applied after the log acknowledges them, or on replay) --------------------
 
@@ -79,7 +101,9 @@ class OffsetStore:
         return removed
 
     def remove_group(self, group_id: str) -> list[TopicPartition]:
-        return list(self.committed.pop(group_id, {}))
+        """Drop a group's offsets; returns every partition committed or pending (tombstone them)."""
+        tps = set(self.committed.pop(group_id, {})) | set(self.pending.get(group_id, {}))
+        return sorted(tps)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -103,8 +127,9 @@ class OffsetStore:
         """Kafka's getExpiredOffsets: an explicit expire timestamp wins, otherwise the offset
         expires `retention_ms` after its base timestamp; subscribed topics never expire."""
         result = []
+        pending = self.pending.get(group_id, {})
         for tp, c in self.committed.get(group_id, {}).items():
-            if tp[0] in subscribed_topics:
+            if tp[0] in subscribed_topics or tp in pending:
                 continue
             if c.expire_timestamp_ms >= 0:
                 if now_ms >= c.expire_timestamp_ms:
