@@ -46,6 +46,13 @@ def _load_be(typecode: str, data: bytes) -> array:
     return values
 
 
+def _open_existing(fs: FileSystem, path: str) -> int:
+    try:
+        return fs.open(path)
+    except FileNotFoundError:
+        raise CorruptIndexError(f"{path} is missing") from None
+
+
 class OffsetIndex:
     """`<base_offset:020d>.index`: sparse map from offsets to positions in the segment's .log.
 
@@ -65,8 +72,8 @@ class OffsetIndex:
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, log_size_bytes: int) -> None:
-        """Open (creating if absent) and read every entry; raises CorruptIndexError if insane."""
-        self._fd = self.fs.open(self.path, create=True)
+        """Open and read every entry; raises CorruptIndexError if missing or insane."""
+        self._fd = _open_existing(self.fs, self.path)
         data = self.fs.pread(self._fd, self.fs.size(self._fd), 0)
         if len(data) % OFFSET_INDEX_ENTRY_BYTES:
             raise CorruptIndexError(f"{self.path}: size {len(data)} is not a multiple of 8")
@@ -168,8 +175,8 @@ class TimeIndex:
         self._offsets: list[int] = []  # relative
 
     def load(self, last_offset: int) -> None:
-        """Open (creating if absent) and read every entry; raises CorruptIndexError if insane."""
-        self._fd = self.fs.open(self.path, create=True)
+        """Open and read every entry; raises CorruptIndexError if missing or insane."""
+        self._fd = _open_existing(self.fs, self.path)
         data = self.fs.pread(self._fd, self.fs.size(self._fd), 0)
         if len(data) % TIME_INDEX_ENTRY_BYTES:
             raise CorruptIndexError(f"{self.path}: size {len(data)} is not a multiple of 12")

@@ -48,13 +48,17 @@ def _base_offset_of(name: str, suffix: str) -> int | None:
     return int(stem) if len(stem) == 20 and stem.isdigit() else None
 
 
-def _remove_leftovers(the_log: "Log") -> None:
+def _remove_leftovers(the_log: "Log") -> list[str]:
+    """Clean up after interrupted operations; returns the directory's names afterwards."""
     fs, dir = the_log.fs, the_log.dir
-    for name in fs.listdir(dir):
+    listed = fs.listdir(dir)
+    changed = False
+    for name in listed:
         path = os.path.join(dir, name)
         if name.endswith((TMP_SUFFIX, CLEANED_SUFFIX, DELETED_SUFFIX)):
             log.info("removing leftover %s", path)
             fs.unlink(path)
+            changed = True
         elif name.endswith(SWAP_SUFFIX):
             real = name[: -len(SWAP_SUFFIX)]
             base_offset = _base_offset_of(real, LOG_SUFFIX)
@@ -65,19 +69,22 @@ def _remove_leftovers(the_log: "Log") -> None:
                 fs.unlink(os.path.join(dir, segment_file_name(base_offset, TIME_INDEX_SUFFIX)))
             else:
                 fs.unlink(path)
-    names = set(fs.listdir(dir))
-    for name in names:
+            changed = True
+    names = set(fs.listdir(dir)) if changed else set(listed)
+    for name in list(names):
         for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
             base_offset = _base_offset_of(name, suffix)
             if base_offset is not None and segment_file_name(base_offset, LOG_SUFFIX) not in names:
                 fs.unlink(os.path.join(dir, name))
+                names.discard(name)
+    return sorted(names)
 
 
 def load_log(the_log: "Log", *, recovery_point: int, log_start_offset: int, high_watermark: int,
              clean_shutdown: bool, now_ms: int) -> None:
     fs, dir, config = the_log.fs, the_log.dir, the_log.config
-    _remove_leftovers(the_log)
-    base_offsets = sorted(b for b in (_base_offset_of(n, LOG_SUFFIX) for n in fs.listdir(dir)) if b is not None)
+    names = _remove_leftovers(the_log)  # the only directory listing on the clean path
+    base_offsets = sorted(b for b in (_base_offset_of(n, LOG_SUFFIX) for n in names) if b is not None)
     if not base_offsets:
         start = max(log_start_offset, 0)
         the_log._add_segment(LogSegment.create(fs, dir, start, config))
@@ -110,7 +117,7 @@ def load_log(the_log: "Log", *, recovery_point: int, log_start_offset: int, high
     cache.truncate_from_end(the_log.log_end_offset)
     cache.truncate_from_start(the_log.log_start_offset)
 
-    replay_from = the_log.producer_state.truncate_and_reload(the_log.log_end_offset)
+    replay_from = the_log.producer_state.truncate_and_reload(the_log.log_end_offset, names=names)
     the_log.replay_producer_state(max(replay_from, the_log.log_start_offset))
 
 

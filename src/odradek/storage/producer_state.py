@@ -171,9 +171,10 @@ class ProducerStateManager:
         self.update(header, header.base_offset, header.last_offset, header.max_timestamp)
 
     # -- snapshots --------------------------------------------------------------------------
-    def snapshot_offsets(self) -> list[int]:
+    def snapshot_offsets(self, names: list[str] | None = None) -> list[int]:
+        """Offsets of the snapshot files, ascending (from `names` when the caller just listed the dir)."""
         offsets = []
-        for name in self.fs.listdir(self.dir):
+        for name in self.fs.listdir(self.dir) if names is None else names:
             if name.endswith(SNAPSHOT_SUFFIX):
                 stem = name[: -len(SNAPSHOT_SUFFIX)]
                 if len(stem) == 20 and stem.isdigit():
@@ -220,14 +221,14 @@ class ProducerStateManager:
             producers[pid] = entry
         return producers
 
-    def load(self, max_offset: int) -> int:
+    def load(self, max_offset: int, *, names: list[str] | None = None) -> int:
         """Load the latest readable snapshot at or below `max_offset`; returns its offset (0 if none).
 
         Corrupt snapshots are deleted with a warning and an older one is tried. The caller replays
         the log's batch headers from the returned offset.
         """
         self.producers = {}
-        for offset in reversed(self.snapshot_offsets()):
+        for offset in reversed(self.snapshot_offsets(names)):
             if offset > max_offset:
                 continue
             try:
@@ -238,13 +239,16 @@ class ProducerStateManager:
                 self.fs.unlink(os.path.join(self.dir, snapshot_file_name(offset)))
         return 0
 
-    def delete_snapshots_above(self, offset: int) -> None:
+    def delete_snapshots_above(self, offset: int, *, names: list[str] | None = None) -> None:
         """Remove snapshots taken beyond `offset` (the log was truncated there)."""
-        for snapshot_offset in self.snapshot_offsets():
+        for snapshot_offset in self.snapshot_offsets(names):
             if snapshot_offset > offset:
                 self.fs.unlink(os.path.join(self.dir, snapshot_file_name(snapshot_offset)))
 
-    def truncate_and_reload(self, offset: int) -> int:
-        """After truncating the log to `offset`: drop newer snapshots, reload; returns replay start."""
-        self.delete_snapshots_above(offset)
-        return self.load(offset)
+    def truncate_and_reload(self, offset: int, *, names: list[str] | None = None) -> int:
+        """After truncating the log to `offset`: drop newer snapshots, reload; returns replay start.
+
+        `names`: the directory listing, if the caller has a current one (saves two listdirs).
+        """
+        self.delete_snapshots_above(offset, names=names)
+        return self.load(offset, names=names)

@@ -130,10 +130,7 @@ class LogSegment:
         if self._indexes_loaded:
             return
         self._ensure_open()
-        missing = not self.fs.exists(self.offset_index.path) or not self.fs.exists(self.time_index.path)
         try:
-            if missing:
-                raise CorruptIndexError("index file missing")
             self.offset_index.load(self._size_bytes)
             self.time_index.load(self.base_offset + 2**31 - 1)
         except CorruptIndexError as exc:
