@@ -420,6 +420,19 @@ def test_static_leader_rejoin_gets_members_and_skip_assignment():
     assert h.group("g").state is S.STABLE
 
 
+def test_static_leader_rejoin_before_join_group_v9_gets_no_members():
+    h = GroupHarness()
+    static_group(h)
+    r = h.answer(h.join("g", instance_id="i-a", supports_skip_assignment=False))
+    assert r.error_code == 0 and r.members == () and not r.skip_assignment and r.leader == r.member_id
+
+
+def test_static_member_ids_start_with_the_group_instance_id():
+    h = GroupHarness()
+    a, b = static_group(h)
+    assert a.startswith("i-a-") and b.startswith("i-b-")
+
+
 def test_static_member_rejoining_with_a_protocol_change_rebalances():
     h = GroupHarness()
     static_group(h)
@@ -471,6 +484,17 @@ def test_requests_for_a_loading_or_foreign_partition_get_coordinator_errors():
     assert gc.heartbeat(HeartbeatRequest("g", 1, "m"), 0, 3).response_for(3).error_code == E.coordinator_load_in_progress.value
     gc.finish_loading(p, 0)
     assert gc.join_group(req, 0, 4).response_for(4).error_code == E.member_id_required.value
+
+
+def test_a_group_over_a_lowered_max_size_rebalances_after_loading_and_sheds_members():
+    h = GroupHarness()
+    a, b, c = h.form_group("g", 3)
+    h.restart(GroupConfig(offsets_topic_num_partitions=4, group_max_size=2))
+    assert h.group("g").state is S.PREPARING_REBALANCE
+    ta, tb = h.join("g", a), h.join("g", b)
+    assert h.answer(h.join("g", c)).error_code == E.group_max_size_reached.value
+    assert h.answer(ta).error_code == h.answer(tb).error_code == 0
+    assert sorted(h.group("g").members) == sorted([a, b])
 
 
 def test_unloading_a_partition_answers_parked_requests_with_not_coordinator():

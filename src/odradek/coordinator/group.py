@@ -551,8 +551,12 @@ class ClassicGroup:
                 # Unchanged: persist the new member id and answer without a rebalance. (Kafka
                 # only checks the selected protocol; we also rebalance on changed metadata,
                 # so a changed subscription is never silently ignored.)
-                is_leader = new_member_id == self.leader_id
-                response = self._join_result(new_member_id, skip_assignment=is_leader)
+                if req.supports_skip_assignment:  # KIP-814: the leader need not reassign
+                    response = self._join_result(new_member_id, skip_assignment=new_member_id == self.leader_id)
+                else:
+                    response = self._join_result(new_member_id)
+                    response = JoinGroupResponse(NONE, response.generation_id, response.protocol_type,
+                                                 response.protocol_name, response.leader, new_member_id)
                 fx.stores.append(
                     GroupStore("static_rejoin", self.group_id, self.generation_id, self.to_record_value(), token, revert, response)
                 )
@@ -597,7 +601,8 @@ class ClassicGroup:
             member.rebalance_timeout_ms = rebalance_timeout_ms
             member.session_timeout_ms = session_timeout_ms
             member.session_deadline_ms = now_ms + session_timeout_ms
-        fx.answer(store.token, JoinGroupResponse(error, member_id=new_id))
+        fx.answer(store.token, JoinGroupResponse(
+            error, self.generation_id, self.protocol_type, self.protocol_name, self.leader_id or "", UNKNOWN_MEMBER_ID))
 
     def _join_current_member(self, req: JoinGroupRequest, rebalance_timeout_ms: int, token: Any, now_ms: int, fx: Effects) -> None:
         member_id = req.member_id
@@ -795,6 +800,10 @@ class ClassicGroup:
         self._complete_join(now_ms, fx)
 
     # --- lifecycle, description, records ---------------------------------------------------
+
+    def rebalance(self, now_ms: int, fx: Effects) -> None:
+        """Start a rebalance from outside a request (e.g. an over-capacity group after loading)."""
+        self._maybe_prepare_rebalance(now_ms, fx)
 
     def delete(self, now_ms: int, fx: Effects) -> None:
         self._fire(E.DELETE, now_ms, fx)

@@ -167,8 +167,10 @@ class GroupCoordinator:
             return ErrorCode.not_coordinator.value
         return NONE
 
-    def _new_member_id(self, client_id: str) -> str:
-        return f"{client_id}-{uuid.UUID(int=self._rng.getrandbits(128), version=4)}"
+    def _new_member_id(self, client_id: str, group_instance_id: str | None) -> str:
+        """Kafka's generateMemberId: "<group instance id or client id>-<uuid>"."""
+        prefix = group_instance_id if group_instance_id is not None else client_id
+        return f"{prefix}-{uuid.UUID(int=self._rng.getrandbits(128), version=4)}"
 
     def _append(self, partition: int, records: list[Record], kind: str, payload: Any) -> PendingAppend:
         append_id = self._next_append_id
@@ -211,7 +213,7 @@ class GroupCoordinator:
             fx.answer(token, JoinGroupResponse(error, member_id=req.member_id))
             return self._finish(fx)
         assert group is not None
-        group.join(req, self._new_member_id(req.client_id), token, now_ms, fx)
+        group.join(req, self._new_member_id(req.client_id, req.group_instance_id), token, now_ms, fx)
         self._remove_if_unused(group)
         return self._finish(fx)
 
@@ -559,10 +561,15 @@ class GroupCoordinator:
         for group_id in self.offsets.committed:
             if group_id not in self.groups and self.partition_for(group_id) == partition:
                 self.groups[group_id] = ClassicGroup(group_id, self.config, now_ms)
-        for group_id, group in self.groups.items():
+        fx = Effects()
+        for group_id, group in list(self.groups.items()):
             if self.partition_for(group_id) == partition:
                 for member in group.members.values():
                     member.session_deadline_ms = now_ms + member.session_timeout_ms
+                if len(group.members) > self.config.group_max_size:
+                    # group.max.size was lowered: rebalance so the excess members are refused
+                    group.rebalance(now_ms, fx)
+        assert not fx.responses and not fx.stores
         self.loading.discard(partition)
         self.owned.add(partition)
         if self._next_expiry_check_ms is None:

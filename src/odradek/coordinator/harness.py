@@ -71,11 +71,12 @@ class GroupHarness:
     def join(self, group_id: str, member_id: str = "", *, instance_id: str | None = None,
              protocols: tuple[tuple[str, bytes], ...] = DEFAULT_PROTOCOLS, protocol_type: str = "consumer",
              session_timeout_ms: int = 10_000, rebalance_timeout_ms: int = 30_000, client_id: str = "client",
-             require_known_member_id: bool = True) -> int:
+             require_known_member_id: bool = True, supports_skip_assignment: bool = True) -> int:
         """Send a JoinGroup; returns its token (look the answer up with `answer`)."""
         token = self.token()
         req = JoinGroupRequest(group_id, member_id, session_timeout_ms, rebalance_timeout_ms, protocol_type,
-                               protocols, instance_id, client_id, "/127.0.0.1", require_known_member_id)
+                               protocols, instance_id, client_id, "/127.0.0.1", require_known_member_id,
+                               supports_skip_assignment)
         self.run(self.coordinator.join_group(req, self.now_ms, token))
         return token
 
@@ -134,8 +135,9 @@ class GroupHarness:
         self.now_ms += ms
         return self.run(self.coordinator.tick(self.now_ms))
 
-    def restart(self) -> None:
-        """A new coordinator loads every partition from the in-memory log."""
+    def restart(self, config: GroupConfig | None = None) -> None:
+        """A new coordinator (optionally with new configs) loads every partition from the log."""
+        self.config = config or self.config
         self.coordinator = GroupCoordinator(self.config, seed=self.seed + 1)
         for p in range(self.config.offsets_topic_num_partitions):
             self.coordinator.begin_loading(p)

@@ -13,7 +13,8 @@ responses. Field mapping (kio name -> ours) where it is not the same name:
     OffsetFetch v0-7 single group / v8+ groups      -> OffsetFetchGroup list (topics None = all)
 Responses carry plain ints for error codes (`ErrorCode.x.value`). Responses for old versions:
 LeaveGroup v0-2 answers with the first member's error as the top-level error;
-JoinGroupResponse.skip_assignment exists from v9 (older leaders get the members and recompute);
+JoinGroupResponse.skip_assignment exists from v9 (`supports_skip_assignment=False` for older
+requests: a static leader rejoining a Stable group then gets no members, as Kafka does);
 DescribeGroups v0-5 answer an unknown group with error 0 and state "Dead" where we say
 GROUP_ID_NOT_FOUND (69).
 """
@@ -40,6 +41,7 @@ class JoinGroupRequest:
     client_id: str = ""
     client_host: str = ""
     require_known_member_id: bool = True  # JoinGroup v4+
+    supports_skip_assignment: bool = True  # JoinGroup v9+
     reason: str | None = None
 
 
