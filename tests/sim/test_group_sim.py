@@ -47,9 +47,14 @@ class Consumer:
             self.on_answer(h, r)
             return
         if self.phase in ("new", "rejoin"):
-            self.token = h.join(self.group_id, self.member_id, instance_id=self.instance_id,
-                                session_timeout_ms=SESSION_TIMEOUT_MS, rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
-                                client_id=self.name)
+            self.token = h.join(
+                self.group_id,
+                self.member_id,
+                instance_id=self.instance_id,
+                session_timeout_ms=SESSION_TIMEOUT_MS,
+                rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+                client_id=self.name,
+            )
             self.phase = "joining"
         elif self.phase == "stable" and h.now_ms >= self.next_heartbeat_ms:
             self.next_heartbeat_ms = h.now_ms + HEARTBEAT_INTERVAL_MS
@@ -61,7 +66,11 @@ class Consumer:
             return
         if error == E.rebalance_in_progress.value:
             self.phase = "rejoin"
-        elif error in (E.unknown_member_id.value, E.illegal_generation.value, E.fenced_instance_id.value):
+        elif error in (
+            E.unknown_member_id.value,
+            E.illegal_generation.value,
+            E.fenced_instance_id.value,
+        ):
             if error != E.illegal_generation.value:
                 self.member_id = ""
             self.phase = "rejoin"
@@ -78,8 +87,12 @@ class Consumer:
                 self.generation = r.generation_id
                 assignments = None
                 if r.members and not r.skip_assignment:
-                    assignments = {m.member_id: f"{r.generation_id}:{m.member_id}".encode() for m in r.members}
-                self.token = h.sync(self.group_id, self.member_id, self.generation, assignments, self.instance_id)
+                    assignments = {
+                        m.member_id: f"{r.generation_id}:{m.member_id}".encode() for m in r.members
+                    }
+                self.token = h.sync(
+                    self.group_id, self.member_id, self.generation, assignments, self.instance_id
+                )
                 self.phase = "syncing"
             else:
                 self.on_error(r.error_code)
@@ -119,8 +132,13 @@ def run_until_quiet(h: GroupHarness, consumers: list[Consumer], ms: int) -> None
 
 def snapshot(h: GroupHarness):
     groups = {
-        gid: (g.state, g.generation_id, g.protocol_name, g.leader_id,
-              sorted((m.member_id, m.group_instance_id, m.assignment) for m in g.members.values()))
+        gid: (
+            g.state,
+            g.generation_id,
+            g.protocol_name,
+            g.leader_id,
+            sorted((m.member_id, m.group_instance_id, m.assignment) for m in g.members.values()),
+        )
         for gid, g in h.coordinator.groups.items()
     }
     return groups, {g: dict(o) for g, o in h.coordinator.offsets.committed.items()}
@@ -160,14 +178,22 @@ def test_consumers_converge_after_chaos_and_replay_rebuilds_the_state(seed):
                 c.alive = False
         elif roll < 0.09 and live:
             c = rng.choice(live)
-            if c.instance_id is not None:  # a static instance restarts: same instance id, no member id
+            if (
+                c.instance_id is not None
+            ):  # a static instance restarts: same instance id, no member id
                 c.alive = False
                 twin = Consumer(c.name + "'", c.group_id, c.instance_id)
                 consumers.append(twin)
         elif roll < 0.15 and live:
             c = rng.choice(live)
             if c.phase == "stable":
-                h.commit(c.group_id, {("t", rng.randint(0, 3)): rng.randint(0, 1000)}, c.generation, c.member_id, c.instance_id)
+                h.commit(
+                    c.group_id,
+                    {("t", rng.randint(0, 3)): rng.randint(0, 1000)},
+                    c.generation,
+                    c.member_id,
+                    c.instance_id,
+                )
         h.advance(rng.choice((100, 500, 1_000, 2_000)))
         check_invariants(h, generations, seed)
 
@@ -186,7 +212,9 @@ def test_consumers_converge_after_chaos_and_replay_rebuilds_the_state(seed):
             # what the member got is what the group stored; it was computed for this member by
             # a leader (a static member that rejoined without a rebalance keeps its old one)
             assert c.assignment == group.members[c.member_id].assignment, f"seed {seed}"
-            assert c.assignment.endswith(b":" + c.member_id.encode()) or c.instance_id is not None, f"seed {seed}"
+            assert (
+                c.assignment.endswith(b":" + c.member_id.encode()) or c.instance_id is not None
+            ), f"seed {seed}"
 
     before = snapshot(h)
     h.restart()

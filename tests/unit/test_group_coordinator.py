@@ -65,7 +65,9 @@ def test_initial_rebalance_delay_waits_for_more_members_and_then_answers_all():
 
 
 def test_initial_delay_is_bounded_by_the_rebalance_timeout():
-    h = GroupHarness(GroupConfig(offsets_topic_num_partitions=4, group_initial_rebalance_delay_ms=3_000))
+    h = GroupHarness(
+        GroupConfig(offsets_topic_num_partitions=4, group_initial_rebalance_delay_ms=3_000)
+    )
     a = h.join_new_member("g", rebalance_timeout_ms=5_000)
     for _ in range(4):  # members keep arriving every 2.5 s
         h.advance(2_500)
@@ -79,10 +81,18 @@ def test_sync_group_distributes_the_leaders_assignment_and_stores_the_group():
     ids = h.form_group("g", 3)
     group = h.group("g")
     assert group.state is S.STABLE
-    assert [group.members[m].assignment for m in ids] == [b"assignment-0", b"assignment-1", b"assignment-2"]
+    assert [group.members[m].assignment for m in ids] == [
+        b"assignment-0",
+        b"assignment-1",
+        b"assignment-2",
+    ]
     (stored,) = group_records(h, "g")
     assert stored.generation == 1 and stored.leader == ids[0] and stored.protocol == "range"
-    assert [m.assignment for m in stored.members] == [b"assignment-0", b"assignment-1", b"assignment-2"]
+    assert [m.assignment for m in stored.members] == [
+        b"assignment-0",
+        b"assignment-1",
+        b"assignment-2",
+    ]
 
 
 def test_follower_sync_is_parked_until_the_leader_syncs():
@@ -215,7 +225,7 @@ def test_heartbeats_keep_members_alive_indefinitely():
 
 def test_rebalance_timeout_removes_members_that_did_not_rejoin():
     h = GroupHarness()
-    a, b = h.form_group("g", 2, rebalance_timeout_ms=20_000, session_timeout_ms=30_000)
+    a, _b = h.form_group("g", 2, rebalance_timeout_ms=20_000, session_timeout_ms=30_000)
     ta = h.join("g", a, rebalance_timeout_ms=20_000, session_timeout_ms=30_000)
     h.advance(19_999)
     assert h.answer(ta) is None
@@ -227,7 +237,7 @@ def test_rebalance_timeout_removes_members_that_did_not_rejoin():
 
 def test_leader_that_does_not_rejoin_is_replaced_by_a_member_that_did():
     h = GroupHarness()
-    a, b = h.form_group("g", 2, session_timeout_ms=30_000)
+    _a, b = h.form_group("g", 2, session_timeout_ms=30_000)
     tb = h.join("g", b, session_timeout_ms=30_000, protocols=(("range", b"changed"),))
     h.advance(30_000)
     r = h.answer(tb)
@@ -259,7 +269,7 @@ def test_a_pending_member_that_never_joins_again_expires_after_its_session_timeo
 
 def test_a_new_member_that_disconnects_mid_join_is_dropped_after_five_minutes():
     h = GroupHarness()
-    a, b = h.form_group("g", 2, session_timeout_ms=600_000, rebalance_timeout_ms=900_000)
+    _a, _b = h.form_group("g", 2, session_timeout_ms=600_000, rebalance_timeout_ms=900_000)
     t = h.join_new_member("g", session_timeout_ms=600_000, rebalance_timeout_ms=900_000)
     h.advance(300_000)
     assert h.answer(t).error_code == E.unknown_member_id.value
@@ -267,7 +277,7 @@ def test_a_new_member_that_disconnects_mid_join_is_dropped_after_five_minutes():
 
 def test_a_parked_join_answer_is_superseded_by_a_duplicate_join():
     h = GroupHarness()
-    a, b = h.form_group("g", 2)
+    a, _b = h.form_group("g", 2)
     t1 = h.join("g", a)
     t2 = h.join("g", a)
     assert h.answer(t1).error_code == E.rebalance_in_progress.value
@@ -279,7 +289,7 @@ def test_a_parked_join_answer_is_superseded_by_a_duplicate_join():
 
 def test_stale_generation_is_illegal_for_heartbeat_and_sync():
     h = GroupHarness()
-    a, b = h.form_group("g", 2)
+    a, _b = h.form_group("g", 2)
     assert h.heartbeat("g", a, 0) == E.illegal_generation.value
     assert h.answer(h.sync("g", a, 7)).error_code == E.illegal_generation.value
 
@@ -301,9 +311,15 @@ def test_sync_during_preparing_rebalance_is_rebalance_in_progress():
 
 def test_sync_v5_checks_protocol_type_and_name():
     h = GroupHarness()
-    a, b = h.form_group("g", 2)
-    assert h.answer(h.sync("g", b, 1, protocol_type="connect")).error_code == E.inconsistent_group_protocol.value
-    assert h.answer(h.sync("g", b, 1, protocol_name="sticky")).error_code == E.inconsistent_group_protocol.value
+    _a, b = h.form_group("g", 2)
+    assert (
+        h.answer(h.sync("g", b, 1, protocol_type="connect")).error_code
+        == E.inconsistent_group_protocol.value
+    )
+    assert (
+        h.answer(h.sync("g", b, 1, protocol_name="sticky")).error_code
+        == E.inconsistent_group_protocol.value
+    )
     r = h.answer(h.sync("g", b, 1, protocol_type="consumer", protocol_name="range"))
     assert r.error_code == 0 and r.assignment == b"assignment-1"
 
@@ -367,7 +383,7 @@ def test_leave_v3_batch_reports_per_member_errors():
 
 def test_leave_answers_a_parked_join_of_the_leaving_member():
     h = GroupHarness()
-    a, b = h.form_group("g", 2)
+    a, _b = h.form_group("g", 2)
     ta = h.join("g", a)
     h.leave("g", (a, None))
     assert h.answer(ta).error_code == E.unknown_member_id.value
@@ -393,7 +409,7 @@ def test_static_member_joins_without_member_id_required():
 
 def test_static_member_rejoining_with_same_metadata_gets_its_assignment_back_without_rebalance():
     h = GroupHarness()
-    a, b = static_group(h)
+    _a, b = static_group(h)
     r = h.answer(h.join("g", instance_id="i-b"))  # restarted: no member id
     assert r.error_code == 0 and r.generation_id == 1 and r.member_id != b
     assert h.group("g").state is S.STABLE
@@ -404,7 +420,7 @@ def test_static_member_rejoining_with_same_metadata_gets_its_assignment_back_wit
 
 def test_the_old_member_id_of_a_replaced_static_member_is_fenced():
     h = GroupHarness()
-    a, b = static_group(h)
+    _a, b = static_group(h)
     new_b = h.answer(h.join("g", instance_id="i-b")).member_id
     assert h.heartbeat("g", b, 1, instance_id="i-b") == E.fenced_instance_id.value
     assert h.answer(h.sync("g", b, 1, instance_id="i-b")).error_code == E.fenced_instance_id.value
@@ -414,7 +430,7 @@ def test_the_old_member_id_of_a_replaced_static_member_is_fenced():
 
 def test_static_leader_rejoin_gets_members_and_skip_assignment():
     h = GroupHarness()
-    a, b = static_group(h)
+    _a, _b = static_group(h)
     r = h.answer(h.join("g", instance_id="i-a"))
     assert r.skip_assignment and r.leader == r.member_id and len(r.members) == 2
     assert h.group("g").state is S.STABLE
@@ -424,7 +440,9 @@ def test_static_leader_rejoin_before_join_group_v9_gets_no_members():
     h = GroupHarness()
     static_group(h)
     r = h.answer(h.join("g", instance_id="i-a", supports_skip_assignment=False))
-    assert r.error_code == 0 and r.members == () and not r.skip_assignment and r.leader == r.member_id
+    assert (
+        r.error_code == 0 and r.members == () and not r.skip_assignment and r.leader == r.member_id
+    )
 
 
 def test_static_member_ids_start_with_the_group_instance_id():
@@ -454,7 +472,7 @@ def test_static_members_are_kept_when_they_miss_a_rebalance():
 
 def test_failed_static_rejoin_write_reverts_to_the_old_member_id():
     h = GroupHarness()
-    a, b = static_group(h)
+    _a, b = static_group(h)
     h.fail_next_appends = [E.not_leader_or_follower.value]
     r = h.answer(h.join("g", instance_id="i-b"))
     assert r.error_code == E.not_coordinator.value
@@ -464,7 +482,7 @@ def test_failed_static_rejoin_write_reverts_to_the_old_member_id():
 
 def test_leave_by_instance_id_alone_removes_the_static_member():
     h = GroupHarness()
-    a, b = static_group(h)
+    _a, b = static_group(h)
     r = h.leave("g", ("", "i-b"))
     assert r.members[0].error_code == 0 and b not in h.group("g").members
     assert h.leave("g", ("", "i-zzz")).members[0].error_code == E.unknown_member_id.value
@@ -480,8 +498,13 @@ def test_requests_for_a_loading_or_foreign_partition_get_coordinator_errors():
     req = JoinGroupRequest("g", "", 10_000, 30_000, "consumer", DEFAULT_PROTOCOLS)
     assert gc.join_group(req, 0, 1).response_for(1).error_code == E.not_coordinator.value
     gc.begin_loading(p)
-    assert gc.join_group(req, 0, 2).response_for(2).error_code == E.coordinator_load_in_progress.value
-    assert gc.heartbeat(HeartbeatRequest("g", 1, "m"), 0, 3).response_for(3).error_code == E.coordinator_load_in_progress.value
+    assert (
+        gc.join_group(req, 0, 2).response_for(2).error_code == E.coordinator_load_in_progress.value
+    )
+    assert (
+        gc.heartbeat(HeartbeatRequest("g", 1, "m"), 0, 3).response_for(3).error_code
+        == E.coordinator_load_in_progress.value
+    )
     gc.finish_loading(p, 0)
     assert gc.join_group(req, 0, 4).response_for(4).error_code == E.member_id_required.value
 
@@ -499,7 +522,7 @@ def test_a_group_over_a_lowered_max_size_rebalances_after_loading_and_sheds_memb
 
 def test_unloading_a_partition_answers_parked_requests_with_not_coordinator():
     h = GroupHarness()
-    a, b = h.form_group("g", 2)
+    a, _b = h.form_group("g", 2)
     ta = h.join("g", a)
     h.run(h.coordinator.unload(h.coordinator.partition_for("g"), h.now_ms))
     assert h.answer(ta).error_code == E.not_coordinator.value
@@ -511,14 +534,28 @@ def test_describe_and_list_groups():
     a, b = h.form_group("g", 2)
     h.join_new_member("rebalancing")
     (d, missing) = h.coordinator.describe_groups(["g", "nope"])
-    assert d.group_state == "Stable" and d.protocol_type == "consumer" and d.protocol_data == "range"
-    assert [(m.member_id, m.member_assignment) for m in d.members] == [(a, b"assignment-0"), (b, b"assignment-1")]
-    assert d.members[0].member_metadata == DEFAULT_PROTOCOLS[0][1] and d.members[0].client_host == "/127.0.0.1"
+    assert (
+        d.group_state == "Stable" and d.protocol_type == "consumer" and d.protocol_data == "range"
+    )
+    assert [(m.member_id, m.member_assignment) for m in d.members] == [
+        (a, b"assignment-0"),
+        (b, b"assignment-1"),
+    ]
+    assert (
+        d.members[0].member_metadata == DEFAULT_PROTOCOLS[0][1]
+        and d.members[0].client_host == "/127.0.0.1"
+    )
     assert missing.error_code == E.group_id_not_found.value and missing.group_state == "Dead"
     (r,) = h.coordinator.describe_groups(["rebalancing"])
-    assert r.group_state == "PreparingRebalance" and r.protocol_data == "" and r.members[0].member_metadata == b""
+    assert (
+        r.group_state == "PreparingRebalance"
+        and r.protocol_data == ""
+        and r.members[0].member_metadata == b""
+    )
     assert [(g.group_id, g.group_state) for g in h.coordinator.list_groups()] == [
-        ("g", "Stable"), ("rebalancing", "PreparingRebalance")]
+        ("g", "Stable"),
+        ("rebalancing", "PreparingRebalance"),
+    ]
     assert [g.group_id for g in h.coordinator.list_groups(["stable"])] == ["g"]
 
 
@@ -530,5 +567,5 @@ def test_next_deadline_is_the_earliest_timer():
 
 def test_every_transition_targets_a_state_that_can_be_left_or_is_dead():
     sources = {s for s, _ in TRANSITIONS}
-    for (_, _), (target, _) in TRANSITIONS.items():
+    for target, _ in TRANSITIONS.values():
         assert target in sources

@@ -39,7 +39,9 @@ def test_offset_commit_key_is_version_1_group_topic_partition():
 
 
 def test_offset_commit_key_version_0_written_by_old_brokers_decodes():
-    assert decode_key(b"\x00\x00" + s16("g") + s16("t") + struct.pack(">i", 9)) == OffsetCommitKey("g", "t", 9)
+    assert decode_key(b"\x00\x00" + s16("g") + s16("t") + struct.pack(">i", 9)) == OffsetCommitKey(
+        "g", "t", 9
+    )
 
 
 def test_group_metadata_key_is_version_2_and_group():
@@ -67,7 +69,13 @@ def test_offset_commit_value_v3_without_expiry():
 
 def test_offset_commit_value_v1_when_the_commit_has_an_expire_timestamp():
     v = OffsetCommitValue(offset=7, metadata="", commit_timestamp_ms=10, expire_timestamp_ms=99)
-    expected = b"\x00\x01" + struct.pack(">q", 7) + b"\x00\x00" + struct.pack(">q", 10) + struct.pack(">q", 99)
+    expected = (
+        b"\x00\x01"
+        + struct.pack(">q", 7)
+        + b"\x00\x00"
+        + struct.pack(">q", 10)
+        + struct.pack(">q", 99)
+    )
     assert encode_offset_commit_value(v) == expected
     assert decode_offset_commit_value(expected) == v
 
@@ -75,12 +83,21 @@ def test_offset_commit_value_v1_when_the_commit_has_an_expire_timestamp():
 def test_offset_commit_value_v0_and_v2_have_no_epoch_and_no_expiry():
     body = struct.pack(">q", 7) + b"\x00\x02md" + struct.pack(">q", 10)
     for version in (0, 2):
-        assert decode_offset_commit_value(struct.pack(">h", version) + body) == OffsetCommitValue(7, "md", 10)
+        assert decode_offset_commit_value(struct.pack(">h", version) + body) == OffsetCommitValue(
+            7, "md", 10
+        )
 
 
 def test_offset_commit_value_v4_is_flexible_with_compact_strings_and_tagged_fields():
     v = OffsetCommitValue(offset=1, metadata="ab", commit_timestamp_ms=2, leader_epoch=3)
-    expected = b"\x00\x04" + struct.pack(">q", 1) + struct.pack(">i", 3) + b"\x03ab" + struct.pack(">q", 2) + b"\x00"
+    expected = (
+        b"\x00\x04"
+        + struct.pack(">q", 1)
+        + struct.pack(">i", 3)
+        + b"\x03ab"
+        + struct.pack(">q", 2)
+        + b"\x00"
+    )
     assert encode_offset_commit_value(v, version=4) == expected
     assert decode_offset_commit_value(expected) == v
     # an unknown tagged field (tag 9, 2 bytes) is skipped
@@ -107,8 +124,10 @@ def test_group_metadata_value_v3_field_by_field():
         + s16("/10.0.0.1")
         + struct.pack(">i", 30000)
         + struct.pack(">i", 10000)
-        + struct.pack(">i", 3) + b"sub"
-        + struct.pack(">i", 3) + b"asg"
+        + struct.pack(">i", 3)
+        + b"sub"
+        + struct.pack(">i", 3)
+        + b"asg"
     )
     assert encode_group_metadata_value(value) == expected
     assert decode_group_metadata_value(expected) == value
@@ -116,33 +135,67 @@ def test_group_metadata_value_v3_field_by_field():
 
 def test_empty_group_metadata_value_has_null_protocol_and_leader():
     value = GroupMetadataValue("consumer", 2, None, None, 5, ())
-    expected = b"\x00\x03" + s16("consumer") + struct.pack(">i", 2) + b"\xff\xff\xff\xff" + struct.pack(">q", 5) + b"\x00\x00\x00\x00"
+    expected = (
+        b"\x00\x03"
+        + s16("consumer")
+        + struct.pack(">i", 2)
+        + b"\xff\xff\xff\xff"
+        + struct.pack(">q", 5)
+        + b"\x00\x00\x00\x00"
+    )
     assert encode_group_metadata_value(value) == expected
     assert decode_group_metadata_value(expected) == value
 
 
 def test_group_metadata_value_v0_uses_session_timeout_as_rebalance_timeout():
     raw = (
-        b"\x00\x00" + s16("consumer") + struct.pack(">i", 1) + s16("range") + s16("m-1") + struct.pack(">i", 1)
-        + s16("m-1") + s16("cid") + s16("h") + struct.pack(">i", 10000)
-        + struct.pack(">i", 0) + struct.pack(">i", 0)
+        b"\x00\x00"
+        + s16("consumer")
+        + struct.pack(">i", 1)
+        + s16("range")
+        + s16("m-1")
+        + struct.pack(">i", 1)
+        + s16("m-1")
+        + s16("cid")
+        + s16("h")
+        + struct.pack(">i", 10000)
+        + struct.pack(">i", 0)
+        + struct.pack(">i", 0)
     )
     (m,) = decode_group_metadata_value(raw).members
-    assert (m.rebalance_timeout_ms, m.session_timeout_ms, m.group_instance_id) == (10000, 10000, None)
+    assert (m.rebalance_timeout_ms, m.session_timeout_ms, m.group_instance_id) == (
+        10000,
+        10000,
+        None,
+    )
 
 
 @pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
 def test_group_metadata_value_round_trips_in_every_version(version):
-    value = GroupMetadataValue("consumer", 9, "sticky", "m-1", 77 if version >= 2 else -1,
-                               (_member(None if version < 3 else "i-1"),))
+    value = GroupMetadataValue(
+        "consumer",
+        9,
+        "sticky",
+        "m-1",
+        77 if version >= 2 else -1,
+        (_member(None if version < 3 else "i-1"),),
+    )
     if version == 0:
-        value = GroupMetadataValue(value.protocol_type, 9, "sticky", "m-1", -1,
-                                   (MemberMetadataValue("m-1", None, "cid", "/10.0.0.1", 10000, 10000, b"sub", b"asg"),))
+        value = GroupMetadataValue(
+            value.protocol_type,
+            9,
+            "sticky",
+            "m-1",
+            -1,
+            (MemberMetadataValue("m-1", None, "cid", "/10.0.0.1", 10000, 10000, b"sub", b"asg"),),
+        )
     assert decode_group_metadata_value(encode_group_metadata_value(value, version)) == value
 
 
 def test_truncated_values_are_errors():
-    raw = encode_group_metadata_value(GroupMetadataValue("consumer", 1, "range", "m-1", 0, (_member(),)))
+    raw = encode_group_metadata_value(
+        GroupMetadataValue("consumer", 1, "range", "m-1", 0, (_member(),))
+    )
     for cut in (1, 5, len(raw) - 1):
         with pytest.raises(RecordFormatError):
             decode_group_metadata_value(raw[:cut])
@@ -151,8 +204,11 @@ def test_truncated_values_are_errors():
 
 
 @given(
-    st.integers(-(2**63), 2**63 - 1), st.text(max_size=50), st.integers(-(2**63), 2**63 - 1),
-    st.integers(-(2**31), 2**31 - 1), st.one_of(st.just(-1), st.integers(0, 2**62)),
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=50),
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-(2**31), 2**31 - 1),
+    st.one_of(st.just(-1), st.integers(0, 2**62)),
 )
 def test_offset_commit_value_round_trip(offset, metadata, commit_ts, epoch, expire_ts):
     v = OffsetCommitValue(offset, metadata, commit_ts, epoch if expire_ts < 0 else -1, expire_ts)
@@ -164,7 +220,7 @@ def test_java_string_hash_matches_java():
     assert java_string_hash("hello") == 99162322
     assert java_string_hash("Aa") == java_string_hash("BB") == 2112
     assert java_string_hash("polygenelubricants") == -(2**31)
-    assert java_string_hash("\U0001F600") == 0xD83D * 31 + 0xDE00  # hashed as UTF-16 surrogates
+    assert java_string_hash("\U0001f600") == 0xD83D * 31 + 0xDE00  # hashed as UTF-16 surrogates
 
 
 def test_partition_for_group_is_kafkas_abs_hash_mod_partitions():
@@ -176,6 +232,13 @@ def test_partition_for_group_is_kafkas_abs_hash_mod_partitions():
 
 
 def test_consumer_subscription_topics():
-    sub = b"\x00\x01" + struct.pack(">i", 2) + s16("a") + s16("b") + b"\xff\xff\xff\xff" + b"\x00\x00\x00\x00"
+    sub = (
+        b"\x00\x01"
+        + struct.pack(">i", 2)
+        + s16("a")
+        + s16("b")
+        + b"\xff\xff\xff\xff"
+        + b"\x00\x00\x00\x00"
+    )
     assert parse_consumer_subscription_topics(sub) == {"a", "b"}
     assert parse_consumer_subscription_topics(b"\x00") is None

@@ -41,7 +41,9 @@ def test_simple_commit_creates_an_empty_group_and_is_fetched():
     assert h.fetch("simple") == {("orders", 0): 10, ("orders", 1): 20}
     group = h.group("simple")
     assert group.state is S.EMPTY and group.protocol_type is None
-    assert [(g.group_id, g.protocol_type, g.group_state) for g in h.coordinator.list_groups()] == [("simple", "", "Empty")]
+    assert [(g.group_id, g.protocol_type, g.group_state) for g in h.coordinator.list_groups()] == [
+        ("simple", "", "Empty")
+    ]
 
 
 def test_commit_is_written_as_kafka_does_and_fetch_returns_epoch_and_metadata():
@@ -85,10 +87,14 @@ def test_group_commit_to_an_unknown_group_is_illegal_generation():
 
 def test_group_commit_checks_member_and_generation():
     h = GroupHarness()
-    a, b = h.form_group("g", 2)
+    a, _b = h.form_group("g", 2)
     assert commit_errors(h, h.commit("g", {("t", 0): 5}, 1, a)) == {("t", 0): 0}
-    assert commit_errors(h, h.commit("g", {("t", 0): 6}, 0, a)) == {("t", 0): E.illegal_generation.value}
-    assert commit_errors(h, h.commit("g", {("t", 0): 6}, 1, "ghost")) == {("t", 0): E.unknown_member_id.value}
+    assert commit_errors(h, h.commit("g", {("t", 0): 6}, 0, a)) == {
+        ("t", 0): E.illegal_generation.value
+    }
+    assert commit_errors(h, h.commit("g", {("t", 0): 6}, 1, "ghost")) == {
+        ("t", 0): E.unknown_member_id.value
+    }
     assert h.fetch("g", {"t": (0,)}) == {("t", 0): 5}
 
 
@@ -99,7 +105,9 @@ def test_commit_during_preparing_rebalance_is_allowed_but_not_during_completing_
     assert commit_errors(h, h.commit("g", {("t", 0): 1}, 1, b)) == {("t", 0): 0}
     h.join("g", b)  # all joined: CompletingRebalance, generation 2
     assert h.group("g").state is S.COMPLETING_REBALANCE
-    assert commit_errors(h, h.commit("g", {("t", 0): 2}, 2, b)) == {("t", 0): E.rebalance_in_progress.value}
+    assert commit_errors(h, h.commit("g", {("t", 0): 2}, 2, b)) == {
+        ("t", 0): E.rebalance_in_progress.value
+    }
 
 
 def test_commit_by_a_fenced_static_member_is_fenced():
@@ -151,13 +159,17 @@ def test_fetch_all_partitions_when_topics_is_null_and_minus_one_when_nothing_com
     h = GroupHarness()
     h.commit("a", {("x", 1): 11, ("x", 0): 10, ("y", 0): 5})
     h.commit("b", {("x", 0): 99})
-    ga, gb, gc = h.coordinator.offset_fetch([
-        OffsetFetchGroup("a", None),
-        OffsetFetchGroup("b", {"x": (0, 1)}),
-        OffsetFetchGroup("nobody", {"x": (0,)}),
-    ])
+    ga, gb, gc = h.coordinator.offset_fetch(
+        [
+            OffsetFetchGroup("a", None),
+            OffsetFetchGroup("b", {"x": (0, 1)}),
+            OffsetFetchGroup("nobody", {"x": (0,)}),
+        ]
+    )
     assert {t: [(p.partition, p.offset) for p in ps] for t, ps in ga.topics.items()} == {
-        "x": [(0, 10), (1, 11)], "y": [(0, 5)]}
+        "x": [(0, 10), (1, 11)],
+        "y": [(0, 5)],
+    }
     assert [(p.partition, p.offset) for p in gb.topics["x"]] == [(0, 99), (1, -1)]
     assert gc.error_code == 0 and gc.topics["x"][0].offset == -1
 
@@ -217,7 +229,10 @@ def test_delete_groups_removes_empty_groups_and_their_offsets_and_refuses_others
     h.commit("s", {("t", 0): 1})
     h.form_group("busy", 1)
     assert delete_groups(h, "s", "busy", "nope") == {
-        "s": 0, "busy": E.non_empty_group.value, "nope": E.group_id_not_found.value}
+        "s": 0,
+        "busy": E.non_empty_group.value,
+        "nope": E.group_id_not_found.value,
+    }
     assert "s" not in h.coordinator.groups and h.fetch("s") == {}
     tail = h.log[h.coordinator.partition_for("s")][-2:]
     assert [v for _, v in tail] == [None, None]  # offset tombstone, then group tombstone
@@ -243,7 +258,9 @@ def test_offsets_of_a_simple_group_expire_after_retention_and_the_group_goes():
 
 
 def test_explicit_retention_wins_over_the_default():
-    h = GroupHarness(GroupConfig(offsets_topic_num_partitions=4, offsets_retention_check_interval_ms=1_000))
+    h = GroupHarness(
+        GroupConfig(offsets_topic_num_partitions=4, offsets_retention_check_interval_ms=1_000)
+    )
     h.commit("s", {("t", 0): 1}, retention_time_ms=5_000)
     h.advance(1_000)
     h.advance(4_000)
@@ -267,9 +284,16 @@ def test_an_empty_consumer_groups_offsets_expire_from_when_it_became_empty():
 
 
 def test_a_stable_groups_offsets_of_unsubscribed_topics_expire_and_subscribed_ones_stay():
-    h = GroupHarness(GroupConfig(offsets_topic_num_partitions=4, offsets_retention_minutes=10,
-                                 offsets_retention_check_interval_ms=60_000))
-    (a,) = h.form_group("g", 1, protocols=(("range", subscription("orders")),), session_timeout_ms=120_000)
+    h = GroupHarness(
+        GroupConfig(
+            offsets_topic_num_partitions=4,
+            offsets_retention_minutes=10,
+            offsets_retention_check_interval_ms=60_000,
+        )
+    )
+    (a,) = h.form_group(
+        "g", 1, protocols=(("range", subscription("orders")),), session_timeout_ms=120_000
+    )
     h.commit("g", {("orders", 0): 1, ("old", 0): 2}, 1, a)
     for _ in range(12):
         h.advance(60_000)
@@ -283,10 +307,25 @@ def test_a_stable_groups_offsets_of_unsubscribed_topics_expire_and_subscribed_on
 def snapshot(h):
     out = {}
     for gid, g in sorted(h.coordinator.groups.items()):
-        out[gid] = (g.state, g.generation_id, g.protocol_type, g.protocol_name, g.leader_id,
-                    [(m.member_id, m.group_instance_id, m.client_id, m.session_timeout_ms,
-                      m.rebalance_timeout_ms, m.assignment, m.metadata_for(g.protocol_name))
-                     for m in g.members.values()])
+        out[gid] = (
+            g.state,
+            g.generation_id,
+            g.protocol_type,
+            g.protocol_name,
+            g.leader_id,
+            [
+                (
+                    m.member_id,
+                    m.group_instance_id,
+                    m.client_id,
+                    m.session_timeout_ms,
+                    m.rebalance_timeout_ms,
+                    m.assignment,
+                    m.metadata_for(g.protocol_name),
+                )
+                for m in g.members.values()
+            ],
+        )
     return out, {g: dict(o) for g, o in h.coordinator.offsets.committed.items()}
 
 
@@ -314,7 +353,7 @@ def test_replay_after_restart_yields_the_same_groups_and_offsets():
 
 def test_members_of_a_reloaded_group_must_heartbeat_within_their_session_timeout():
     h = GroupHarness()
-    a, b = h.form_group("g", 2)
+    a, _b = h.form_group("g", 2)
     h.restart()
     h.advance(5_000)
     h.heartbeat("g", a, 1)
@@ -360,8 +399,13 @@ def test_a_group_deleted_while_a_commit_is_in_flight_stays_deleted_after_replay(
 
 
 def test_offsets_with_a_commit_in_flight_do_not_expire():
-    h = GroupHarness(GroupConfig(offsets_topic_num_partitions=4, offsets_retention_minutes=1,
-                                 offsets_retention_check_interval_ms=1_000))
+    h = GroupHarness(
+        GroupConfig(
+            offsets_topic_num_partitions=4,
+            offsets_retention_minutes=1,
+            offsets_retention_check_interval_ms=1_000,
+        )
+    )
     h.commit("s", {("t", 0): 1})
     h.advance(1_000)
     h.advance(58_000)

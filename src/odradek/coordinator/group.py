@@ -89,13 +89,19 @@ E = Event
 TRANSITIONS: dict[tuple[GroupState, Event], tuple[GroupState, tuple[str, ...]]] = {
     (S.EMPTY, E.REBALANCE): (S.PREPARING_REBALANCE, ("schedule_initial_join",)),
     (S.STABLE, E.REBALANCE): (S.PREPARING_REBALANCE, ("schedule_join",)),
-    (S.COMPLETING_REBALANCE, E.REBALANCE): (S.PREPARING_REBALANCE, ("fail_awaiting_syncs", "schedule_join")),
+    (S.COMPLETING_REBALANCE, E.REBALANCE): (
+        S.PREPARING_REBALANCE,
+        ("fail_awaiting_syncs", "schedule_join"),
+    ),
     (S.PREPARING_REBALANCE, E.REBALANCE): (S.PREPARING_REBALANCE, ()),
     (S.PREPARING_REBALANCE, E.JOIN_COMPLETE): (
         S.COMPLETING_REBALANCE,
         ("init_next_generation", "answer_joins", "schedule_pending_sync"),
     ),
-    (S.PREPARING_REBALANCE, E.JOIN_COMPLETE_EMPTY): (S.EMPTY, ("init_next_generation", "store_empty_group")),
+    (S.PREPARING_REBALANCE, E.JOIN_COMPLETE_EMPTY): (
+        S.EMPTY,
+        ("init_next_generation", "store_empty_group"),
+    ),
     (S.COMPLETING_REBALANCE, E.ASSIGNMENT_STORED): (S.STABLE, ("propagate_assignment",)),
     (S.EMPTY, E.DELETE): (S.DEAD, ()),
     (S.EMPTY, E.UNLOAD): (S.DEAD, ()),
@@ -121,7 +127,9 @@ class GroupStore:
     generation_id: int
     value: GroupMetadataValue
     token: Any = None
-    revert: tuple | None = None  # static_rejoin: (new_id, old_id, old protocols, old rebalance, old session)
+    revert: tuple | None = (
+        None  # static_rejoin: (new_id, old_id, old protocols, old rebalance, old session)
+    )
     response: JoinGroupResponse | None = None
 
 
@@ -189,7 +197,9 @@ class ClassicGroup:
     Owner: the GroupCoordinator of the group's `__consumer_offsets` partition; single-threaded.
     """
 
-    def __init__(self, group_id: str, config: GroupConfig, now_ms: int, state: GroupState = S.EMPTY) -> None:
+    def __init__(
+        self, group_id: str, config: GroupConfig, now_ms: int, state: GroupState = S.EMPTY
+    ) -> None:
         self.group_id = group_id
         self.config = config
         self.state = state
@@ -216,7 +226,9 @@ class ClassicGroup:
 
     def _fire(self, event: Event, now_ms: int, fx: Effects) -> None:
         entry = TRANSITIONS.get((self.state, event))
-        assert entry is not None, f"group {self.group_id}: no transition for {event} in {self.state}"
+        assert entry is not None, (
+            f"group {self.group_id}: no transition for {event} in {self.state}"
+        )
         next_state, actions = entry
         if next_state is not self.state:
             self.previous_state = self.state
@@ -271,7 +283,9 @@ class ClassicGroup:
         self.pending_sync_deadline_ms = now_ms + self.rebalance_timeout_ms()
 
     def _act_store_empty_group(self, now_ms: int, fx: Effects) -> None:
-        fx.stores.append(GroupStore("empty", self.group_id, self.generation_id, self.to_record_value()))
+        fx.stores.append(
+            GroupStore("empty", self.group_id, self.generation_id, self.to_record_value())
+        )
 
     def _act_propagate_assignment(self, now_ms: int, fx: Effects) -> None:
         self._propagate(now_ms, fx, NONE)
@@ -280,7 +294,10 @@ class ClassicGroup:
         not_coordinator = _err(ErrorCode.not_coordinator)
         for member in self.members.values():
             if member.awaiting_join:
-                fx.answer(member.join_token, JoinGroupResponse(not_coordinator, member_id=member.member_id))
+                fx.answer(
+                    member.join_token,
+                    JoinGroupResponse(not_coordinator, member_id=member.member_id),
+                )
                 member.join_token, member.awaiting_join = None, False
             if member.awaiting_sync:
                 fx.answer(member.sync_token, SyncGroupResponse(not_coordinator))
@@ -298,7 +315,9 @@ class ClassicGroup:
         for member in self.members.values():
             if member.awaiting_sync:
                 if error == NONE:
-                    response = SyncGroupResponse(NONE, member.assignment, self.protocol_type, self.protocol_name)
+                    response = SyncGroupResponse(
+                        NONE, member.assignment, self.protocol_type, self.protocol_name
+                    )
                 else:
                     response = SyncGroupResponse(error)
                 fx.answer(member.sync_token, response)
@@ -330,7 +349,9 @@ class ClassicGroup:
         best = max(votes.values())
         return next(name for name, count in votes.items() if count == best)
 
-    def supports_protocols(self, protocol_type: str, protocols: tuple[tuple[str, bytes], ...]) -> bool:
+    def supports_protocols(
+        self, protocol_type: str, protocols: tuple[tuple[str, bytes], ...]
+    ) -> bool:
         names = {name for name, _ in protocols}
         if not self.members:
             return bool(protocol_type) and bool(names)
@@ -355,7 +376,9 @@ class ClassicGroup:
         members: tuple[JoinGroupMember, ...] = ()
         if is_leader:
             members = tuple(
-                JoinGroupMember(m.member_id, m.group_instance_id, m.metadata_for(self.protocol_name))
+                JoinGroupMember(
+                    m.member_id, m.group_instance_id, m.metadata_for(self.protocol_name)
+                )
                 for m in self.members.values()
             )
         return JoinGroupResponse(
@@ -387,10 +410,16 @@ class ClassicGroup:
         a parked JoinGroup so; a parked SyncGroup would otherwise never be answered)."""
         member = self.members.pop(member_id)
         if member.awaiting_join:
-            fx.answer(member.join_token, JoinGroupResponse(_err(ErrorCode.unknown_member_id), member_id=UNKNOWN_MEMBER_ID))
+            fx.answer(
+                member.join_token,
+                JoinGroupResponse(_err(ErrorCode.unknown_member_id), member_id=UNKNOWN_MEMBER_ID),
+            )
         if member.awaiting_sync:
             fx.answer(member.sync_token, SyncGroupResponse(_err(ErrorCode.unknown_member_id)))
-        if member.group_instance_id is not None and self.static_members.get(member.group_instance_id) == member_id:
+        if (
+            member.group_instance_id is not None
+            and self.static_members.get(member.group_instance_id) == member_id
+        ):
             del self.static_members[member.group_instance_id]
         self.pending_sync_members.discard(member_id)
         if self.leader_id == member_id:
@@ -409,12 +438,19 @@ class ClassicGroup:
             self._try_complete_join(now_ms, fx)
 
     def _try_complete_join(self, now_ms: int, fx: Effects) -> None:
-        if self.state is S.PREPARING_REBALANCE and not self.join_is_initial_delay and self.all_members_joined():
+        if (
+            self.state is S.PREPARING_REBALANCE
+            and not self.join_is_initial_delay
+            and self.all_members_joined()
+        ):
             self._complete_join(now_ms, fx)
 
     def _complete_join(self, now_ms: int, fx: Effects) -> None:
-        """Kafka's onCompleteJoin: dynamic members that did not rejoin are removed; static ones stay."""
-        for member in [m for m in self.members.values() if not m.awaiting_join and m.group_instance_id is None]:
+        """Kafka's onCompleteJoin: dynamic members that did not rejoin are removed, static
+        ones stay."""
+        for member in [
+            m for m in self.members.values() if not m.awaiting_join and m.group_instance_id is None
+        ]:
             self._remove_member(member.member_id, fx)
         if self.members and not self._maybe_elect_new_joined_leader():
             # Nobody rejoined (only static members remain): wait another rebalance timeout for
@@ -447,7 +483,9 @@ class ClassicGroup:
             return _err(ErrorCode.unknown_member_id)
         return NONE
 
-    def _new_member(self, req: JoinGroupRequest, member_id: str, rebalance_timeout_ms: int) -> Member:
+    def _new_member(
+        self, req: JoinGroupRequest, member_id: str, rebalance_timeout_ms: int
+    ) -> Member:
         return Member(
             member_id=member_id,
             group_instance_id=req.group_instance_id,
@@ -461,20 +499,39 @@ class ClassicGroup:
 
     # --- JoinGroup -------------------------------------------------------------------------
 
-    def join(self, req: JoinGroupRequest, new_member_id: str, token: Any, now_ms: int, fx: Effects) -> None:
+    def join(
+        self, req: JoinGroupRequest, new_member_id: str, token: Any, now_ms: int, fx: Effects
+    ) -> None:
         """Handle a JoinGroup; the answer goes into `fx` now, or later (parked under `token`).
         `new_member_id` is the id to give the member if it has none (client id + "-" + UUID)."""
-        rebalance_timeout_ms = req.rebalance_timeout_ms if req.rebalance_timeout_ms >= 0 else req.session_timeout_ms
+        rebalance_timeout_ms = (
+            req.rebalance_timeout_ms if req.rebalance_timeout_ms >= 0 else req.session_timeout_ms
+        )
         if self.state is S.DEAD:
-            fx.answer(token, JoinGroupResponse(_err(ErrorCode.coordinator_not_available), member_id=req.member_id))
+            fx.answer(
+                token,
+                JoinGroupResponse(
+                    _err(ErrorCode.coordinator_not_available), member_id=req.member_id
+                ),
+            )
             return
         if not self.supports_protocols(req.protocol_type, req.protocols):
-            fx.answer(token, JoinGroupResponse(_err(ErrorCode.inconsistent_group_protocol), member_id=req.member_id))
+            fx.answer(
+                token,
+                JoinGroupResponse(
+                    _err(ErrorCode.inconsistent_group_protocol), member_id=req.member_id
+                ),
+            )
             return
         if not self._accept_joining_member(req.member_id):
             if req.member_id in self.members:
                 self._member_left(req.member_id, now_ms, fx)
-            fx.answer(token, JoinGroupResponse(_err(ErrorCode.group_max_size_reached), member_id=UNKNOWN_MEMBER_ID))
+            fx.answer(
+                token,
+                JoinGroupResponse(
+                    _err(ErrorCode.group_max_size_reached), member_id=UNKNOWN_MEMBER_ID
+                ),
+            )
             return
         if req.member_id == UNKNOWN_MEMBER_ID:
             self._join_new_member(req, new_member_id, rebalance_timeout_ms, token, now_ms, fx)
@@ -495,17 +552,35 @@ class ClassicGroup:
             return sum(1 for m in self.members.values() if m.awaiting_join) < max_size
         return member_id in self.members or len(self.members) < max_size
 
-    def _join_new_member(self, req: JoinGroupRequest, member_id: str, rebalance_timeout_ms: int, token: Any, now_ms: int, fx: Effects) -> None:
+    def _join_new_member(
+        self,
+        req: JoinGroupRequest,
+        member_id: str,
+        rebalance_timeout_ms: int,
+        token: Any,
+        now_ms: int,
+        fx: Effects,
+    ) -> None:
         if req.group_instance_id is not None:
             self._join_static_member(req, member_id, rebalance_timeout_ms, token, now_ms, fx)
         elif req.require_known_member_id:
             # KIP-394: hand out the member id first; the member joins again with it.
             self.pending_members[member_id] = now_ms + req.session_timeout_ms
-            fx.answer(token, JoinGroupResponse(_err(ErrorCode.member_id_required), member_id=member_id))
+            fx.answer(
+                token, JoinGroupResponse(_err(ErrorCode.member_id_required), member_id=member_id)
+            )
         else:
             self._add_member_and_rebalance(req, member_id, rebalance_timeout_ms, token, now_ms, fx)
 
-    def _add_member_and_rebalance(self, req: JoinGroupRequest, member_id: str, rebalance_timeout_ms: int, token: Any, now_ms: int, fx: Effects) -> None:
+    def _add_member_and_rebalance(
+        self,
+        req: JoinGroupRequest,
+        member_id: str,
+        rebalance_timeout_ms: int,
+        token: Any,
+        now_ms: int,
+        fx: Effects,
+    ) -> None:
         member = self._new_member(req, member_id, rebalance_timeout_ms)
         member.is_new = True
         member.join_token, member.awaiting_join = token, True
@@ -516,30 +591,66 @@ class ClassicGroup:
         member.session_deadline_ms = now_ms + NEW_MEMBER_JOIN_TIMEOUT_MS
         self._maybe_prepare_rebalance(now_ms, fx)
 
-    def _update_member_and_rebalance(self, member: Member, req: JoinGroupRequest, rebalance_timeout_ms: int, token: Any, now_ms: int, fx: Effects) -> None:
+    def _update_member_and_rebalance(
+        self,
+        member: Member,
+        req: JoinGroupRequest,
+        rebalance_timeout_ms: int,
+        token: Any,
+        now_ms: int,
+        fx: Effects,
+    ) -> None:
         self._update_member(member, req, rebalance_timeout_ms, token, fx)
         self._maybe_prepare_rebalance(now_ms, fx)
 
-    def _update_member(self, member: Member, req: JoinGroupRequest, rebalance_timeout_ms: int, token: Any, fx: Effects) -> None:
+    def _update_member(
+        self,
+        member: Member,
+        req: JoinGroupRequest,
+        rebalance_timeout_ms: int,
+        token: Any,
+        fx: Effects,
+    ) -> None:
         member.protocols = tuple(req.protocols)
         member.rebalance_timeout_ms = rebalance_timeout_ms
         member.session_timeout_ms = req.session_timeout_ms
         if member.awaiting_join:
             # A duplicate join replaces the older one, which Kafka answers with nothing; we
             # answer it with REBALANCE_IN_PROGRESS so the caller's token is never leaked.
-            fx.answer(member.join_token, JoinGroupResponse(_err(ErrorCode.rebalance_in_progress), member_id=member.member_id))
+            fx.answer(
+                member.join_token,
+                JoinGroupResponse(
+                    _err(ErrorCode.rebalance_in_progress), member_id=member.member_id
+                ),
+            )
         member.join_token, member.awaiting_join = token, True
 
-    def _join_static_member(self, req: JoinGroupRequest, new_member_id: str, rebalance_timeout_ms: int, token: Any, now_ms: int, fx: Effects) -> None:
+    def _join_static_member(
+        self,
+        req: JoinGroupRequest,
+        new_member_id: str,
+        rebalance_timeout_ms: int,
+        token: Any,
+        now_ms: int,
+        fx: Effects,
+    ) -> None:
         instance_id = req.group_instance_id
         assert instance_id is not None
         old_member_id = self.static_members.get(instance_id)
         if old_member_id is None:
-            self._add_member_and_rebalance(req, new_member_id, rebalance_timeout_ms, token, now_ms, fx)
+            self._add_member_and_rebalance(
+                req, new_member_id, rebalance_timeout_ms, token, now_ms, fx
+            )
             return
         # KIP-345: the new join replaces the old member id; the old id is fenced from now on.
         member = self.members[old_member_id]
-        revert = (new_member_id, old_member_id, member.protocols, member.rebalance_timeout_ms, member.session_timeout_ms)
+        revert = (
+            new_member_id,
+            old_member_id,
+            member.protocols,
+            member.rebalance_timeout_ms,
+            member.session_timeout_ms,
+        )
         self._replace_member_id(old_member_id, new_member_id, fx)
         member.session_deadline_ms = now_ms + member.session_timeout_ms
         if self.state is S.STABLE:
@@ -552,13 +663,29 @@ class ClassicGroup:
                 # only checks the selected protocol; we also rebalance on changed metadata,
                 # so a changed subscription is never silently ignored.)
                 if req.supports_skip_assignment:  # KIP-814: the leader need not reassign
-                    response = self._join_result(new_member_id, skip_assignment=new_member_id == self.leader_id)
+                    response = self._join_result(
+                        new_member_id, skip_assignment=new_member_id == self.leader_id
+                    )
                 else:
                     response = self._join_result(new_member_id)
-                    response = JoinGroupResponse(NONE, response.generation_id, response.protocol_type,
-                                                 response.protocol_name, response.leader, new_member_id)
+                    response = JoinGroupResponse(
+                        NONE,
+                        response.generation_id,
+                        response.protocol_type,
+                        response.protocol_name,
+                        response.leader,
+                        new_member_id,
+                    )
                 fx.stores.append(
-                    GroupStore("static_rejoin", self.group_id, self.generation_id, self.to_record_value(), token, revert, response)
+                    GroupStore(
+                        "static_rejoin",
+                        self.group_id,
+                        self.generation_id,
+                        self.to_record_value(),
+                        token,
+                        revert,
+                        response,
+                    )
                 )
                 self.subscribed_topics = self._compute_subscribed_topics()
                 return
@@ -601,14 +728,27 @@ class ClassicGroup:
             member.rebalance_timeout_ms = rebalance_timeout_ms
             member.session_timeout_ms = session_timeout_ms
             member.session_deadline_ms = now_ms + session_timeout_ms
-        fx.answer(store.token, JoinGroupResponse(
-            error, self.generation_id, self.protocol_type, self.protocol_name, self.leader_id or "", UNKNOWN_MEMBER_ID))
+        fx.answer(
+            store.token,
+            JoinGroupResponse(
+                error,
+                self.generation_id,
+                self.protocol_type,
+                self.protocol_name,
+                self.leader_id or "",
+                UNKNOWN_MEMBER_ID,
+            ),
+        )
 
-    def _join_current_member(self, req: JoinGroupRequest, rebalance_timeout_ms: int, token: Any, now_ms: int, fx: Effects) -> None:
+    def _join_current_member(
+        self, req: JoinGroupRequest, rebalance_timeout_ms: int, token: Any, now_ms: int, fx: Effects
+    ) -> None:
         member_id = req.member_id
         if member_id in self.pending_members:
             if req.group_instance_id is not None:
-                fx.answer(token, JoinGroupResponse(_err(ErrorCode.unknown_member_id), member_id=member_id))
+                fx.answer(
+                    token, JoinGroupResponse(_err(ErrorCode.unknown_member_id), member_id=member_id)
+                )
                 return
             self._add_member_and_rebalance(req, member_id, rebalance_timeout_ms, token, now_ms, fx)
             return
@@ -625,15 +765,21 @@ class ClassicGroup:
                 # It probably missed the JoinGroup answer: send the current one again.
                 fx.answer(token, self._join_result(member_id))
             else:
-                self._update_member_and_rebalance(member, req, rebalance_timeout_ms, token, now_ms, fx)
+                self._update_member_and_rebalance(
+                    member, req, rebalance_timeout_ms, token, now_ms, fx
+                )
         elif self.state is S.STABLE:
             if member_id == self.leader_id or not same_metadata:
                 # The leader rejoining, or new metadata, means a new assignment is needed.
-                self._update_member_and_rebalance(member, req, rebalance_timeout_ms, token, now_ms, fx)
+                self._update_member_and_rebalance(
+                    member, req, rebalance_timeout_ms, token, now_ms, fx
+                )
             else:
                 fx.answer(token, self._join_result(member_id))
         else:
-            fx.answer(token, JoinGroupResponse(_err(ErrorCode.unknown_member_id), member_id=member_id))
+            fx.answer(
+                token, JoinGroupResponse(_err(ErrorCode.unknown_member_id), member_id=member_id)
+            )
 
     # --- SyncGroup -------------------------------------------------------------------------
 
@@ -660,18 +806,28 @@ class ClassicGroup:
         elif self.state is S.COMPLETING_REBALANCE:
             self.pending_sync_members.discard(member.member_id)
             if member.awaiting_sync:
-                fx.answer(member.sync_token, SyncGroupResponse(_err(ErrorCode.rebalance_in_progress)))
+                fx.answer(
+                    member.sync_token, SyncGroupResponse(_err(ErrorCode.rebalance_in_progress))
+                )
             member.sync_token, member.awaiting_sync = token, True
             if member.member_id == self.leader_id and not self._assignment_store_pending:
                 given = dict(req.assignments)
                 assignments = {m: given.get(m, b"") for m in self.members}  # missing: empty
                 self._assignment_store_pending = True
                 fx.stores.append(
-                    GroupStore("assignment", self.group_id, self.generation_id, self.to_record_value(assignments))
+                    GroupStore(
+                        "assignment",
+                        self.group_id,
+                        self.generation_id,
+                        self.to_record_value(assignments),
+                    )
                 )
         else:  # Stable: answer with the current assignment
             self.pending_sync_members.discard(member.member_id)
-            fx.answer(token, SyncGroupResponse(NONE, member.assignment, self.protocol_type, self.protocol_name))
+            fx.answer(
+                token,
+                SyncGroupResponse(NONE, member.assignment, self.protocol_type, self.protocol_name),
+            )
             member.session_deadline_ms = now_ms + member.session_timeout_ms
 
     def on_assignment_stored(self, store: GroupStore, error: int, now_ms: int, fx: Effects) -> None:
@@ -706,10 +862,18 @@ class ClassicGroup:
             return _err(ErrorCode.rebalance_in_progress)
         return NONE
 
-    def leave(self, req: LeaveGroupRequest, now_ms: int, fx: Effects) -> tuple[LeaveMemberResponse, ...]:
+    def leave(
+        self, req: LeaveGroupRequest, now_ms: int, fx: Effects
+    ) -> tuple[LeaveMemberResponse, ...]:
         results = []
         for leaving in req.members:
-            results.append(LeaveMemberResponse(leaving.member_id, leaving.group_instance_id, self._leave_one(leaving.member_id, leaving.group_instance_id, now_ms, fx)))
+            results.append(
+                LeaveMemberResponse(
+                    leaving.member_id,
+                    leaving.group_instance_id,
+                    self._leave_one(leaving.member_id, leaving.group_instance_id, now_ms, fx),
+                )
+            )
         return tuple(results)
 
     def _leave_one(self, member_id: str, instance_id: str | None, now_ms: int, fx: Effects) -> int:
@@ -734,7 +898,9 @@ class ClassicGroup:
 
     # --- OffsetCommit checks ---------------------------------------------------------------
 
-    def validate_offset_commit(self, generation_id: int, member_id: str, instance_id: str | None, now_ms: int) -> int:
+    def validate_offset_commit(
+        self, generation_id: int, member_id: str, instance_id: str | None, now_ms: int
+    ) -> int:
         """Kafka's rules for a group commit; NONE means the commit may be written."""
         if self.state is S.DEAD:
             return _err(ErrorCode.coordinator_not_available)
@@ -755,9 +921,15 @@ class ClassicGroup:
     # --- timers ----------------------------------------------------------------------------
 
     def next_deadline_ms(self) -> int | None:
-        deadlines = [d for d in (self.join_deadline_ms, self.pending_sync_deadline_ms) if d is not None]
+        deadlines = [
+            d for d in (self.join_deadline_ms, self.pending_sync_deadline_ms) if d is not None
+        ]
         deadlines += self.pending_members.values()
-        deadlines += [m.session_deadline_ms for m in self.members.values() if m.session_deadline_ms is not None]
+        deadlines += [
+            m.session_deadline_ms
+            for m in self.members.values()
+            if m.session_deadline_ms is not None
+        ]
         return min(deadlines, default=None)
 
     def tick(self, now_ms: int, fx: Effects) -> None:
@@ -787,11 +959,21 @@ class ClassicGroup:
                 self._fire(E.REBALANCE, now_ms, fx)
 
     def _fire_join_deadline_if_due(self, now_ms: int, fx: Effects) -> None:
-        if self.state is not S.PREPARING_REBALANCE or self.join_deadline_ms is None or self.join_deadline_ms > now_ms:
+        if (
+            self.state is not S.PREPARING_REBALANCE
+            or self.join_deadline_ms is None
+            or self.join_deadline_ms > now_ms
+        ):
             return
-        if self.join_is_initial_delay and self.new_member_added and self.initial_delay_remaining_ms > 0:
+        if (
+            self.join_is_initial_delay
+            and self.new_member_added
+            and self.initial_delay_remaining_ms > 0
+        ):
             # Kafka's InitialDelayedJoin: members keep arriving, so wait a little longer.
-            delay_ms = min(self.config.group_initial_rebalance_delay_ms, self.initial_delay_remaining_ms)
+            delay_ms = min(
+                self.config.group_initial_rebalance_delay_ms, self.initial_delay_remaining_ms
+            )
             self.initial_delay_remaining_ms = max(self.initial_delay_remaining_ms - delay_ms, 0)
             self.new_member_added = False
             self.join_deadline_ms = now_ms + delay_ms
@@ -856,7 +1038,9 @@ class ClassicGroup:
         )
 
     @classmethod
-    def from_record_value(cls, group_id: str, value: GroupMetadataValue, config: GroupConfig, now_ms: int) -> ClassicGroup:
+    def from_record_value(
+        cls, group_id: str, value: GroupMetadataValue, config: GroupConfig, now_ms: int
+    ) -> ClassicGroup:
         """A group loaded from the log: Empty without members, Stable with them (as Kafka)."""
         group = cls(group_id, config, now_ms, S.STABLE if value.members else S.EMPTY)
         group.generation_id = value.generation
@@ -879,6 +1063,8 @@ class ClassicGroup:
                     assignment=m.assignment,
                 )
             )
-        group.leader_id = value.leader if value.leader in group.members else next(iter(group.members), None)
+        group.leader_id = (
+            value.leader if value.leader in group.members else next(iter(group.members), None)
+        )
         group.subscribed_topics = group._compute_subscribed_topics()
         return group

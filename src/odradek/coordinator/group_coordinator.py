@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from odradek.coordinator.group import ClassicGroup, Effects, GroupConfig, GroupState, GroupStore
 from odradek.coordinator.messages import (
@@ -113,12 +114,20 @@ class _Waiter:
 def _commit_error(error: int) -> int:
     """Kafka's mapping of a failed offsets append to the error a committer sees."""
     e = ErrorCode
-    if error in (e.unknown_topic_or_partition.value, e.not_enough_replicas.value,
-                 e.not_enough_replicas_after_append.value, e.request_timed_out.value):
+    if error in (
+        e.unknown_topic_or_partition.value,
+        e.not_enough_replicas.value,
+        e.not_enough_replicas_after_append.value,
+        e.request_timed_out.value,
+    ):
         return e.coordinator_not_available.value
     if error in (e.not_leader_or_follower.value, e.kafka_storage_error.value):
         return e.not_coordinator.value
-    if error in (e.message_too_large.value, e.record_list_too_large.value, e.invalid_fetch_size.value):
+    if error in (
+        e.message_too_large.value,
+        e.record_list_too_large.value,
+        e.invalid_fetch_size.value,
+    ):
         return e.invalid_commit_offset_size.value
     return error
 
@@ -142,7 +151,13 @@ class GroupCoordinator:
     Dead; append ids are unique and each completes at most once.
     """
 
-    def __init__(self, config: GroupConfig | None = None, *, seed: int = 0, owned_partitions: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        config: GroupConfig | None = None,
+        *,
+        seed: int = 0,
+        owned_partitions: Iterable[int] = (),
+    ) -> None:
         self.config = config or GroupConfig()
         self.groups: dict[str, ClassicGroup] = {}
         self.offsets = OffsetStore()
@@ -172,7 +187,9 @@ class GroupCoordinator:
         prefix = group_instance_id if group_instance_id is not None else client_id
         return f"{prefix}-{uuid.UUID(int=self._rng.getrandbits(128), version=4)}"
 
-    def _append(self, partition: int, records: list[Record], kind: str, payload: Any) -> PendingAppend:
+    def _append(
+        self, partition: int, records: list[Record], kind: str, payload: Any
+    ) -> PendingAppend:
         append_id = self._next_append_id
         self._next_append_id += 1
         self._in_flight[append_id] = (kind, payload)
@@ -182,14 +199,24 @@ class GroupCoordinator:
         result = result or CoordinatorResult()
         result.responses.extend(fx.responses)
         for store in fx.stores:
-            record = (encode_group_metadata_key(store.group_id), encode_group_metadata_value(store.value))
-            result.appends.append(self._append(self.partition_for(store.group_id), [record], "group", store))
+            record = (
+                encode_group_metadata_key(store.group_id),
+                encode_group_metadata_value(store.value),
+            )
+            result.appends.append(
+                self._append(self.partition_for(store.group_id), [record], "group", store)
+            )
         return result
 
     def _remove_if_unused(self, group: ClassicGroup) -> None:
         """A group created by a request that then failed leaves no trace (as Kafka)."""
-        if (group.state is GroupState.EMPTY and not group.members and not group.pending_members
-                and group.generation_id == 0 and not self.offsets.has_offsets(group.group_id)):
+        if (
+            group.state is GroupState.EMPTY
+            and not group.members
+            and not group.pending_members
+            and group.generation_id == 0
+            and not self.offsets.has_offsets(group.group_id)
+        ):
             self.groups.pop(group.group_id, None)
 
     # --- JoinGroup, SyncGroup, Heartbeat, LeaveGroup -------------------------------------
@@ -200,7 +227,9 @@ class GroupCoordinator:
         if not req.group_id:
             error = ErrorCode.invalid_group_id.value
         elif error == NONE and not (
-            self.config.group_min_session_timeout_ms <= req.session_timeout_ms <= self.config.group_max_session_timeout_ms
+            self.config.group_min_session_timeout_ms
+            <= req.session_timeout_ms
+            <= self.config.group_max_session_timeout_ms
         ):
             error = ErrorCode.invalid_session_timeout.value
         group = self.groups.get(req.group_id)
@@ -213,13 +242,19 @@ class GroupCoordinator:
             fx.answer(token, JoinGroupResponse(error, member_id=req.member_id))
             return self._finish(fx)
         assert group is not None
-        group.join(req, self._new_member_id(req.client_id, req.group_instance_id), token, now_ms, fx)
+        group.join(
+            req, self._new_member_id(req.client_id, req.group_instance_id), token, now_ms, fx
+        )
         self._remove_if_unused(group)
         return self._finish(fx)
 
     def sync_group(self, req: SyncGroupRequest, now_ms: int, token: Any) -> CoordinatorResult:
         fx = Effects()
-        error = self._coordinator_error(req.group_id) if req.group_id else ErrorCode.invalid_group_id.value
+        error = (
+            self._coordinator_error(req.group_id)
+            if req.group_id
+            else ErrorCode.invalid_group_id.value
+        )
         group = self.groups.get(req.group_id)
         if error == NONE and group is None:
             error = ErrorCode.unknown_member_id.value
@@ -231,22 +266,38 @@ class GroupCoordinator:
         return self._finish(fx)
 
     def heartbeat(self, req: HeartbeatRequest, now_ms: int, token: Any) -> CoordinatorResult:
-        error = self._coordinator_error(req.group_id) if req.group_id else ErrorCode.invalid_group_id.value
+        error = (
+            self._coordinator_error(req.group_id)
+            if req.group_id
+            else ErrorCode.invalid_group_id.value
+        )
         group = self.groups.get(req.group_id)
         if error == NONE:
-            error = ErrorCode.unknown_member_id.value if group is None else group.heartbeat(req, now_ms)
+            error = (
+                ErrorCode.unknown_member_id.value if group is None else group.heartbeat(req, now_ms)
+            )
         return CoordinatorResult([(token, HeartbeatResponse(error))])
 
     def leave_group(self, req: LeaveGroupRequest, now_ms: int, token: Any) -> CoordinatorResult:
         fx = Effects()
-        error = self._coordinator_error(req.group_id) if req.group_id else ErrorCode.invalid_group_id.value
+        error = (
+            self._coordinator_error(req.group_id)
+            if req.group_id
+            else ErrorCode.invalid_group_id.value
+        )
         group = self.groups.get(req.group_id)
         if error != NONE:
             response = LeaveGroupResponse(error)
         elif group is None:
-            response = LeaveGroupResponse(NONE, tuple(
-                LeaveMemberResponse(m.member_id, m.group_instance_id, ErrorCode.unknown_member_id.value) for m in req.members
-            ))
+            response = LeaveGroupResponse(
+                NONE,
+                tuple(
+                    LeaveMemberResponse(
+                        m.member_id, m.group_instance_id, ErrorCode.unknown_member_id.value
+                    )
+                    for m in req.members
+                ),
+            )
         else:
             response = LeaveGroupResponse(NONE, group.leave(req, now_ms, fx))
         result = self._finish(fx)
@@ -262,12 +313,16 @@ class GroupCoordinator:
         if error == NONE:
             if group is None:
                 if req.generation_id < 0:
-                    group = self.groups[req.group_id] = ClassicGroup(req.group_id, self.config, now_ms)
+                    group = self.groups[req.group_id] = ClassicGroup(
+                        req.group_id, self.config, now_ms
+                    )
                     created = True
                 else:
                     error = ErrorCode.illegal_generation.value
             else:
-                error = group.validate_offset_commit(req.generation_id, req.member_id, req.group_instance_id, now_ms)
+                error = group.validate_offset_commit(
+                    req.generation_id, req.member_id, req.group_instance_id, now_ms
+                )
         errors: dict[TopicPartition, int] = {}
         pending: dict[TopicPartition, CommittedOffset] = {}
         for topic, partitions in req.topics.items():
@@ -280,20 +335,30 @@ class GroupCoordinator:
                     errors[tp] = ErrorCode.offset_metadata_too_large.value
                 else:
                     commit_ts = p.commit_timestamp_ms if p.commit_timestamp_ms >= 0 else now_ms
-                    expire_ts = commit_ts + req.retention_time_ms if req.retention_time_ms >= 0 else -1
-                    pending[tp] = CommittedOffset(p.offset, p.leader_epoch, metadata, commit_ts, expire_ts)
+                    expire_ts = (
+                        commit_ts + req.retention_time_ms if req.retention_time_ms >= 0 else -1
+                    )
+                    pending[tp] = CommittedOffset(
+                        p.offset, p.leader_epoch, metadata, commit_ts, expire_ts
+                    )
                     errors[tp] = NONE
 
         def build(append_errors: dict[int, int]) -> OffsetCommitResponse:
             failure = next((e for e in append_errors.values() if e != NONE), NONE)
-            return OffsetCommitResponse({
-                topic: tuple(
-                    (p.partition, _commit_error(failure) if (topic, p.partition) in pending and failure != NONE
-                     else errors[(topic, p.partition)])
-                    for p in partitions
-                )
-                for topic, partitions in req.topics.items()
-            })
+            return OffsetCommitResponse(
+                {
+                    topic: tuple(
+                        (
+                            p.partition,
+                            _commit_error(failure)
+                            if (topic, p.partition) in pending and failure != NONE
+                            else errors[(topic, p.partition)],
+                        )
+                        for p in partitions
+                    )
+                    for topic, partitions in req.topics.items()
+                }
+            )
 
         if not pending:
             if created and group is not None:
@@ -301,11 +366,15 @@ class GroupCoordinator:
             return CoordinatorResult([(token, build({}))])
         records = [offset_record(req.group_id, tp, c) for tp, c in pending.items()]
         self.offsets.add_pending(req.group_id, pending)
-        append = self._append(self.partition_for(req.group_id), records, "offsets", (group, pending, dict(pending)))
+        append = self._append(
+            self.partition_for(req.group_id), records, "offsets", (group, pending, dict(pending))
+        )
         self._waiters[append.append_id] = _Waiter(token, 1, build)
         return CoordinatorResult([], [append])
 
-    def offset_fetch(self, groups: Iterable[OffsetFetchGroup], now_ms: int = 0) -> list[OffsetFetchGroupResponse]:
+    def offset_fetch(
+        self, groups: Iterable[OffsetFetchGroup], now_ms: int = 0
+    ) -> list[OffsetFetchGroupResponse]:
         results = []
         for g in groups:
             error = self._coordinator_error(g.group_id)
@@ -326,7 +395,9 @@ class GroupCoordinator:
                     if c is None:
                         fetched.append(FetchedOffset(partition, -1))
                     else:
-                        fetched.append(FetchedOffset(partition, c.offset, c.leader_epoch, c.metadata))
+                        fetched.append(
+                            FetchedOffset(partition, c.offset, c.leader_epoch, c.metadata)
+                        )
                 topics[topic] = tuple(fetched)
             results.append(OffsetFetchGroupResponse(g.group_id, NONE, topics))
         return results
@@ -336,7 +407,12 @@ class GroupCoordinator:
         group = self.groups.get(req.group_id)
         if error == NONE and (group is None or group.state is GroupState.DEAD):
             error = ErrorCode.group_id_not_found.value
-        if error == NONE and group is not None and group.state is not GroupState.EMPTY and group.protocol_type != "consumer":
+        if (
+            error == NONE
+            and group is not None
+            and group.state is not GroupState.EMPTY
+            and group.protocol_type != "consumer"
+        ):
             error = ErrorCode.non_empty_group.value
         if error != NONE:
             return CoordinatorResult([(token, OffsetDeleteResponse(error))])
@@ -362,14 +438,22 @@ class GroupCoordinator:
             failure = next((e for e in append_errors.values() if e != NONE), NONE)
             if failure != NONE:
                 return OffsetDeleteResponse(_commit_error(failure))
-            return OffsetDeleteResponse(NONE, {
-                topic: tuple((p, per_partition[(topic, p)]) for p in partitions)
-                for topic, partitions in req.topics.items()
-            })
+            return OffsetDeleteResponse(
+                NONE,
+                {
+                    topic: tuple((p, per_partition[(topic, p)]) for p in partitions)
+                    for topic, partitions in req.topics.items()
+                },
+            )
 
         if not removed:
             return CoordinatorResult([(token, build({}))])
-        append = self._append(self.partition_for(req.group_id), [offset_record(req.group_id, tp, None) for tp in removed], "tombstones", None)
+        append = self._append(
+            self.partition_for(req.group_id),
+            [offset_record(req.group_id, tp, None) for tp in removed],
+            "tombstones",
+            None,
+        )
         self._waiters[append.append_id] = _Waiter(token, 1, build)
         return CoordinatorResult([], [append])
 
@@ -383,7 +467,11 @@ class GroupCoordinator:
             if error != NONE:
                 results.append(DescribedGroup(group_id, error, ""))
             elif group is None:
-                results.append(DescribedGroup(group_id, ErrorCode.group_id_not_found.value, GroupState.DEAD.value))
+                results.append(
+                    DescribedGroup(
+                        group_id, ErrorCode.group_id_not_found.value, GroupState.DEAD.value
+                    )
+                )
             else:
                 results.append(group.describe())
         return results
@@ -416,9 +504,13 @@ class GroupCoordinator:
             if error != NONE or group is None:
                 continue
             p = self.partition_for(group_id)
-            records_by_partition.setdefault(p, []).extend(self._delete_group_records(group, now_ms, fx))
+            records_by_partition.setdefault(p, []).extend(
+                self._delete_group_records(group, now_ms, fx)
+            )
             groups_by_partition.setdefault(p, []).append(group_id)
-        appends = [self._append(p, recs, "tombstones", None) for p, recs in records_by_partition.items()]
+        appends = [
+            self._append(p, recs, "tombstones", None) for p, recs in records_by_partition.items()
+        ]
         group_of_append = {a.append_id: groups_by_partition[a.partition] for a in appends}
 
         def build(append_errors: dict[int, int]) -> DeleteGroupsResponse:
@@ -442,7 +534,10 @@ class GroupCoordinator:
     def _delete_group_records(self, group: ClassicGroup, now_ms: int, fx: Effects) -> list[Record]:
         """Remove an Empty group and its offsets now; return the tombstones to write."""
         group.delete(now_ms, fx)
-        records = [offset_record(group.group_id, tp, None) for tp in self.offsets.remove_group(group.group_id)]
+        records = [
+            offset_record(group.group_id, tp, None)
+            for tp in self.offsets.remove_group(group.group_id)
+        ]
         records.append((encode_group_metadata_key(group.group_id), None))
         del self.groups[group.group_id]
         return records
@@ -471,7 +566,9 @@ class GroupCoordinator:
                 result.responses.append((waiter.token, waiter.build(waiter.errors)))
         return result
 
-    def _on_group_store_complete(self, store: GroupStore, error_code: int, now_ms: int, fx: Effects) -> None:
+    def _on_group_store_complete(
+        self, store: GroupStore, error_code: int, now_ms: int, fx: Effects
+    ) -> None:
         group = self.groups.get(store.group_id)
         error = _group_store_error(error_code) if error_code != NONE else NONE
         if store.kind == "assignment":
@@ -479,7 +576,12 @@ class GroupCoordinator:
                 group.on_assignment_stored(store, error, now_ms, fx)
         elif store.kind == "static_rejoin":
             if group is None:
-                fx.answer(store.token, JoinGroupResponse(ErrorCode.not_coordinator.value, member_id=store.response.member_id))
+                fx.answer(
+                    store.token,
+                    JoinGroupResponse(
+                        ErrorCode.not_coordinator.value, member_id=store.response.member_id
+                    ),
+                )
             elif error != NONE:
                 group.revert_static_rejoin(store, error, now_ms, fx)
             else:
@@ -488,7 +590,9 @@ class GroupCoordinator:
     # --- timers ----------------------------------------------------------------------------
 
     def next_deadline_ms(self) -> int | None:
-        deadlines = [d for d in (g.next_deadline_ms() for g in self.groups.values()) if d is not None]
+        deadlines = [
+            d for d in (g.next_deadline_ms() for g in self.groups.values()) if d is not None
+        ]
         if self._next_expiry_check_ms is not None:
             deadlines.append(self._next_expiry_check_ms)
         return min(deadlines, default=None)
@@ -518,21 +622,47 @@ class GroupCoordinator:
                 continue
             if group.protocol_type is not None and group.state is GroupState.EMPTY:
                 state_ts = group.state_timestamp_ms
-                expired = self.offsets.expired(group_id, now_ms, retention_ms,
-                                               lambda c: state_ts if state_ts >= 0 else c.commit_timestamp_ms)
-            elif group.protocol_type == "consumer" and group.subscribed_topics is not None and group.state is GroupState.STABLE:
-                expired = self.offsets.expired(group_id, now_ms, retention_ms, lambda c: c.commit_timestamp_ms, group.subscribed_topics)
+                expired = self.offsets.expired(
+                    group_id,
+                    now_ms,
+                    retention_ms,
+                    lambda c, ts=state_ts: ts if ts >= 0 else c.commit_timestamp_ms,
+                )
+            elif (
+                group.protocol_type == "consumer"
+                and group.subscribed_topics is not None
+                and group.state is GroupState.STABLE
+            ):
+                expired = self.offsets.expired(
+                    group_id,
+                    now_ms,
+                    retention_ms,
+                    lambda c: c.commit_timestamp_ms,
+                    group.subscribed_topics,
+                )
             elif group.protocol_type is None:
-                expired = self.offsets.expired(group_id, now_ms, retention_ms, lambda c: c.commit_timestamp_ms)
+                expired = self.offsets.expired(
+                    group_id, now_ms, retention_ms, lambda c: c.commit_timestamp_ms
+                )
             else:
                 expired = []
-            records = [offset_record(group_id, tp, None) for tp in self.offsets.remove(group_id, expired)]
-            if (group.state is GroupState.EMPTY and not group.members and not group.pending_members
-                    and not self.offsets.has_offsets(group_id) and not self.offsets.has_pending(group_id)):
+            records = [
+                offset_record(group_id, tp, None) for tp in self.offsets.remove(group_id, expired)
+            ]
+            if (
+                group.state is GroupState.EMPTY
+                and not group.members
+                and not group.pending_members
+                and not self.offsets.has_offsets(group_id)
+                and not self.offsets.has_pending(group_id)
+            ):
                 records.extend(self._delete_group_records(group, now_ms, fx))
             if records:
                 records_by_partition.setdefault(self.partition_for(group_id), []).extend(records)
-        return [self._append(p, recs, "tombstones", None) for p, recs in sorted(records_by_partition.items())]
+        return [
+            self._append(p, recs, "tombstones", None)
+            for p, recs in sorted(records_by_partition.items())
+        ]
 
     # --- loading and unloading ----------------------------------------------------------------
 
@@ -545,7 +675,11 @@ class GroupCoordinator:
         """Apply one `__consumer_offsets` record (in log order) while its partition loads."""
         key = decode_key(key_bytes)
         if isinstance(key, OffsetCommitKey):
-            committed = None if value_bytes is None else CommittedOffset.from_value(decode_offset_commit_value(value_bytes))
+            committed = (
+                None
+                if value_bytes is None
+                else CommittedOffset.from_value(decode_offset_commit_value(value_bytes))
+            )
             self.offsets.apply(key.group, (key.topic, key.partition), committed)
         else:
             assert isinstance(key, GroupMetadataKey)
@@ -553,7 +687,9 @@ class GroupCoordinator:
                 self.groups.pop(key.group, None)
             else:
                 value = decode_group_metadata_value(value_bytes)
-                self.groups[key.group] = ClassicGroup.from_record_value(key.group, value, self.config, now_ms)
+                self.groups[key.group] = ClassicGroup.from_record_value(
+                    key.group, value, self.config, now_ms
+                )
 
     def finish_loading(self, partition: int, now_ms: int) -> None:
         """The partition is loaded: groups known only by their offsets become Empty groups,

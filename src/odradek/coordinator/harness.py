@@ -68,15 +68,35 @@ class GroupHarness:
 
     # --- requests ----------------------------------------------------------------------------
 
-    def join(self, group_id: str, member_id: str = "", *, instance_id: str | None = None,
-             protocols: tuple[tuple[str, bytes], ...] = DEFAULT_PROTOCOLS, protocol_type: str = "consumer",
-             session_timeout_ms: int = 10_000, rebalance_timeout_ms: int = 30_000, client_id: str = "client",
-             require_known_member_id: bool = True, supports_skip_assignment: bool = True) -> int:
+    def join(
+        self,
+        group_id: str,
+        member_id: str = "",
+        *,
+        instance_id: str | None = None,
+        protocols: tuple[tuple[str, bytes], ...] = DEFAULT_PROTOCOLS,
+        protocol_type: str = "consumer",
+        session_timeout_ms: int = 10_000,
+        rebalance_timeout_ms: int = 30_000,
+        client_id: str = "client",
+        require_known_member_id: bool = True,
+        supports_skip_assignment: bool = True,
+    ) -> int:
         """Send a JoinGroup; returns its token (look the answer up with `answer`)."""
         token = self.token()
-        req = JoinGroupRequest(group_id, member_id, session_timeout_ms, rebalance_timeout_ms, protocol_type,
-                               protocols, instance_id, client_id, "/127.0.0.1", require_known_member_id,
-                               supports_skip_assignment)
+        req = JoinGroupRequest(
+            group_id,
+            member_id,
+            session_timeout_ms,
+            rebalance_timeout_ms,
+            protocol_type,
+            protocols,
+            instance_id,
+            client_id,
+            "/127.0.0.1",
+            require_known_member_id,
+            supports_skip_assignment,
+        )
         self.run(self.coordinator.join_group(req, self.now_ms, token))
         return token
 
@@ -86,18 +106,40 @@ class GroupHarness:
         assert first.error_code == 79, first
         return self.join(group_id, first.member_id, **kwargs)
 
-    def sync(self, group_id: str, member_id: str, generation_id: int,
-             assignments: dict[str, bytes] | None = None, instance_id: str | None = None,
-             protocol_type: str | None = None, protocol_name: str | None = None) -> int:
+    def sync(
+        self,
+        group_id: str,
+        member_id: str,
+        generation_id: int,
+        assignments: dict[str, bytes] | None = None,
+        instance_id: str | None = None,
+        protocol_type: str | None = None,
+        protocol_name: str | None = None,
+    ) -> int:
         token = self.token()
-        req = SyncGroupRequest(group_id, generation_id, member_id, tuple((assignments or {}).items()),
-                               instance_id, protocol_type, protocol_name)
+        req = SyncGroupRequest(
+            group_id,
+            generation_id,
+            member_id,
+            tuple((assignments or {}).items()),
+            instance_id,
+            protocol_type,
+            protocol_name,
+        )
         self.run(self.coordinator.sync_group(req, self.now_ms, token))
         return token
 
-    def heartbeat(self, group_id: str, member_id: str, generation_id: int, instance_id: str | None = None) -> int:
+    def heartbeat(
+        self, group_id: str, member_id: str, generation_id: int, instance_id: str | None = None
+    ) -> int:
         token = self.token()
-        self.run(self.coordinator.heartbeat(HeartbeatRequest(group_id, generation_id, member_id, instance_id), self.now_ms, token))
+        self.run(
+            self.coordinator.heartbeat(
+                HeartbeatRequest(group_id, generation_id, member_id, instance_id),
+                self.now_ms,
+                token,
+            )
+        )
         return self.answers[token].error_code
 
     def leave(self, group_id: str, *members: tuple[str, str | None]) -> Any:
@@ -106,19 +148,36 @@ class GroupHarness:
         self.run(self.coordinator.leave_group(req, self.now_ms, token))
         return self.answers[token]
 
-    def commit(self, group_id: str, offsets: dict[tuple[str, int], int], generation_id: int = -1,
-               member_id: str = "", instance_id: str | None = None, retention_time_ms: int = -1,
-               metadata: str = "") -> int:
+    def commit(
+        self,
+        group_id: str,
+        offsets: dict[tuple[str, int], int],
+        generation_id: int = -1,
+        member_id: str = "",
+        instance_id: str | None = None,
+        retention_time_ms: int = -1,
+        metadata: str = "",
+    ) -> int:
         token = self.token()
         topics: dict[str, list[OffsetCommitPartition]] = {}
         for (topic, partition), offset in offsets.items():
-            topics.setdefault(topic, []).append(OffsetCommitPartition(partition, offset, 7, metadata))
-        req = OffsetCommitRequest(group_id, {t: tuple(ps) for t, ps in topics.items()}, generation_id,
-                                  member_id, instance_id, retention_time_ms)
+            topics.setdefault(topic, []).append(
+                OffsetCommitPartition(partition, offset, 7, metadata)
+            )
+        req = OffsetCommitRequest(
+            group_id,
+            {t: tuple(ps) for t, ps in topics.items()},
+            generation_id,
+            member_id,
+            instance_id,
+            retention_time_ms,
+        )
         self.run(self.coordinator.offset_commit(req, self.now_ms, token))
         return token
 
-    def fetch(self, group_id: str, topics: dict[str, tuple[int, ...]] | None = None) -> dict[tuple[str, int], int]:
+    def fetch(
+        self, group_id: str, topics: dict[str, tuple[int, ...]] | None = None
+    ) -> dict[tuple[str, int], int]:
         (g,) = self.coordinator.offset_fetch([OffsetFetchGroup(group_id, topics)], self.now_ms)
         assert g.error_code == 0, g
         return {(t, p.partition): p.offset for t, ps in g.topics.items() for p in ps}
@@ -162,8 +221,10 @@ class GroupHarness:
         generation = group.generation_id
         leader = group.leader_id
         assignments = {m: f"assignment-{i}".encode() for i, m in enumerate(member_ids)}
-        tokens = {m: self.sync(group_id, m, generation, assignments if m == leader else None)
-                  for m in [m for m in member_ids if m != leader] + [leader]}
+        tokens = {
+            m: self.sync(group_id, m, generation, assignments if m == leader else None)
+            for m in [m for m in member_ids if m != leader] + [leader]
+        }
         out = {}
         for m, t in tokens.items():
             r = self.answer(t)

@@ -8,8 +8,8 @@ are not visible to OffsetFetch until their append completes (Kafka's pendingOffs
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from odradek.coordinator.records import (
     OffsetCommitValue,
@@ -31,14 +31,24 @@ class CommittedOffset:
     expire_timestamp_ms: int = -1  # -1: expires by offsets.retention.minutes, not explicitly
 
     def to_value(self) -> OffsetCommitValue:
-        return OffsetCommitValue(self.offset, self.metadata, self.commit_timestamp_ms, self.leader_epoch, self.expire_timestamp_ms)
+        return OffsetCommitValue(
+            self.offset,
+            self.metadata,
+            self.commit_timestamp_ms,
+            self.leader_epoch,
+            self.expire_timestamp_ms,
+        )
 
     @classmethod
     def from_value(cls, v: OffsetCommitValue) -> CommittedOffset:
-        return cls(v.offset, v.leader_epoch, v.metadata, v.commit_timestamp_ms, v.expire_timestamp_ms)
+        return cls(
+            v.offset, v.leader_epoch, v.metadata, v.commit_timestamp_ms, v.expire_timestamp_ms
+        )
 
 
-def offset_record(group_id: str, tp: TopicPartition, committed: CommittedOffset | None) -> tuple[bytes, bytes | None]:
+def offset_record(
+    group_id: str, tp: TopicPartition, committed: CommittedOffset | None
+) -> tuple[bytes, bytes | None]:
     """The (key, value) to append for a commit, or a tombstone when `committed` is None."""
     key = encode_offset_commit_key(group_id, tp[0], tp[1])
     return key, (None if committed is None else encode_offset_commit_value(committed.to_value()))

@@ -60,7 +60,9 @@ def java_string_hash(s: str) -> int:
 
 
 def partition_for_group(group_id: str, num_partitions: int) -> int:
-    """The `__consumer_offsets` partition that holds `group_id` (Kafka's `Utils.abs` is h & 0x7fffffff)."""
+    """The `__consumer_offsets` partition that holds `group_id`.
+
+    Kafka's `Utils.abs(groupId.hashCode) % n`, where `Utils.abs(h)` is `h & 0x7fffffff`."""
     return (java_string_hash(group_id) & 0x7FFFFFFF) % num_partitions
 
 
@@ -170,7 +172,7 @@ class _Writer:
 
 
 class _Reader:
-    __slots__ = ("data", "pos", "flexible")
+    __slots__ = ("data", "flexible", "pos")
 
     def __init__(self, data: bytes, flexible: bool = False) -> None:
         self.data = memoryview(data)
@@ -204,13 +206,17 @@ class _Reader:
             if shift > 28:
                 raise RecordFormatError("varint too long")
 
-    def string(self, nullable: bool = False) -> str | None:
+    def nullable_string(self) -> str | None:
         n = self.uvarint() - 1 if self.flexible else self.int16()
         if n < 0:
-            if not nullable:
-                raise RecordFormatError("null in a non-nullable string")
             return None
         return bytes(self._take(n)).decode("utf-8")
+
+    def string(self) -> str:
+        s = self.nullable_string()
+        if s is None:
+            raise RecordFormatError("null in a non-nullable string")
+        return s
 
     def bytes_(self) -> bytes:
         n = self.uvarint() - 1 if self.flexible else self.int32()
@@ -278,7 +284,9 @@ def encode_offset_commit_value(value: OffsetCommitValue, version: int | None = N
     return bytes(w.buf)
 
 
-def encode_group_metadata_value(value: GroupMetadataValue, version: int = GROUP_METADATA_VALUE_VERSION) -> bytes:
+def encode_group_metadata_value(
+    value: GroupMetadataValue, version: int = GROUP_METADATA_VALUE_VERSION
+) -> bytes:
     if not 0 <= version <= MAX_GROUP_METADATA_VALUE_VERSION:
         raise RecordFormatError(f"GroupMetadataValue version {version}")
     w = _Writer(flexible=version >= FIRST_FLEXIBLE_VALUE_VERSION)
@@ -313,9 +321,9 @@ def decode_key(key: bytes) -> OffsetCommitKey | GroupMetadataKey:
     r = _Reader(key)
     version = r.int16()
     if version in (0, 1):
-        k: OffsetCommitKey | GroupMetadataKey = OffsetCommitKey(r.string(), r.string(), r.int32())  # type: ignore[arg-type]
+        k: OffsetCommitKey | GroupMetadataKey = OffsetCommitKey(r.string(), r.string(), r.int32())
     elif version == GROUP_METADATA_KEY_VERSION:
-        k = GroupMetadataKey(r.string())  # type: ignore[arg-type]
+        k = GroupMetadataKey(r.string())
     else:
         raise RecordFormatError(f"unknown __consumer_offsets key version {version}")
     r.done()
@@ -335,7 +343,7 @@ def decode_offset_commit_value(value: bytes) -> OffsetCommitValue:
     expire_ts = r.int64() if version == 1 else -1
     r.skip_tagged_fields()
     r.done()
-    return OffsetCommitValue(offset, metadata, commit_ts, leader_epoch, expire_ts)  # type: ignore[arg-type]
+    return OffsetCommitValue(offset, metadata, commit_ts, leader_epoch, expire_ts)
 
 
 def decode_group_metadata_value(value: bytes) -> GroupMetadataValue:
@@ -346,13 +354,13 @@ def decode_group_metadata_value(value: bytes) -> GroupMetadataValue:
     r.int16()
     protocol_type = r.string()
     generation = r.int32()
-    protocol = r.string(nullable=True)
-    leader = r.string(nullable=True)
+    protocol = r.nullable_string()
+    leader = r.nullable_string()
     state_ts = r.int64() if version >= 2 else -1
     members = []
     for _ in range(r.array_len()):
         member_id = r.string()
-        instance_id = r.string(nullable=True) if version >= 3 else None
+        instance_id = r.nullable_string() if version >= 3 else None
         client_id = r.string()
         client_host = r.string()
         rebalance_timeout = r.int32() if version >= 1 else -1
@@ -364,13 +372,19 @@ def decode_group_metadata_value(value: bytes) -> GroupMetadataValue:
             rebalance_timeout = session_timeout  # as Kafka: v0 had no rebalance timeout
         members.append(
             MemberMetadataValue(
-                member_id, instance_id, client_id, client_host,  # type: ignore[arg-type]
-                rebalance_timeout, session_timeout, subscription, assignment,
+                member_id,
+                instance_id,
+                client_id,
+                client_host,
+                rebalance_timeout,
+                session_timeout,
+                subscription,
+                assignment,
             )
         )
     r.skip_tagged_fields()
     r.done()
-    return GroupMetadataValue(protocol_type, generation, protocol, leader, state_ts, tuple(members))  # type: ignore[arg-type]
+    return GroupMetadataValue(protocol_type, generation, protocol, leader, state_ts, tuple(members))
 
 
 def parse_consumer_subscription_topics(metadata: bytes) -> frozenset[str] | None:
@@ -379,6 +393,6 @@ def parse_consumer_subscription_topics(metadata: bytes) -> frozenset[str] | None
     try:
         r = _Reader(metadata)
         r.int16()
-        return frozenset(r.string() for _ in range(r.array_len()))  # type: ignore[misc]
+        return frozenset(r.string() for _ in range(r.array_len()))
     except (RecordFormatError, UnicodeDecodeError, struct.error):
         return None
