@@ -119,7 +119,12 @@ def check_invariants(h: GroupHarness, generations: dict[str, int], seed: int) ->
             assert g.protocol_name in g.candidate_protocols(), seed
         assert set(g.static_members.values()) <= set(g.members), seed
         for m in g.members.values():
-            assert (m.join_token is None) != m.awaiting_join or m.join_token is None, seed
+            assert m.awaiting_join or m.join_token is None, seed
+            assert m.awaiting_sync or m.sync_token is None, seed
+            if m.awaiting_join:
+                assert g.state is GroupState.PREPARING_REBALANCE, seed
+            if m.awaiting_sync:
+                assert g.state is GroupState.COMPLETING_REBALANCE, seed
 
 
 def run_until_quiet(h: GroupHarness, consumers: list[Consumer], ms: int) -> None:

@@ -64,6 +64,14 @@ def test_initial_rebalance_delay_waits_for_more_members_and_then_answers_all():
     assert h.group("g").state is S.COMPLETING_REBALANCE
 
 
+def test_without_an_initial_delay_the_first_member_is_answered_at_once():
+    h = GroupHarness(
+        GroupConfig(offsets_topic_num_partitions=4, group_initial_rebalance_delay_ms=0)
+    )
+    r = h.answer(h.join_new_member("g"))
+    assert r is not None and r.error_code == 0 and r.generation_id == 1
+
+
 def test_initial_delay_is_bounded_by_the_rebalance_timeout():
     h = GroupHarness(
         GroupConfig(offsets_topic_num_partitions=4, group_initial_rebalance_delay_ms=3_000)

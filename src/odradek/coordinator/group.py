@@ -127,9 +127,8 @@ class GroupStore:
     generation_id: int
     value: GroupMetadataValue
     token: Any = None
-    revert: tuple | None = (
-        None  # static_rejoin: (new_id, old_id, old protocols, old rebalance, old session)
-    )
+    # static_rejoin: (new id, old id, old protocols, old rebalance timeout, old session timeout)
+    revert: tuple | None = None
     response: JoinGroupResponse | None = None
 
 
@@ -148,9 +147,10 @@ class Effects:
 class Member:
     """One member of a classic group.
 
-    Invariants: `join_token` is not None exactly when the member is awaiting a JoinGroup answer,
-    `sync_token` likewise for SyncGroup; `protocols` is non-empty; a member with a group instance
-    id is the group's only member with that instance id.
+    Invariants: `awaiting_join` says a JoinGroup of this member is parked under `join_token`
+    (None otherwise), `awaiting_sync` likewise for SyncGroup and `sync_token`; `protocols` is
+    non-empty; a member with a group instance id is the group's only member with that id.
+    `session_deadline_ms` None means no heartbeat is expected (awaiting a rebalance).
     """
 
     member_id: str
