@@ -707,6 +707,10 @@ async def _consume(client, args: argparse.Namespace, committer: OffsetCommitter 
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_OK
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises KeyboardInterrupt
+        out.flush()
+        _consumed(count)
+        raise
     return _consumed(count)
 
 

@@ -329,3 +329,22 @@ def test_produce_sends_a_lingering_batch_before_stdin_ends(broker):
     finally:
         proc.kill()
         proc.stderr.close()
+
+
+def test_consume_interrupted_reports_its_count(broker):
+    import signal
+    import time
+
+    broker.topics["t"] = [bytearray()]
+    proc = subprocess.Popen([sys.executable, "-m", "odradek", "consume", "t", "--bootstrap-server",
+                             broker.bootstrap], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while not any(api_key == 1 for api_key, _ in broker.requests) and time.monotonic() < deadline:
+            time.sleep(0.02)  # wait until it is polling
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 130
+        assert err == b"Processed a total of 0 messages\n"
+    finally:
+        proc.kill()

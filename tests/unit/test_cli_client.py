@@ -585,3 +585,16 @@ def test_produce_retries_errors_that_mean_nothing_was_appended():
                 await client.produce("t", 0, [(None, b"c", [], 0)])
 
     run(scenario())
+
+
+def test_client_reconnects_after_the_broker_closed_its_connection():
+    async def scenario():
+        async with FakeBroker(garbage_api_keys={32}) as broker, Client(broker.bootstrap) as client:
+            broker.topics["t"] = [bytearray()]
+            with pytest.raises(KafkaConnectionError):
+                await client.describe_topic_configs("t")
+            assert client.connection.closed
+            assert "t" in (await client.metadata()).topics  # a fresh connection
+            assert await client.produce("t", 0, [(None, b"a", [], 0)]) == 0
+
+    run(scenario())

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Sequence
 
@@ -107,7 +107,6 @@ class FetchResult:
     log_start_offset: int
     reset_from: int | None = None  # the offset that was out of range when the client reset
     control_batches: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
@@ -185,16 +184,27 @@ class Client:
             raise KafkaClientError("client is not connected")
         return self._bootstrap
 
+    async def _any_connection(self) -> BrokerConnection:
+        """The bootstrap connection, reconnected once if the broker closed it."""
+        connection = self.connection
+        if connection.closed:
+            stale = connection
+            self._nodes = {k: c for k, c in self._nodes.items() if c is not stale}
+            await self.connect()
+            connection = self.connection
+        return connection
+
     async def _node(self, node_id: int) -> BrokerConnection:
         """The connection to one broker by node id (the bootstrap one when it is that broker)."""
         connection = self._nodes.get(node_id)
-        if connection is not None:
+        if connection is not None and not connection.closed:
             return connection
+        self._nodes.pop(node_id, None)
         metadata = self._metadata or await self.metadata()
         node = metadata.brokers.get(node_id)
         if node is None:
             raise KafkaClientError(f"broker {node_id} is not in the cluster metadata")
-        bootstrap = self.connection
+        bootstrap = await self._any_connection()
         if (node.host, node.port) == (bootstrap.host, bootstrap.port) or len(metadata.brokers) == 1:
             # A single broker is the one we are connected to, whatever address it advertises.
             connection = bootstrap
@@ -234,7 +244,7 @@ class Client:
                        allow_auto_topic_creation: bool = False) -> ClusterMetadata:
         """Brokers and topics (all topics when `topics` is None). Per-topic errors are kept in
         `TopicMetadata.error_code`, not raised."""
-        connection = self.connection
+        connection = await self._any_connection()
         module = connection.request_module(METADATA)
         requested = None if topics is None else tuple(
             make(module.MetadataRequestTopic, name=name, topic_id=None) for name in topics)
@@ -265,7 +275,7 @@ class Client:
         metadata = self._metadata or await self.metadata([])
         if metadata.controller_id >= 0 and metadata.controller_id in metadata.brokers:
             return await self._node(metadata.controller_id)
-        return self.connection
+        return await self._any_connection()
 
     async def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
                            configs: dict[str, str] | None = None, *,
@@ -301,7 +311,7 @@ class Client:
             self._metadata.topics.pop(name, None)
 
     async def describe_topic_configs(self, name: str) -> list[ConfigEntry]:
-        connection = self.connection
+        connection = await self._any_connection()
         module = connection.request_module(DESCRIBE_CONFIGS)
         resource = make(module.DescribeConfigsResource, resource_type=TOPIC_RESOURCE_TYPE,
                         resource_name=name, configuration_keys=None)

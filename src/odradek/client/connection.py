@@ -205,14 +205,21 @@ class BrokerConnection:
         self._closed_reason: str | None = None
 
     @property
+    def closed(self) -> bool:
+        """True once the connection failed or was closed; it is never reopened."""
+        return self._closed_reason is not None
+
+    @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     async def connect(self) -> "BrokerConnection":
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.connect_timeout_ms / 1000)
-        except asyncio.TimeoutError:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # (Ctrl-C) that arrives as the awaited future completes.
+            async with asyncio.timeout(self.connect_timeout_ms / 1000):
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        except TimeoutError:
             raise KafkaConnectionError(f"cannot connect to {self.address}: timed out") from None
         except OSError as exc:
             import os
@@ -291,11 +298,10 @@ class BrokerConnection:
             await self._drain()
             timeout_s = (timeout_ms if timeout_ms is not None else self.request_timeout_ms) / 1000
             try:
-                return await asyncio.wait_for(asyncio.shield(future), timeout_s)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(timeout_s):
+                    return await asyncio.shield(future)
+            except TimeoutError:
                 self._fail_all(f"request timed out after {timeout_s * 1000:.0f} ms")
-                if future.done() and not future.cancelled():
-                    future.exception()  # retrieved here; the caller gets RequestTimeoutError
                 await self._close_transport()
                 raise RequestTimeoutError(
                     f"{cls.__name__} to {self.address} timed out after {timeout_s * 1000:.0f} ms") from None
@@ -336,6 +342,7 @@ class BrokerConnection:
                     reason = f"malformed {entry.response_cls.__name__}: {exc!r}"
                     entry.future.set_exception(
                         KafkaConnectionError(f"connection to {self.address} failed: {reason}"))
+                    entry.future.exception()
                     self._fail_all(reason)
                     break
                 entry.future.set_result(response)
@@ -355,6 +362,9 @@ class BrokerConnection:
             if not entry.future.done():
                 entry.future.set_exception(
                     KafkaConnectionError(f"connection to {self.address} failed: {reason}"))
+                # A caller that was cancelled no longer awaits this future; mark the exception
+                # retrieved so asyncio does not log it. Callers still awaiting it get it raised.
+                entry.future.exception()
         self._in_flight.clear()
         self._order.clear()
 
