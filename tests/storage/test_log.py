@@ -248,3 +248,38 @@ def test_clean_open_does_not_read_sealed_segments(fs):
     sealed = again.segments[:-1]
     assert len(sealed) >= 3
     assert all(s._fd is None and not s.offset_index.is_open for s in sealed)
+
+
+def test_flush_in_a_worker_thread_while_the_loop_thread_appends(tmp_path):
+    import threading
+
+    from odradek.storage.fs import RealFileSystem
+    from odradek.storage.log import Log
+
+    log = Log.open(RealFileSystem(), str(tmp_path / "t-0"), LogConfig(segment_bytes=2_000), topic_id=None,
+                   recovery_point=0, log_start_offset=0, high_watermark=0, clean_shutdown=True, now_ms=0)
+    stop = threading.Event()
+    errors = []
+
+    def flusher():
+        try:
+            while not stop.is_set():
+                log.flush()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=flusher)
+    thread.start()
+    try:
+        for i in range(300):
+            append_values(log, [b"%04d" % i + bytes(40)])
+            if i == 150:
+                log.truncate_to(100)  # waits for a running flush
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    log.flush()
+    assert log.recovery_point == log.log_end_offset == 249
+    assert [o for o, _ in read_all(log)] == list(range(249))
+    log.close()

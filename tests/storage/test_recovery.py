@@ -168,3 +168,13 @@ def test_enospc_on_append_then_recovery():
     fs.crash(tear_last_write_at=10)
     recovered = open_log(fs, clean_shutdown=False)
     assert [o for o, _ in read_all(recovered)] == [0, 1]
+
+
+def test_truncation_is_durable_across_a_crash():
+    fs = FakeFileSystem()
+    log = filled_log(fs, 6)
+    log.flush()
+    log.truncate_to(3)
+    fs.crash()
+    recovered = open_log(fs, clean_shutdown=False)
+    assert [o for o, _ in read_all(recovered)] == [0, 1, 2]

@@ -105,7 +105,10 @@ class Log:
         self.recovery_point = 0
         self.leader_epoch_cache = LeaderEpochFileCache(fs, os.path.join(dir, LEADER_EPOCH_CHECKPOINT))
         self.producer_state = ProducerStateManager(fs, dir)
-        self.unflushed_messages = 0
+        # flush.messages bookkeeping with one writer each, so no lock is needed: the loop thread
+        # counts appended records, a flush (any thread) records how many it covered.
+        self._messages_appended = 0
+        self._messages_flushed = 0
         self.last_flush_ms = 0
         self._flush_lock = threading.Lock()
         self._position_cache: tuple[int, LogSegment, int] | None = None  # (offset, segment, position)
@@ -205,9 +208,14 @@ class Log:
         segment.append(batch, last_offset, max_timestamp_ms, now_ms)
         self.producer_state.update(header, base_offset, last_offset, max_timestamp_ms)
         self.log_end_offset = last_offset + 1
-        self.unflushed_messages += header.records_count
+        self._messages_appended += header.records_count
         return AppendResult(ErrorCode.none, base_offset, last_offset, log_append_time_ms, self.log_start_offset,
                             None, self.unflushed_messages >= self.config.flush_messages)
+
+    @property
+    def unflushed_messages(self) -> int:
+        """Records appended since the last flush began (flush.messages counts these)."""
+        return max(self._messages_appended - self._messages_flushed, 0)
 
     def _failed(self, error: ErrorCode, message: str | None) -> AppendResult:
         return AppendResult(error, -1, -1, -1, self.log_start_offset, message, False)
@@ -322,6 +330,9 @@ class Log:
         active.truncate_to(offset)
         if active.next_offset is None:
             active.open_as_active()
+        # Make the cut durable now: otherwise a crash could bring the removed batches back below
+        # a recovery point that no longer covers them. Truncation is rare (followers, recovery).
+        active.flush()
         self._after_truncation(active.next_offset)
 
     def _truncate_fully_and_start_at(self, offset: int) -> None:
@@ -368,14 +379,14 @@ class Log:
             target = self.log_end_offset if up_to_offset is None else min(up_to_offset, self.log_end_offset)
             if target <= self.recovery_point:
                 return
-            pending_messages = self.unflushed_messages
+            messages_appended = self._messages_appended  # captured before the fsyncs
             segments = list(self.segments)
             bases = [s.base_offset for s in segments] + [2**63]
             for i, segment in enumerate(segments):
                 if segment.base_offset < target and bases[i + 1] > self.recovery_point:
                     segment.flush()
             self.recovery_point = max(self.recovery_point, target)
-            self.unflushed_messages = max(self.unflushed_messages - pending_messages, 0)
+            self._messages_flushed = max(self._messages_flushed, messages_appended)
 
     def close(self) -> None:
         """Seal the active segment's time index, snapshot producer state at the end, close files.

@@ -94,7 +94,10 @@ class LogSegment:
         self.offset_of_max_timestamp = -1  # last offset of the batch holding it
         self._max_timestamp_known = False
         self.bytes_since_last_index_entry = 0
-        self.rolling_base_ms: int | None = None  # when the first batch was appended (this process)
+        # segment.ms counts from here: the clock at the first append in this process (or at open
+        # for a non-empty active segment). Kafka uses the first batch's max timestamp, which lets
+        # clients with old CreateTime timestamps roll a segment per batch; we do not.
+        self.rolling_base_ms: int | None = None
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
