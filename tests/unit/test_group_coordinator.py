@@ -577,3 +577,20 @@ def test_every_transition_targets_a_state_that_can_be_left_or_is_dead():
     sources = {s for s, _ in TRANSITIONS}
     for target, _ in TRANSITIONS.values():
         assert target in sources
+
+
+def test_cooperative_rebalancing_gets_its_follow_up_rebalance():
+    """cooperative-sticky: after revoking, a follower rejoins a Stable group with new metadata
+    (its owned partitions changed); that must start the next rebalance, not be ignored."""
+    h = GroupHarness()
+    coop = (("cooperative-sticky", b"owned:0,1"),)
+    a, b = h.form_group("g", 2, protocols=coop)
+    ta = h.join("g", a, protocols=coop)
+    tb = h.join("g", b, protocols=(("cooperative-sticky", b"owned:1"),))
+    assert h.answer(ta).generation_id == h.answer(tb).generation_id == 2
+    h.complete_sync("g", [a, b])
+    tb = h.join("g", b, protocols=(("cooperative-sticky", b"owned:"),))  # revoked, rejoins
+    assert h.answer(tb) is None and h.group("g").state is S.PREPARING_REBALANCE
+    assert h.heartbeat("g", a, 2) == E.rebalance_in_progress.value
+    ta = h.join("g", a, protocols=coop)
+    assert h.answer(ta).generation_id == 3 and h.answer(tb).generation_id == 3
