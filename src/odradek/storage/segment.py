@@ -346,9 +346,9 @@ class LogSegment:
                 ) -> RecoveryResult:
         """Validate every batch (length, magic, CRC, offsets) and truncate at the first bad one.
 
-        Rebuilds both indexes from the valid batches. `expected_next_offset` is the lowest base
-        offset the first batch may have (the previous segment's next offset). `on_batch` sees each
-        valid header (producer-state replay).
+        Rebuilds both indexes from the valid batches. `expected_next_offset` is the base offset the
+        first batch must have (the previous segment's next offset, or this segment's base); each
+        later batch must start where the previous one ended. `on_batch` sees each valid header.
         """
         fd = self._ensure_open()
         self.offset_index.reset()
