@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
 METADATA_DIR = "__cluster_metadata-0"
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 
 class BrokerCore:
@@ -60,7 +61,7 @@ class BrokerCore:
         self.log_manager.open()
         data_dir = Path(self.config.log_dirs[0])
         self.metadata = MetadataStore.open(data_dir / METADATA_DIR, node_id=self.config.node_id,
-                                           cluster_id=self.config.cluster_id)
+                                           cluster_id=self.config.cluster_id, fs=self.fs)
         self._sync_partitions()
         block = self.image.producer_ids_next
         self._next_producer_id = self._producer_id_block_end = block
@@ -124,10 +125,11 @@ class BrokerCore:
                 self.replica_manager.remove(*key)
                 self.log_manager.delete_log(*key)
 
-    async def create_topics(self, topics: list, validate_only: bool) -> list:
+    async def create_topics(self, topics: list, validate_only: bool, *, allow_internal: bool = False) -> list:
         """CreateTopics through the controller; returns its per-topic results."""
         async with self._controller_lock:
-            records, results = controller.create_topics(self.image, topics, self.config, validate_only)
+            records, results = controller.create_topics(self.image, topics, self.config, validate_only,
+                                                        allow_internal=allow_internal)
             await self.apply_metadata(records)
         return results
 
@@ -145,7 +147,11 @@ class BrokerCore:
 
     async def auto_create_topic(self, name: str) -> ErrorCode:
         """Create `name` with the broker's defaults (Metadata auto-creation); NONE if it exists."""
-        results = await self.create_topics([controller.CreatableTopic(name=name)], validate_only=False)
+        if name in INTERNAL_TOPICS:
+            request, internal = controller.internal_topic(name, self.config), True
+        else:
+            request, internal = controller.CreatableTopic(name=name), False
+        results = await self.create_topics([request], validate_only=False, allow_internal=internal)
         error = results[0].error
         return ErrorCode.none if error is ErrorCode.topic_already_exists else error
 

@@ -143,12 +143,13 @@ class StartupError(Exception):
 
 
 async def _serve_until_signalled(config: BrokerConfig) -> None:
+    from odradek.metadata.store import MetadataStoreError
     from odradek.storage.log_manager import DataDirLockedError
 
     server = BrokerServer(config)
     try:
         await server.start()
-    except DataDirLockedError as exc:
+    except (DataDirLockedError, MetadataStoreError) as exc:
         raise StartupError(str(exc)) from None
     except OSError as exc:
         raise StartupError(f"cannot listen: {exc.strerror or exc}") from None

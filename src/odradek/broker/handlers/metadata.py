@@ -14,9 +14,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from odradek.broker.authz import ALL_TOPIC_OPERATIONS, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
+from odradek.broker.core import INTERNAL_TOPICS
 from odradek.protocol.errors import ErrorCode
-
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 
 async def handle(request, ctx):
