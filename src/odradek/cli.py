@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
-PRODUCE_BATCH_SIZE_BYTES = 16 * 1024   # batch.size: a batch is sent when it reaches this size
-PRODUCE_LINGER_MS = 100                # linger.ms: a partial batch waits at most this for more lines
-PRODUCE_MAX_LINE_BYTES = 1024 * 1024   # message.max.bytes: a longer line is refused
+PRODUCE_BATCH_SIZE_BYTES = 16 * 1024  # batch.size: a batch is sent when it reaches this size
+PRODUCE_LINGER_MS = 100  # linger.ms: a partial batch waits at most this for more lines
+PRODUCE_MAX_LINE_BYTES = 1024 * 1024  # message.max.bytes: a longer line is refused
 STDIN_READ_BYTES = 64 * 1024
 STDIN_QUEUED_CHUNKS = 4
-CONSUME_MAX_WAIT_MS = 500              # fetch.max.wait.ms
-METADATA_RETRIES = 10                  # while a just-created topic has no leader yet
+CONSUME_MAX_WAIT_MS = 500  # fetch.max.wait.ms
+METADATA_RETRIES = 10  # while a just-created topic has no leader yet
 METADATA_RETRY_BACKOFF_MS = 100
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
@@ -58,6 +59,7 @@ class OffsetCommitter(Protocol):
 
 
 # -- argument parsing ----------------------------------------------------------------------------
+
 
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
@@ -97,97 +99,180 @@ def _offset(text: str) -> int | str:
 
 
 def _add_bootstrap(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap-server", default=DEFAULT_BOOTSTRAP, metavar="HOST:PORT",
-                        help=f"broker to connect to, comma-separated for several (default {DEFAULT_BOOTSTRAP})")
+    parser.add_argument(
+        "--bootstrap-server",
+        default=DEFAULT_BOOTSTRAP,
+        metavar="HOST:PORT",
+        help=f"broker to connect to, comma-separated for several (default {DEFAULT_BOOTSTRAP})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from odradek import __version__
 
-    parser = argparse.ArgumentParser(prog="odradek", description="An event streaming platform "
-                                     "that speaks the Apache Kafka protocol.")
+    parser = argparse.ArgumentParser(
+        prog="odradek",
+        description="An event streaming platform that speaks the Apache Kafka protocol.",
+    )
     parser.add_argument("--version", action="version", version=f"odradek {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    serve = commands.add_parser("serve", help="run a broker", description="Run a broker until "
-                                "SIGTERM or Ctrl-C. Options override the config file's keys.")
+    serve = commands.add_parser(
+        "serve",
+        help="run a broker",
+        description="Run a broker until "
+        "SIGTERM or Ctrl-C. Options override the config file's keys.",
+    )
     serve.add_argument("--config", metavar="FILE", help="a Kafka server.properties file")
-    serve.add_argument("--listeners", help="e.g. PLAINTEXT://127.0.0.1:9092 (port 0 picks a free one)")
+    serve.add_argument(
+        "--listeners", help="e.g. PLAINTEXT://127.0.0.1:9092 (port 0 picks a free one)"
+    )
     serve.add_argument("--log-dirs", metavar="DIR", help="data directory (log.dirs)")
     serve.add_argument("--node-id", type=_non_negative, metavar="N", help="node.id")
-    serve.add_argument("--override", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                       help="any Kafka broker config, repeatable (e.g. num.partitions=3)")
+    serve.add_argument(
+        "--override",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any Kafka broker config, repeatable (e.g. num.partitions=3)",
+    )
 
     topics = commands.add_parser("topics", help="create, list, describe and delete topics")
     topic_commands = topics.add_subparsers(dest="topics_command", metavar="ACTION")
     topic_commands.required = True
     create = topic_commands.add_parser("create", help="create a topic")
     create.add_argument("name")
-    create.add_argument("--partitions", type=_positive, default=None, metavar="N",
-                        help="number of partitions (default: the broker's num.partitions)")
-    create.add_argument("--replication-factor", type=_positive, default=None, metavar="R",
-                        help="replicas per partition (default: the broker's default.replication.factor)")
-    create.add_argument("--config", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                        help="a topic config, repeatable (e.g. cleanup.policy=compact)")
+    create.add_argument(
+        "--partitions",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="number of partitions (default: the broker's num.partitions)",
+    )
+    create.add_argument(
+        "--replication-factor",
+        type=_positive,
+        default=None,
+        metavar="R",
+        help="replicas per partition (default: the broker's default.replication.factor)",
+    )
+    create.add_argument(
+        "--config",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a topic config, repeatable (e.g. cleanup.policy=compact)",
+    )
     create.add_argument("--if-not-exists", action="store_true", help="succeed if the topic exists")
     _add_bootstrap(create)
     listing = topic_commands.add_parser("list", help="list topic names")
     _add_bootstrap(listing)
-    describe = topic_commands.add_parser("describe", help="partitions, leaders, replicas, ISR and configs")
+    describe = topic_commands.add_parser(
+        "describe", help="partitions, leaders, replicas, ISR and configs"
+    )
     describe.add_argument("name", nargs="?", help="one topic (default: all topics)")
     _add_bootstrap(describe)
     delete = topic_commands.add_parser("delete", help="delete a topic")
     delete.add_argument("name")
-    delete.add_argument("--if-exists", action="store_true", help="succeed if the topic does not exist")
+    delete.add_argument(
+        "--if-exists", action="store_true", help="succeed if the topic does not exist"
+    )
     _add_bootstrap(delete)
 
-    produce = commands.add_parser("produce", help="send the lines of stdin as records",
-                                  description="Each line of stdin becomes one record. Keyed records "
-                                  "are partitioned with murmur2 exactly as Kafka's default partitioner; "
-                                  "keyless ones round-robin by batch.")
+    produce = commands.add_parser(
+        "produce",
+        help="send the lines of stdin as records",
+        description="Each line of stdin becomes one record. Keyed records "
+        "are partitioned with murmur2 exactly as Kafka's default partitioner; "
+        "keyless ones round-robin by batch.",
+    )
     produce.add_argument("topic")
-    produce.add_argument("--key-separator", metavar="SEP",
-                         help="split each line at the first SEP into key and value")
-    produce.add_argument("--partition", type=_non_negative, metavar="N", help="send every record to partition N")
+    produce.add_argument(
+        "--key-separator", metavar="SEP", help="split each line at the first SEP into key and value"
+    )
+    produce.add_argument(
+        "--partition", type=_non_negative, metavar="N", help="send every record to partition N"
+    )
     produce.add_argument("--compression", choices=COMPRESSIONS, default="none")
-    produce.add_argument("--acks", type=_acks, default=-1, metavar="all|1|0",
-                         help="acknowledgements to wait for (default all)")
-    produce.add_argument("--batch-size", type=_positive, default=PRODUCE_BATCH_SIZE_BYTES, metavar="BYTES",
-                         help=f"bytes of records per batch (default {PRODUCE_BATCH_SIZE_BYTES})")
-    produce.add_argument("--linger-ms", type=_non_negative, default=PRODUCE_LINGER_MS, metavar="MS",
-                         help=f"how long a partial batch waits for more lines (default {PRODUCE_LINGER_MS})")
+    produce.add_argument(
+        "--acks",
+        type=_acks,
+        default=-1,
+        metavar="all|1|0",
+        help="acknowledgements to wait for (default all)",
+    )
+    produce.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=PRODUCE_BATCH_SIZE_BYTES,
+        metavar="BYTES",
+        help=f"bytes of records per batch (default {PRODUCE_BATCH_SIZE_BYTES})",
+    )
+    produce.add_argument(
+        "--linger-ms",
+        type=_non_negative,
+        default=PRODUCE_LINGER_MS,
+        metavar="MS",
+        help=f"how long a partial batch waits for more lines (default {PRODUCE_LINGER_MS})",
+    )
     produce.add_argument("--verbose", "-v", action="store_true", help="report each batch on stderr")
     _add_bootstrap(produce)
 
-    consume = commands.add_parser("consume", help="print records of a topic",
-                                  description="Print records, by default only new ones, value only. "
-                                  "Format directives: %%t topic, %%p partition, %%o offset, %%k key, "
-                                  "%%v value, %%T timestamp ms, %%h headers, %%K key length, %%S value "
-                                  "length, %%%% a percent sign; \\n \\t escapes.")
+    consume = commands.add_parser(
+        "consume",
+        help="print records of a topic",
+        description="Print records, by default only new ones, value only. "
+        "Format directives: %%t topic, %%p partition, %%o offset, %%k key, "
+        "%%v value, %%T timestamp ms, %%h headers, %%K key length, %%S value "
+        "length, %%%% a percent sign; \\n \\t escapes.",
+    )
     consume.add_argument("topic")
     start = consume.add_mutually_exclusive_group()
     start.add_argument("--from-beginning", action="store_true", help="start at the earliest offset")
-    start.add_argument("--offset", type=_offset, metavar="N|earliest|latest",
-                       help="start at this offset (needs --partition unless earliest/latest)")
-    start.add_argument("--timestamp", type=_non_negative, metavar="MS",
-                       help="start at the first record with a timestamp >= MS (epoch milliseconds)")
-    consume.add_argument("--partition", type=_non_negative, metavar="N", help="read only partition N")
+    start.add_argument(
+        "--offset",
+        type=_offset,
+        metavar="N|earliest|latest",
+        help="start at this offset (needs --partition unless earliest/latest)",
+    )
+    start.add_argument(
+        "--timestamp",
+        type=_non_negative,
+        metavar="MS",
+        help="start at the first record with a timestamp >= MS (epoch milliseconds)",
+    )
+    consume.add_argument(
+        "--partition", type=_non_negative, metavar="N", help="read only partition N"
+    )
     consume.add_argument("--max-messages", type=_positive, metavar="N", help="exit after N records")
-    consume.add_argument("--timeout-ms", type=_positive, metavar="T",
-                         help="exit when no record arrives for T ms")
+    consume.add_argument(
+        "--timeout-ms", type=_positive, metavar="T", help="exit when no record arrives for T ms"
+    )
     consume.add_argument("--format", metavar="FMT", help="output format per record (default: %%v)")
-    consume.add_argument("--property", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
-                         help="Kafka console consumer formatter properties: print.key, print.partition, "
-                         "print.offset, print.timestamp, print.headers, key.separator, null.literal")
+    consume.add_argument(
+        "--property",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Kafka console consumer formatter properties: print.key, print.partition, "
+        "print.offset, print.timestamp, print.headers, key.separator, null.literal",
+    )
     consume.add_argument("--group", metavar="G", help="consumer group (not available yet)")
-    consume.add_argument("--isolation-level", choices=("read_uncommitted", "read_committed"),
-                         default="read_uncommitted")
+    consume.add_argument(
+        "--isolation-level",
+        choices=("read_uncommitted", "read_committed"),
+        default="read_uncommitted",
+    )
     _add_bootstrap(consume)
     return parser
 
 
 # -- serve ---------------------------------------------------------------------------------------
+
 
 def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
     """Kafka config names from the serve flags: `--override` pairs, then the named flags (which win)."""
@@ -211,6 +296,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 # -- client commands -----------------------------------------------------------------------------
 
+
 def _run(coroutine_function, args: argparse.Namespace) -> int:
     import asyncio
 
@@ -232,8 +318,9 @@ async def _topics_create(client, args: argparse.Namespace) -> int:
     from odradek.protocol.errors import ErrorCode
 
     try:
-        await client.create_topic(args.name, args.partitions or -1, args.replication_factor or -1,
-                                  dict(args.config))
+        await client.create_topic(
+            args.name, args.partitions or -1, args.replication_factor or -1, dict(args.config)
+        )
     except KafkaError as exc:
         if exc.error_code == ErrorCode.topic_already_exists and args.if_not_exists:
             return EXIT_OK
@@ -269,8 +356,11 @@ async def _topics_describe(client, args: argparse.Namespace) -> int:
         if configs_unavailable is None:
             try:
                 entries = await client.describe_topic_configs(name)
-                configs = ",".join(f"{e.name}={'(sensitive)' if e.is_sensitive else e.value}"
-                                   for e in entries if not e.is_default)
+                configs = ",".join(
+                    f"{e.name}={'(sensitive)' if e.is_sensitive else e.value}"
+                    for e in entries
+                    if not e.is_default
+                )
             except KafkaError as exc:
                 configs = f"(unavailable: {exc})"
             except KafkaClientError as exc:  # an old broker or a closed connection: stop asking
@@ -278,12 +368,16 @@ async def _topics_describe(client, args: argparse.Namespace) -> int:
         configs = configs_unavailable or configs
         replication_factor = len(topic.partitions[0].replicas) if topic.partitions else 0
         topic_id = topic.topic_id if topic.topic_id is not None else ""
-        lines.append(f"Topic: {name}\tTopicId: {topic_id}\tPartitionCount: {len(topic.partitions)}\t"
-                     f"ReplicationFactor: {replication_factor}\tConfigs: {configs}")
+        lines.append(
+            f"Topic: {name}\tTopicId: {topic_id}\tPartitionCount: {len(topic.partitions)}\t"
+            f"ReplicationFactor: {replication_factor}\tConfigs: {configs}"
+        )
         for p in topic.partitions:
             leader = p.leader_id if p.leader_id >= 0 else "none"
-            line = (f"\tTopic: {name}\tPartition: {p.partition}\tLeader: {leader}\t"
-                    f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}")
+            line = (
+                f"\tTopic: {name}\tPartition: {p.partition}\tLeader: {leader}\t"
+                f"Replicas: {','.join(map(str, p.replicas))}\tIsr: {','.join(map(str, p.isr))}"
+            )
             if p.error_code != ErrorCode.none:
                 line += f"\tError: {p.error_code.name.upper()}"
             lines.append(line)
@@ -313,7 +407,9 @@ async def _topic_partitions(client, topic: str, *, allow_auto_topic_creation: bo
 
     retriable = (ErrorCode.leader_not_available, ErrorCode.unknown_topic_or_partition)
     for attempt in range(METADATA_RETRIES):
-        metadata = await client.metadata([topic], allow_auto_topic_creation=allow_auto_topic_creation)
+        metadata = await client.metadata(
+            [topic], allow_auto_topic_creation=allow_auto_topic_creation
+        )
         info = metadata.topics.get(topic)
         error = info.error_code if info is not None else ErrorCode.unknown_topic_or_partition
         leaderless = info is not None and any(p.leader_id < 0 for p in info.partitions)
@@ -337,14 +433,24 @@ class LineBatcher:
     `drain()` hands out every pending batch. Pure: no I/O, the caller feeds bytes and sends.
     """
 
-    def __init__(self, partitions: list[int], *, key_separator: bytes | None, fixed_partition: int | None,
-                 batch_size_bytes: int, max_line_bytes: int = PRODUCE_MAX_LINE_BYTES,
-                 topic: str = "", clock_ms=None) -> None:
+    def __init__(
+        self,
+        partitions: list[int],
+        *,
+        key_separator: bytes | None,
+        fixed_partition: int | None,
+        batch_size_bytes: int,
+        max_line_bytes: int = PRODUCE_MAX_LINE_BYTES,
+        topic: str = "",
+        clock_ms=None,
+    ) -> None:
         from odradek.client.partitioner import RoundRobinPartitioner
 
         if fixed_partition is not None and fixed_partition not in partitions:
-            raise CliError(f"partition {fixed_partition} does not exist: topic {topic!r} has "
-                           f"{len(partitions)} partitions")
+            raise CliError(
+                f"partition {fixed_partition} does not exist: topic {topic!r} has "
+                f"{len(partitions)} partitions"
+            )
         self.partitions = partitions
         self.key_separator = key_separator
         self.fixed_partition = fixed_partition
@@ -362,6 +468,7 @@ class LineBatcher:
 
             def clock_ms() -> int:
                 return int(time.time() * 1000)
+
         self._clock_ms = clock_ms
 
     def feed(self, chunk: bytes) -> list[tuple[int, list[tuple]]]:
@@ -369,7 +476,9 @@ class LineBatcher:
         self._tail += chunk
         *lines, rest = self._tail.split(b"\n")
         if len(rest) > self.max_line_bytes:
-            raise CliError(f"line {self.line_number + len(lines) + 1} is longer than {self.max_line_bytes} bytes")
+            raise CliError(
+                f"line {self.line_number + len(lines) + 1} is longer than {self.max_line_bytes} bytes"
+            )
         self._tail = bytearray(rest)
         ready = []
         for line in lines:
@@ -403,17 +512,22 @@ class LineBatcher:
         if self.key_separator is not None:
             key, separator, value = line.partition(self.key_separator)
             if not separator:
-                raise CliError(f"line {self.line_number} has no key separator "
-                               f"{self.key_separator.decode(errors='replace')!r}")
+                raise CliError(
+                    f"line {self.line_number} has no key separator "
+                    f"{self.key_separator.decode(errors='replace')!r}"
+                )
         if self.fixed_partition is not None:
             partition = self.fixed_partition
         elif key is not None:
-            partition = self.partitions[self._partitioner.partition(self.topic, key, len(self.partitions))]
+            partition = self.partitions[
+                self._partitioner.partition(self.topic, key, len(self.partitions))
+            ]
         else:
             # Keyless records stick to one partition until its batch is sent, then move on.
             if self._keyless_partition is None:
                 self._keyless_partition = self.partitions[
-                    self._partitioner.partition(self.topic, None, len(self.partitions))]
+                    self._partitioner.partition(self.topic, None, len(self.partitions))
+                ]
             partition = self._keyless_partition
         records = self._pending.setdefault(partition, [])
         records.append((key, value, [], self._clock_ms()))
@@ -437,19 +551,29 @@ async def _produce(client, args: argparse.Namespace) -> int:
     separator = args.key_separator.encode() if args.key_separator is not None else None
     if separator == b"":
         raise CliError("--key-separator must not be empty", EXIT_USAGE)
-    batcher = LineBatcher(partitions, key_separator=separator, fixed_partition=args.partition,
-                          batch_size_bytes=args.batch_size, topic=args.topic)
+    batcher = LineBatcher(
+        partitions,
+        key_separator=separator,
+        fixed_partition=args.partition,
+        batch_size_bytes=args.batch_size,
+        topic=args.topic,
+    )
     codec = NAMES[args.compression]
     sent_records = 0
 
     async def send(batches) -> None:
         nonlocal sent_records
         for partition, records in batches:
-            base_offset = await client.produce(args.topic, partition, records, compression=codec, acks=args.acks)
+            base_offset = await client.produce(
+                args.topic, partition, records, compression=codec, acks=args.acks
+            )
             sent_records += len(records)
             if args.verbose:
                 where = f" at offset {base_offset}" if base_offset is not None else ""
-                print(f"sent {len(records)} records to {args.topic}-{partition}{where}", file=sys.stderr)
+                print(
+                    f"sent {len(records)} records to {args.topic}-{partition}{where}",
+                    file=sys.stderr,
+                )
 
     chunks = _stdin_chunks(sys.stdin.fileno())
     linger_s = args.linger_ms / 1000
@@ -577,7 +701,9 @@ def compile_format(fmt: str):
             elif part == "S":
                 out += str(len(record.value) if record.value is not None else -1).encode()
             elif part == "h":
-                out += ",".join(f"{k}={(v or b'').decode(errors='replace')}" for k, v in record.headers).encode()
+                out += ",".join(
+                    f"{k}={(v or b'').decode(errors='replace')}" for k, v in record.headers
+                ).encode()
         return bytes(out)
 
     return render
@@ -586,15 +712,27 @@ def compile_format(fmt: str):
 def properties_formatter(properties: dict[str, str]):
     """Kafka's console consumer DefaultMessageFormatter: optional timestamp, partition, offset,
     headers and key before the value, separated by key.separator (a tab by default)."""
+
     def flag(name: str) -> bool:
         return properties.get(name, "false").lower() == "true"
 
-    known = {"print.key", "print.value", "print.partition", "print.offset", "print.timestamp",
-             "print.headers", "key.separator", "line.separator", "null.literal"}
+    known = {
+        "print.key",
+        "print.value",
+        "print.partition",
+        "print.offset",
+        "print.timestamp",
+        "print.headers",
+        "key.separator",
+        "line.separator",
+        "null.literal",
+    }
     unknown = set(properties) - known
     if unknown:
-        raise CliError(f"unknown --property {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})",
-                       EXIT_USAGE)
+        raise CliError(
+            f"unknown --property {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})",
+            EXIT_USAGE,
+        )
     separator = _unescape(properties.get("key.separator", "\t")).encode()
     line_separator = _unescape(properties.get("line.separator", "\n")).encode()
     null = properties.get("null.literal", "null").encode()
@@ -609,8 +747,13 @@ def properties_formatter(properties: dict[str, str]):
         if flag("print.offset"):
             fields.append(f"Offset:{record.offset}".encode())
         if flag("print.headers"):
-            fields.append(",".join(f"{k}:{(v.decode(errors='replace') if v is not None else 'null')}"
-                                   for k, v in record.headers).encode() or b"NO_HEADERS")
+            fields.append(
+                ",".join(
+                    f"{k}:{(v.decode(errors='replace') if v is not None else 'null')}"
+                    for k, v in record.headers
+                ).encode()
+                or b"NO_HEADERS"
+            )
         if flag("print.key"):
             fields.append(record.key if record.key is not None else null)
         if print_value:
@@ -638,28 +781,41 @@ async def _start_offsets(client, args: argparse.Namespace, partitions: list[int]
     return {p: (await client.list_offset(args.topic, p, target))[0] for p in partitions}
 
 
-async def _consume(client, args: argparse.Namespace, committer: OffsetCommitter | None = None) -> int:
+async def _consume(
+    client, args: argparse.Namespace, committer: OffsetCommitter | None = None
+) -> int:
     import asyncio
     import time
 
     from odradek.client.connection import KafkaError
     from odradek.protocol.errors import ErrorCode
 
-    FETCH_RETRIABLE = {ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available,
-                       ErrorCode.fenced_leader_epoch, ErrorCode.unknown_leader_epoch}
+    FETCH_RETRIABLE = {
+        ErrorCode.not_leader_or_follower,
+        ErrorCode.leader_not_available,
+        ErrorCode.fenced_leader_epoch,
+        ErrorCode.unknown_leader_epoch,
+    }
 
     if args.group is not None and committer is None:
-        raise CliError("consumer groups (--group) are not available yet; consume without --group, "
-                       "choosing the start with --from-beginning, --offset or --timestamp")
+        raise CliError(
+            "consumer groups (--group) are not available yet; consume without --group, "
+            "choosing the start with --from-beginning, --offset or --timestamp"
+        )
     if isinstance(args.offset, int) and args.partition is None:
         raise CliError("--offset N needs --partition (offsets are per partition)", EXIT_USAGE)
-    render = compile_format(args.format) if args.format else (
-        properties_formatter(dict(args.property)) if args.property else compile_format("%v"))
+    render = (
+        compile_format(args.format)
+        if args.format
+        else (properties_formatter(dict(args.property)) if args.property else compile_format("%v"))
+    )
     partitions = await _topic_partitions(client, args.topic, allow_auto_topic_creation=False)
     if args.partition is not None:
         if args.partition not in partitions:
-            raise CliError(f"partition {args.partition} does not exist: topic {args.topic!r} has "
-                           f"{len(partitions)} partitions")
+            raise CliError(
+                f"partition {args.partition} does not exist: topic {args.topic!r} has "
+                f"{len(partitions)} partitions"
+            )
         partitions = [args.partition]
     offsets = await _start_offsets(client, args, partitions)
     out = sys.stdout.buffer
@@ -676,18 +832,28 @@ async def _consume(client, args: argparse.Namespace, committer: OffsetCommitter 
                     break
                 max_wait_ms = max(1, min(max_wait_ms, int(remaining_ms)))
             try:
-                results = await client.fetch_partitions(args.topic, offsets, max_wait_ms=max_wait_ms,
-                                                        isolation_level=isolation_level, on_out_of_range=reset)
+                results = await client.fetch_partitions(
+                    args.topic,
+                    offsets,
+                    max_wait_ms=max_wait_ms,
+                    isolation_level=isolation_level,
+                    on_out_of_range=reset,
+                )
             except KafkaError as exc:
                 if exc.error_code not in FETCH_RETRIABLE:
                     raise
-                await asyncio.sleep(METADATA_RETRY_BACKOFF_MS / 1000)  # leadership moved: refresh, retry
+                await asyncio.sleep(
+                    METADATA_RETRY_BACKOFF_MS / 1000
+                )  # leadership moved: refresh, retry
                 continue
             printed = False
             for partition, result in results.items():
                 if result.reset_from is not None:
-                    print(f"odradek: offset {result.reset_from} is out of range for {args.topic}-{partition}; "
-                          f"resetting to {reset} ({result.next_offset})", file=sys.stderr)
+                    print(
+                        f"odradek: offset {result.reset_from} is out of range for {args.topic}-{partition}; "
+                        f"resetting to {reset} ({result.next_offset})",
+                        file=sys.stderr,
+                    )
                 for record in result.records:
                     out.write(render(record, args.topic, partition))
                     count += 1
@@ -733,8 +899,12 @@ def _silence_stdout() -> None:
 
 # -- main ----------------------------------------------------------------------------------------
 
-_TOPIC_COMMANDS = {"create": _topics_create, "list": _topics_list, "describe": _topics_describe,
-                   "delete": _topics_delete}
+_TOPIC_COMMANDS = {
+    "create": _topics_create,
+    "list": _topics_list,
+    "describe": _topics_describe,
+    "delete": _topics_delete,
+}
 
 # Friendlier words for the error codes a user of these commands meets most.
 _FRIENDLY = {

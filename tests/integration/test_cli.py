@@ -12,8 +12,8 @@ import uuid
 import pytest
 
 try:
-    from odradek.broker.embedded import Broker
     import odradek.broker.server  # noqa: F401  (the broker itself, not only its wrapper)
+    from odradek.broker.embedded import Broker
 except ImportError as exc:  # the broker is written in parallel; until it lands these tests wait
     pytest.skip(f"the broker is not available yet ({exc})", allow_module_level=True)
 
@@ -74,12 +74,15 @@ def _handler_missing(api_name: str) -> bool:
     return importlib.util.find_spec(f"odradek.broker.handlers.{api_name}") is None
 
 
-@pytest.mark.skipif(_handler_missing("create_topics") or _handler_missing("delete_topics"),
-                    reason="the broker has no CreateTopics/DeleteTopics handler yet")
+@pytest.mark.skipif(
+    _handler_missing("create_topics") or _handler_missing("delete_topics"),
+    reason="the broker has no CreateTopics/DeleteTopics handler yet",
+)
 def test_cli_topics_create_list_describe_delete(broker, topic):
     b = bootstrap(broker)
-    assert run_cli(["topics", "create", topic, "--partitions", "4", "--config", "cleanup.policy=compact", *b]) == (
-        0, f"Created topic {topic}.\n".encode(), "")
+    assert run_cli(
+        ["topics", "create", topic, "--partitions", "4", "--config", "cleanup.policy=compact", *b]
+    ) == (0, f"Created topic {topic}.\n".encode(), "")
     code, _, err = run_cli(["topics", "create", topic, *b])
     assert code == 1 and "TOPIC_ALREADY_EXISTS" in err and "\n" == err[-1] and err.count("\n") == 1
     code, out, err = run_cli(["topics", "list", *b])
@@ -101,8 +104,14 @@ def test_cli_keyed_produce_lands_where_kafka_python_would_put_it(broker, topic):
     partitions = auto_create(broker, topic)
     lines = b"".join(b"user-%d|event-%d\n" % (i % 17, i) for i in range(200))
     assert run_cli(["produce", topic, "--key-separator", "|", *b], lines) == (0, b"", "")
-    consumer = kafka.KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
-                                   consumer_timeout_ms=5000, enable_auto_commit=False, group_id=None)
+    consumer = kafka.KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+        enable_auto_commit=False,
+        group_id=None,
+    )
     seen = []
     try:
         for message in consumer:
@@ -128,8 +137,20 @@ def test_cli_consume_reads_what_kafka_python_produced_with_keys(broker, topic):
         producer.send(topic, key=b"k%d" % i, value=b"v%d" % i)
     producer.flush()
     producer.close()
-    code, out, err = run_cli(["consume", topic, "--from-beginning", "--max-messages", "30", "--timeout-ms", "5000",
-                              "--format", "%p %k %v", *b])
+    code, out, err = run_cli(
+        [
+            "consume",
+            topic,
+            "--from-beginning",
+            "--max-messages",
+            "30",
+            "--timeout-ms",
+            "5000",
+            "--format",
+            "%p %k %v",
+            *b,
+        ]
+    )
     assert code == 0, err
     rows = [line.split(b" ") for line in out.splitlines()]
     assert sorted(v for _, _, v in rows) == sorted(b"v%d" % i for i in range(30))
@@ -143,10 +164,18 @@ def test_cli_compressed_produce_is_readable_by_librdkafka(broker, topic, codec):
     b = bootstrap(broker)
     auto_create(broker, topic)
     values = [b"%s-%d" % (codec.encode(), i) * 5 for i in range(100)]
-    assert run_cli(["produce", topic, "--partition", "0", "--compression", codec, *b],
-                   b"\n".join(values) + b"\n") == (0, b"", "")
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused",
-                                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    assert run_cli(
+        ["produce", topic, "--partition", "0", "--compression", codec, *b],
+        b"\n".join(values) + b"\n",
+    ) == (0, b"", "")
+    consumer = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
     got = []
     deadline = time.monotonic() + 10
@@ -164,20 +193,49 @@ def test_cli_consume_by_offset_and_timestamp(broker, topic):
     b = bootstrap(broker)
     auto_create(broker, topic)
     assert run_cli(["produce", topic, "--partition", "0", *b], b"a\nb\nc\n")[0] == 0
-    code, out, err = run_cli(["consume", topic, "--partition", "0", "--offset", "1", "--max-messages", "2",
-                              "--timeout-ms", "5000", "--format", "%o:%v", *b])
+    code, out, err = run_cli(
+        [
+            "consume",
+            topic,
+            "--partition",
+            "0",
+            "--offset",
+            "1",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "5000",
+            "--format",
+            "%o:%v",
+            *b,
+        ]
+    )
     assert (code, out) == (0, b"1:b\n2:c\n"), err
     cutoff_ms = int(time.time() * 1000) + 1
     time.sleep(0.01)
     assert run_cli(["produce", topic, "--partition", "0", *b], b"d\n")[0] == 0
-    code, out, err = run_cli(["consume", topic, "--partition", "0", "--timestamp", str(cutoff_ms), "--max-messages", "1",
-                              "--timeout-ms", "5000", *b])
+    code, out, err = run_cli(
+        [
+            "consume",
+            topic,
+            "--partition",
+            "0",
+            "--timestamp",
+            str(cutoff_ms),
+            "--max-messages",
+            "1",
+            "--timeout-ms",
+            "5000",
+            *b,
+        ]
+    )
     assert (code, out) == (0, b"d\n"), err
 
 
 def test_cli_consume_unknown_topic_is_one_line(broker):
-    code, _, err = run_cli(["consume", f"missing-{uuid.uuid4().hex[:6]}", "--timeout-ms", "500",
-                            *bootstrap(broker)])
+    code, _, err = run_cli(
+        ["consume", f"missing-{uuid.uuid4().hex[:6]}", "--timeout-ms", "500", *bootstrap(broker)]
+    )
     assert code == 1 and err.startswith("odradek: topic") and err.count("\n") == 1
 
 
@@ -189,8 +247,12 @@ def test_client_fetch_and_list_offsets_against_the_broker(broker, topic):
 
     async def scenario():
         async with Client(broker.bootstrap) as client:
-            first = await client.produce(topic, 1, [(b"k", b"v%d" % i, [], 1000 + i) for i in range(10)],
-                                         compression=Compression.LZ4)
+            first = await client.produce(
+                topic,
+                1,
+                [(b"k", b"v%d" % i, [], 1000 + i) for i in range(10)],
+                compression=Compression.LZ4,
+            )
             assert first == 0
             assert await client.produce(topic, 1, [(None, b"last", [], 5000)]) == 10
             result = await client.fetch(topic, 1, 4)
@@ -206,9 +268,21 @@ def test_client_fetch_and_list_offsets_against_the_broker(broker, topic):
 
 
 def test_serve_subcommand_starts_a_broker_the_cli_can_use(tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "odradek", "serve", "--listeners",
-                                "PLAINTEXT://127.0.0.1:0", "--log-dirs", str(tmp_path / "data")],
-                               stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "odradek",
+            "serve",
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0",
+            "--log-dirs",
+            str(tmp_path / "data"),
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         import re
 
@@ -236,6 +310,11 @@ def test_cli_topics_list_and_describe_an_auto_created_topic(broker, topic):
     code, out, err = run_cli(["topics", "describe", topic, *b])
     assert code == 0, err
     lines = out.decode().splitlines()
-    assert lines[0].startswith(f"Topic: {topic}\tTopicId: ") and f"PartitionCount: {partitions}" in lines[0]
-    assert [line.split("\t")[2] for line in lines[1:]] == [f"Partition: {p}" for p in range(partitions)]
+    assert (
+        lines[0].startswith(f"Topic: {topic}\tTopicId: ")
+        and f"PartitionCount: {partitions}" in lines[0]
+    )
+    assert [line.split("\t")[2] for line in lines[1:]] == [
+        f"Partition: {p}" for p in range(partitions)
+    ]
     assert all("Leader: 1" in line or "Leader: 0" in line for line in lines[1:])

@@ -12,23 +12,39 @@ import pytest
 
 from odradek import cli
 from odradek.client.partitioner import partition_for_key
-from odradek.protocol.records import iter_headers, iter_records, Record
+from odradek.protocol.records import Record, iter_headers, iter_records
 from tests.unit.test_cli_client import FakeBrokerThread
 
-
 # -- parsing -------------------------------------------------------------------------------------
+
 
 def parse(*argv: str):
     return cli.build_parser().parse_args(list(argv))
 
 
 def test_serve_flags_become_kafka_config_names():
-    args = parse("serve", "--config", "server.properties", "--listeners", "PLAINTEXT://127.0.0.1:0",
-                 "--log-dirs", "/data", "--node-id", "3", "--override", "num.partitions=4",
-                 "--override", "log.dirs=/ignored")
+    args = parse(
+        "serve",
+        "--config",
+        "server.properties",
+        "--listeners",
+        "PLAINTEXT://127.0.0.1:0",
+        "--log-dirs",
+        "/data",
+        "--node-id",
+        "3",
+        "--override",
+        "num.partitions=4",
+        "--override",
+        "log.dirs=/ignored",
+    )
     assert args.config == "server.properties"
-    assert cli.serve_overrides(args) == {"num.partitions": "4", "listeners": "PLAINTEXT://127.0.0.1:0",
-                                         "log.dirs": "/data", "node.id": "3"}
+    assert cli.serve_overrides(args) == {
+        "num.partitions": "4",
+        "listeners": "PLAINTEXT://127.0.0.1:0",
+        "log.dirs": "/data",
+        "node.id": "3",
+    }
 
 
 def test_serve_calls_the_broker_with_config_path_and_overrides(monkeypatch):
@@ -40,17 +56,20 @@ def test_serve_calls_the_broker_with_config_path_and_overrides(monkeypatch):
     assert calls == [(None, {"a.b": "c=d", "log.dirs": "/d"})]
 
 
-@pytest.mark.parametrize("argv", [
-    ["serve", "--override", "novalue"],
-    ["serve", "--node-id", "-1"],
-    ["topics", "create", "t", "--partitions", "0"],
-    ["produce", "t", "--compression", "brotli"],
-    ["produce", "t", "--acks", "2"],
-    ["consume", "t", "--from-beginning", "--offset", "3"],
-    ["consume", "t", "--max-messages", "0"],
-    ["topics"],
-    [],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--override", "novalue"],
+        ["serve", "--node-id", "-1"],
+        ["topics", "create", "t", "--partitions", "0"],
+        ["produce", "t", "--compression", "brotli"],
+        ["produce", "t", "--acks", "2"],
+        ["consume", "t", "--from-beginning", "--offset", "3"],
+        ["consume", "t", "--max-messages", "0"],
+        ["topics"],
+        [],
+    ],
+)
 def test_bad_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as info:
         cli.main(argv)
@@ -69,18 +88,28 @@ def test_defaults():
 
 
 def test_help_starts_without_importing_the_client_or_kio():
-    code = ("import sys; from odradek import cli\n"
-            "try:\n    cli.main(['--help'])\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('kio', 'odradek.client', 'odradek.broker'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout
+    code = (
+        "import sys; from odradek import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit: pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('kio', 'odradek.client', 'odradek.broker'))))"
+    )
+    out = subprocess.run(  # noqa: PLW1510 (the exit code is asserted)
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    ).stdout
     assert out.strip().endswith("[]")
 
 
 # -- produce batching ----------------------------------------------------------------------------
 
+
 def batcher(**options):
-    defaults = dict(key_separator=None, fixed_partition=None, batch_size_bytes=1 << 20, topic="t",
-                    clock_ms=lambda: 42)
+    defaults = {
+        "key_separator": None,
+        "fixed_partition": None,
+        "batch_size_bytes": 1 << 20,
+        "topic": "t",
+        "clock_ms": lambda: 42,
+    }
     return cli.LineBatcher([0, 1, 2, 3], **{**defaults, **options})
 
 
@@ -90,7 +119,9 @@ def test_keyed_lines_go_where_kafkas_default_partitioner_puts_them():
     batches = dict(b.finish())
     for key, values in ((b"user-1", [b"a", b"c"]), (b"user-2", [b"b"])):
         partition = partition_for_key(key, 4)
-        assert [(r[0], r[1]) for r in batches[partition] if r[0] == key] == [(key, v) for v in values]
+        assert [(r[0], r[1]) for r in batches[partition] if r[0] == key] == [
+            (key, v) for v in values
+        ]
     assert all(r[3] == 42 for records in batches.values() for r in records)
 
 
@@ -131,8 +162,9 @@ def test_unknown_fixed_partition_is_an_error():
 
 def test_overlong_line_is_refused():
     with pytest.raises(cli.CliError, match="longer than"):
-        cli.LineBatcher([0], key_separator=None, fixed_partition=None, batch_size_bytes=10,
-                        max_line_bytes=8).feed(b"123456789")
+        cli.LineBatcher(
+            [0], key_separator=None, fixed_partition=None, batch_size_bytes=10, max_line_bytes=8
+        ).feed(b"123456789")
 
 
 # -- consume formatting --------------------------------------------------------------------------
@@ -151,8 +183,14 @@ def test_format_directives():
 
 
 def test_properties_formatter_is_kafkas_default_message_formatter():
-    render = cli.properties_formatter({"print.key": "true", "print.offset": "true",
-                                       "print.timestamp": "true", "print.partition": "true"})
+    render = cli.properties_formatter(
+        {
+            "print.key": "true",
+            "print.offset": "true",
+            "print.timestamp": "true",
+            "print.partition": "true",
+        }
+    )
     assert render(RECORD, "t", 2) == b"CreateTime:1700\tPartition:2\tOffset:5\tk\tv\n"
     keyed = cli.properties_formatter({"print.key": "true", "key.separator": ":"})
     assert keyed(Record(0, 0, None, b"v"), "t", 0) == b"null:v\n"
@@ -161,6 +199,7 @@ def test_properties_formatter_is_kafkas_default_message_formatter():
 
 
 # -- whole commands against the fake broker ------------------------------------------------------
+
 
 @pytest.fixture
 def broker():
@@ -195,20 +234,27 @@ def run_cli(argv, stdin: bytes = b"", monkeypatch=None):
 
 def test_topics_create_list_describe_delete(broker):
     b = ["--bootstrap-server", broker.bootstrap]
-    assert run_cli(["topics", "create", "events", "--partitions", "2", "--config", "retention.ms=5", *b]) == (
-        0, b"Created topic events.\n", "")
+    assert run_cli(
+        ["topics", "create", "events", "--partitions", "2", "--config", "retention.ms=5", *b]
+    ) == (0, b"Created topic events.\n", "")
     code, _, err = run_cli(["topics", "create", "events", *b])
-    assert code == 1 and err == ("odradek: topic 'events': already exists (TOPIC_ALREADY_EXISTS) "
-                                 "(Topic 'events' already exists.)\n")
+    assert code == 1 and err == (
+        "odradek: topic 'events': already exists (TOPIC_ALREADY_EXISTS) "
+        "(Topic 'events' already exists.)\n"
+    )
     assert run_cli(["topics", "create", "events", "--if-not-exists", *b])[0] == 0
     assert run_cli(["topics", "list", *b]) == (0, b"events\n", "")
     code, out, _ = run_cli(["topics", "describe", "events", *b])
     assert code == 0
     lines = out.decode().splitlines()
-    assert lines[0].startswith("Topic: events\tTopicId: \tPartitionCount: 2\tReplicationFactor: 1\t")
+    assert lines[0].startswith(
+        "Topic: events\tTopicId: \tPartitionCount: 2\tReplicationFactor: 1\t"
+    )
     assert lines[0].endswith("Configs: retention.ms=5")
-    assert lines[1:] == ["\tTopic: events\tPartition: 0\tLeader: 1\tReplicas: 1\tIsr: 1",
-                         "\tTopic: events\tPartition: 1\tLeader: 1\tReplicas: 1\tIsr: 1"]
+    assert lines[1:] == [
+        "\tTopic: events\tPartition: 0\tLeader: 1\tReplicas: 1\tIsr: 1",
+        "\tTopic: events\tPartition: 1\tLeader: 1\tReplicas: 1\tIsr: 1",
+    ]
     assert run_cli(["topics", "delete", "events", *b]) == (0, b"", "")
     code, _, err = run_cli(["topics", "delete", "events", *b])
     assert code == 1 and "does not exist (UNKNOWN_TOPIC_OR_PARTITION)" in err
@@ -221,14 +267,30 @@ def test_produce_keyed_lines_then_consume_them_with_a_format(broker):
     b = ["--bootstrap-server", broker.bootstrap]
     broker.topics["t"] = [bytearray() for _ in range(3)]
     lines = b"".join(b"key-%d:value-%d\n" % (i, i) for i in range(30))
-    assert run_cli(["produce", "t", "--key-separator", ":", "--compression", "zstd", *b], lines) == (0, b"", "")
+    assert run_cli(
+        ["produce", "t", "--key-separator", ":", "--compression", "zstd", *b], lines
+    ) == (0, b"", "")
     for partition, log in enumerate(broker.topics["t"]):
         for header in iter_headers(log):
             assert header.compression == 4
-            for record in iter_records(bytes(log[header.position:header.position + header.size_bytes])):
+            for record in iter_records(
+                bytes(log[header.position : header.position + header.size_bytes])
+            ):
                 assert partition_for_key(record.key, 3) == partition
-    code, out, err = run_cli(["consume", "t", "--from-beginning", "--max-messages", "30", "--timeout-ms", "3000",
-                              "--format", "%k=%v", *b])
+    code, out, err = run_cli(
+        [
+            "consume",
+            "t",
+            "--from-beginning",
+            "--max-messages",
+            "30",
+            "--timeout-ms",
+            "3000",
+            "--format",
+            "%k=%v",
+            *b,
+        ]
+    )
     assert code == 0, err
     assert sorted(out.splitlines()) == sorted(b"key-%d=value-%d" % (i, i) for i in range(30))
     assert err == "Processed a total of 30 messages\n"
@@ -238,8 +300,21 @@ def test_consume_one_partition_from_an_offset_with_properties(broker):
     b = ["--bootstrap-server", broker.bootstrap]
     broker.topics["t"] = [bytearray(), bytearray()]
     assert run_cli(["produce", "t", "--partition", "1", "--verbose", *b], b"a\nb\nc\n")[0] == 0
-    code, out, err = run_cli(["consume", "t", "--partition", "1", "--offset", "1", "--timeout-ms", "300",
-                              "--property", "print.offset=true", *b])
+    code, out, err = run_cli(
+        [
+            "consume",
+            "t",
+            "--partition",
+            "1",
+            "--offset",
+            "1",
+            "--timeout-ms",
+            "300",
+            "--property",
+            "print.offset=true",
+            *b,
+        ]
+    )
     assert code == 0, err
     assert out == b"Offset:1\tb\nOffset:2\tc\n"
 
@@ -252,13 +327,15 @@ def test_consume_by_timestamp_and_default_latest(broker):
     broker.append("t", 0, build_batch([(None, b"old", [], 1000), (None, b"new", [], 5000)]))
     code, out, _ = run_cli(["consume", "t", "--timestamp", "4000", "--timeout-ms", "300", *b])
     assert (code, out) == (0, b"new\n")
-    code, out, _ = run_cli(["consume", "t", "--timeout-ms", "300", *b])  # latest: nothing new arrives
+    code, out, _ = run_cli(
+        ["consume", "t", "--timeout-ms", "300", *b]
+    )  # latest: nothing new arrives
     assert (code, out) == (0, b"")
 
 
 def test_consume_errors_are_one_line(broker):
     b = ["--bootstrap-server", broker.bootstrap]
-    code, out, err = run_cli(["consume", "missing", "--timeout-ms", "100", *b])
+    code, _, err = run_cli(["consume", "missing", "--timeout-ms", "100", *b])
     assert (code, err) == (1, "odradek: topic 'missing' does not exist\n")
     broker.topics["t"] = [bytearray()]
     code, _, err = run_cli(["consume", "t", "--group", "g", *b])
@@ -271,14 +348,20 @@ def test_consume_errors_are_one_line(broker):
 
 def test_produce_line_without_separator_fails_clearly(broker):
     broker.topics["t"] = [bytearray()]
-    code, _, err = run_cli(["produce", "t", "--key-separator", ":", "--bootstrap-server", broker.bootstrap],
-                           b"a:1\nnope\n")
+    code, _, err = run_cli(
+        ["produce", "t", "--key-separator", ":", "--bootstrap-server", broker.bootstrap],
+        b"a:1\nnope\n",
+    )
     assert code == 1 and err == "odradek: line 2 has no key separator ':'\n"
 
 
 def test_unreachable_broker_is_one_line_without_traceback():
-    proc = subprocess.run([sys.executable, "-m", "odradek", "topics", "list", "--bootstrap-server",
-                           "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(  # noqa: PLW1510 (the exit code is asserted)
+        [sys.executable, "-m", "odradek", "topics", "list", "--bootstrap-server", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 1
     assert proc.stderr == "odradek: cannot connect to 127.0.0.1:1: Connection refused\n"
 
@@ -286,19 +369,49 @@ def test_unreachable_broker_is_one_line_without_traceback():
 def test_produce_and_consume_as_subprocesses(broker):
     b = ["--bootstrap-server", broker.bootstrap]
     broker.topics["t"] = [bytearray()]
-    produced = subprocess.run([sys.executable, "-m", "odradek", "produce", "t", *b], input=b"one\ntwo\n",
-                              capture_output=True, timeout=30)
+    produced = subprocess.run(  # noqa: PLW1510 (the exit code is asserted)
+        [sys.executable, "-m", "odradek", "produce", "t", *b],
+        input=b"one\ntwo\n",
+        capture_output=True,
+        timeout=30,
+    )
     assert (produced.returncode, produced.stdout, produced.stderr) == (0, b"", b"")
-    consumed = subprocess.run([sys.executable, "-m", "odradek", "consume", "t", "--from-beginning",
-                               "--max-messages", "2", *b], capture_output=True, timeout=30)
+    consumed = subprocess.run(  # noqa: PLW1510 (the exit code is asserted)
+        [
+            sys.executable,
+            "-m",
+            "odradek",
+            "consume",
+            "t",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            *b,
+        ],
+        capture_output=True,
+        timeout=30,
+    )
     assert consumed.returncode == 0 and consumed.stdout == b"one\ntwo\n"
 
 
 def test_produce_error_exits_promptly_while_stdin_stays_open(broker):
     broker.topics["t"] = [bytearray()]
-    proc = subprocess.Popen([sys.executable, "-m", "odradek", "produce", "t", "--key-separator", ":",
-                             "--bootstrap-server", broker.bootstrap],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "odradek",
+            "produce",
+            "t",
+            "--key-separator",
+            ":",
+            "--bootstrap-server",
+            broker.bootstrap,
+        ],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         proc.stdin.write(b"k:v\nbad line\n")
         proc.stdin.flush()  # and keep stdin open, like a terminal
@@ -314,9 +427,22 @@ def test_produce_sends_a_lingering_batch_before_stdin_ends(broker):
     import time
 
     broker.topics["t"] = [bytearray()]
-    proc = subprocess.Popen([sys.executable, "-m", "odradek", "produce", "t", "--linger-ms", "50",
-                             "--bootstrap-server", broker.bootstrap],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "odradek",
+            "produce",
+            "t",
+            "--linger-ms",
+            "50",
+            "--bootstrap-server",
+            broker.bootstrap,
+        ],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         proc.stdin.write(b"early\n")
         proc.stdin.flush()
@@ -336,11 +462,16 @@ def test_consume_interrupted_reports_its_count(broker):
     import time
 
     broker.topics["t"] = [bytearray()]
-    proc = subprocess.Popen([sys.executable, "-m", "odradek", "consume", "t", "--bootstrap-server",
-                             broker.bootstrap], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "odradek", "consume", "t", "--bootstrap-server", broker.bootstrap],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 15
-        while not any(api_key == 1 for api_key, _ in broker.requests) and time.monotonic() < deadline:
+        while (
+            not any(api_key == 1 for api_key, _ in broker.requests) and time.monotonic() < deadline
+        ):
             time.sleep(0.02)  # wait until it is polling
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=15)

@@ -48,9 +48,15 @@ class FakeBroker:
     """One fake node (id 1) serving ApiVersions, Metadata, CreateTopics, DeleteTopics,
     DescribeConfigs, Produce, Fetch and ListOffsets from in-memory logs."""
 
-    def __init__(self, *, api_versions_max: int = 3, advertised: dict[int, tuple[int, int]] | None = None,
-                 silent_api_keys: set[int] = frozenset(), huge_response: bool = False,
-                 garbage_api_keys: set[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        *,
+        api_versions_max: int = 3,
+        advertised: dict[int, tuple[int, int]] | None = None,
+        silent_api_keys: set[int] = frozenset(),
+        huge_response: bool = False,
+        garbage_api_keys: set[int] = frozenset(),
+    ) -> None:
         self.garbage_api_keys = set(garbage_api_keys)
         self.api_versions_max = api_versions_max
         self.advertised = dict(advertised or CLIENT_VERSIONS)
@@ -60,7 +66,9 @@ class FakeBroker:
         self.configs: dict[str, dict[str, str]] = {}
         self.requests: list[tuple[int, int]] = []  # (api key, version) as received
         self.truncate_fetch_tail_bytes = 0
-        self.fail_next_produces: list[ErrorCode] = []  # test hook: answer the next produces with these
+        self.fail_next_produces: list[
+            ErrorCode
+        ] = []  # test hook: answer the next produces with these
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
 
@@ -68,7 +76,7 @@ class FakeBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    async def start(self) -> "FakeBroker":
+    async def start(self) -> FakeBroker:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -105,8 +113,11 @@ class FakeBroker:
                 api_key, api_version, correlation_id = framing.peek_api(frame)
                 self.requests.append((api_key, api_version))
                 if api_key == 18 and api_version > self.api_versions_max:
-                    response = make(payload_class(18, 0, False), error_code=ErrorCode.unsupported_version,
-                                    api_keys=())
+                    response = make(
+                        payload_class(18, 0, False),
+                        error_code=ErrorCode.unsupported_version,
+                        api_keys=(),
+                    )
                     self._write(writer, 18, 0, correlation_id, response)
                     continue
                 request_cls = payload_class(api_key, api_version, True)
@@ -141,67 +152,161 @@ class FakeBroker:
         body = io.BytesIO()
         entity_writer(cls)(body, response)
         flexible = cls.__flexible__ and api_key != 18
-        writer.write(framing.response_header(correlation_id, flexible, len(body.getvalue())) + body.getvalue())
+        writer.write(
+            framing.response_header(correlation_id, flexible, len(body.getvalue()))
+            + body.getvalue()
+        )
 
     def _handle(self, api_key: int, version: int, request):
         m = payload_module(api_key, version, False)
         if api_key == 18:
-            keys = tuple(make(m.ApiVersion, api_key=k, min_version=lo, max_version=hi)
-                         for k, (lo, hi) in sorted(self.advertised.items()))
-            return make(m.ApiVersionsResponse, error_code=ErrorCode.none, api_keys=keys,
-                        throttle_time=timedelta(0))
+            keys = tuple(
+                make(m.ApiVersion, api_key=k, min_version=lo, max_version=hi)
+                for k, (lo, hi) in sorted(self.advertised.items())
+            )
+            return make(
+                m.ApiVersionsResponse,
+                error_code=ErrorCode.none,
+                api_keys=keys,
+                throttle_time=timedelta(0),
+            )
         if api_key == 3:
-            names = sorted(self.topics) if request.topics is None else [t.name for t in request.topics]
+            names = (
+                sorted(self.topics) if request.topics is None else [t.name for t in request.topics]
+            )
             topics = []
             for name in names:
                 if name not in self.topics and getattr(request, "allow_auto_topic_creation", False):
                     self.topics[name] = [bytearray()]
                 if name not in self.topics:
-                    topics.append(make(m.MetadataResponseTopic, error_code=ErrorCode.unknown_topic_or_partition,
-                                       name=name, topic_id=None, partitions=()))
+                    topics.append(
+                        make(
+                            m.MetadataResponseTopic,
+                            error_code=ErrorCode.unknown_topic_or_partition,
+                            name=name,
+                            topic_id=None,
+                            partitions=(),
+                        )
+                    )
                     continue
-                partitions = tuple(make(m.MetadataResponsePartition, error_code=ErrorCode.none,
-                                        partition_index=i, leader_id=1, leader_epoch=0, replica_nodes=(1,),
-                                        isr_nodes=(1,), offline_replicas=())
-                                   for i in range(len(self.topics[name])))
-                topics.append(make(m.MetadataResponseTopic, error_code=ErrorCode.none, name=name,
-                                   topic_id=None, partitions=partitions))
-            return make(m.MetadataResponse, throttle_time=timedelta(0),
-                        brokers=(make(m.MetadataResponseBroker, node_id=1, host="localhost", port=self.port),),
-                        cluster_id="fake", controller_id=1, topics=tuple(topics))
+                partitions = tuple(
+                    make(
+                        m.MetadataResponsePartition,
+                        error_code=ErrorCode.none,
+                        partition_index=i,
+                        leader_id=1,
+                        leader_epoch=0,
+                        replica_nodes=(1,),
+                        isr_nodes=(1,),
+                        offline_replicas=(),
+                    )
+                    for i in range(len(self.topics[name]))
+                )
+                topics.append(
+                    make(
+                        m.MetadataResponseTopic,
+                        error_code=ErrorCode.none,
+                        name=name,
+                        topic_id=None,
+                        partitions=partitions,
+                    )
+                )
+            return make(
+                m.MetadataResponse,
+                throttle_time=timedelta(0),
+                brokers=(
+                    make(m.MetadataResponseBroker, node_id=1, host="localhost", port=self.port),
+                ),
+                cluster_id="fake",
+                controller_id=1,
+                topics=tuple(topics),
+            )
         if api_key == 19:
             results = []
             for t in request.topics:
                 if t.name in self.topics:
-                    error, message = ErrorCode.topic_already_exists, f"Topic '{t.name}' already exists."
+                    error, message = (
+                        ErrorCode.topic_already_exists,
+                        f"Topic '{t.name}' already exists.",
+                    )
                 else:
                     error, message = ErrorCode.none, None
-                    self.topics[t.name] = [bytearray() for _ in range(t.num_partitions if t.num_partitions > 0 else 1)]
+                    self.topics[t.name] = [
+                        bytearray() for _ in range(t.num_partitions if t.num_partitions > 0 else 1)
+                    ]
                     self.configs[t.name] = {c.name: c.value for c in t.configs}
-                results.append(make(m.CreatableTopicResult, name=t.name, topic_id=None, error_code=error,
-                                    error_message=message, num_partitions=-1, replication_factor=-1,
-                                    configs=()))
+                results.append(
+                    make(
+                        m.CreatableTopicResult,
+                        name=t.name,
+                        topic_id=None,
+                        error_code=error,
+                        error_message=message,
+                        num_partitions=-1,
+                        replication_factor=-1,
+                        configs=(),
+                    )
+                )
             return make(m.CreateTopicsResponse, throttle_time=timedelta(0), topics=tuple(results))
         if api_key == 20:
-            names = [t.name for t in request.topics] if hasattr(request, "topics") else list(request.topic_names)
+            names = (
+                [t.name for t in request.topics]
+                if hasattr(request, "topics")
+                else list(request.topic_names)
+            )
             results = []
             for name in names:
-                error = ErrorCode.none if self.topics.pop(name, None) is not None else ErrorCode.unknown_topic_or_partition
-                results.append(make(m.DeletableTopicResult, name=name, topic_id=None, error_code=error,
-                                    error_message=None))
-            return make(m.DeleteTopicsResponse, throttle_time=timedelta(0), responses=tuple(results))
+                error = (
+                    ErrorCode.none
+                    if self.topics.pop(name, None) is not None
+                    else ErrorCode.unknown_topic_or_partition
+                )
+                results.append(
+                    make(
+                        m.DeletableTopicResult,
+                        name=name,
+                        topic_id=None,
+                        error_code=error,
+                        error_message=None,
+                    )
+                )
+            return make(
+                m.DeleteTopicsResponse, throttle_time=timedelta(0), responses=tuple(results)
+            )
         if api_key == 32:
             results = []
             for r in request.resources:
-                configs = {"cleanup.policy": ("delete", True), **{k: (v, False) for k, v in
-                                                                  self.configs.get(r.resource_name, {}).items()}}
-                results.append(make(m.DescribeConfigsResult, error_code=ErrorCode.none, error_message=None,
-                                    resource_type=r.resource_type, resource_name=r.resource_name, configs=tuple(
-                                        make(m.DescribeConfigsResourceResult, name=k, value=v, read_only=False,
-                                             is_default=default, config_source=5 if default else 1,
-                                             is_sensitive=False, synonyms=(), config_type=0, documentation=None)
-                                        for k, (v, default) in configs.items())))
-            return make(m.DescribeConfigsResponse, throttle_time=timedelta(0), results=tuple(results))
+                configs = {
+                    "cleanup.policy": ("delete", True),
+                    **{k: (v, False) for k, v in self.configs.get(r.resource_name, {}).items()},
+                }
+                results.append(
+                    make(
+                        m.DescribeConfigsResult,
+                        error_code=ErrorCode.none,
+                        error_message=None,
+                        resource_type=r.resource_type,
+                        resource_name=r.resource_name,
+                        configs=tuple(
+                            make(
+                                m.DescribeConfigsResourceResult,
+                                name=k,
+                                value=v,
+                                read_only=False,
+                                is_default=default,
+                                config_source=5 if default else 1,
+                                is_sensitive=False,
+                                synonyms=(),
+                                config_type=0,
+                                documentation=None,
+                            )
+                            for k, (v, default) in configs.items()
+                        ),
+                    )
+                )
+            return make(
+                m.DescribeConfigsResponse, throttle_time=timedelta(0), results=tuple(results)
+            )
         if api_key == 0:
             topics = []
             for t in request.topic_data:
@@ -216,10 +321,21 @@ class FakeBroker:
                         error, base = checked.error, -1
                     else:
                         error, base = ErrorCode.none, self.append(t.name, p.index, bytes(p.records))
-                    partitions.append(make(m.PartitionProduceResponse, index=p.index, error_code=error,
-                                           base_offset=base, log_append_time=None, log_start_offset=0,
-                                           record_errors=(), error_message=None))
-                topics.append(make(m.TopicProduceResponse, name=t.name, partition_responses=tuple(partitions)))
+                    partitions.append(
+                        make(
+                            m.PartitionProduceResponse,
+                            index=p.index,
+                            error_code=error,
+                            base_offset=base,
+                            log_append_time=None,
+                            log_start_offset=0,
+                            record_errors=(),
+                            error_message=None,
+                        )
+                    )
+                topics.append(
+                    make(m.TopicProduceResponse, name=t.name, partition_responses=tuple(partitions))
+                )
             if request.acks == 0:
                 return None
             return make(m.ProduceResponse, responses=tuple(topics), throttle_time=timedelta(0))
@@ -238,18 +354,40 @@ class FakeBroker:
                         else:
                             error = ErrorCode.none
                             log = self.topics[t.topic][p.partition]
-                            start = next((h.position for h in iter_headers(log) if h.next_offset > p.fetch_offset),
-                                         len(log))
+                            start = next(
+                                (
+                                    h.position
+                                    for h in iter_headers(log)
+                                    if h.next_offset > p.fetch_offset
+                                ),
+                                len(log),
+                            )
                             records = bytes(log[start:])
                             if self.truncate_fetch_tail_bytes and records:
                                 records = records[: len(records) - self.truncate_fetch_tail_bytes]
-                    partitions.append(make(m.PartitionData, partition_index=p.partition, error_code=error,
-                                           high_watermark=hw, last_stable_offset=hw, log_start_offset=0,
-                                           aborted_transactions=None, preferred_read_replica=-1,
-                                           records=records))
-                topics.append(make(m.FetchableTopicResponse, topic=t.topic, partitions=tuple(partitions)))
-            return make(m.FetchResponse, throttle_time=timedelta(0), error_code=ErrorCode.none, session_id=0,
-                        responses=tuple(topics))
+                    partitions.append(
+                        make(
+                            m.PartitionData,
+                            partition_index=p.partition,
+                            error_code=error,
+                            high_watermark=hw,
+                            last_stable_offset=hw,
+                            log_start_offset=0,
+                            aborted_transactions=None,
+                            preferred_read_replica=-1,
+                            records=records,
+                        )
+                    )
+                topics.append(
+                    make(m.FetchableTopicResponse, topic=t.topic, partitions=tuple(partitions))
+                )
+            return make(
+                m.FetchResponse,
+                throttle_time=timedelta(0),
+                error_code=ErrorCode.none,
+                session_id=0,
+                responses=tuple(topics),
+            )
         if api_key == 2:
             topics = []
             for t in request.topics:
@@ -263,13 +401,28 @@ class FakeBroker:
                     else:
                         from odradek.protocol.records import iter_records
 
-                        found = [(r.offset, r.timestamp) for h in iter_headers(log)
-                                 for r in iter_records(bytes(log[h.position:h.position + h.size_bytes]))
-                                 if r.timestamp >= p.timestamp]
+                        found = [
+                            (r.offset, r.timestamp)
+                            for h in iter_headers(log)
+                            for r in iter_records(
+                                bytes(log[h.position : h.position + h.size_bytes])
+                            )
+                            if r.timestamp >= p.timestamp
+                        ]
                         offset, ts = found[0] if found else (-1, -1)
-                    partitions.append(make(m.ListOffsetsPartitionResponse, partition_index=p.partition_index,
-                                           error_code=ErrorCode.none, timestamp=ts, offset=offset, leader_epoch=0))
-                topics.append(make(m.ListOffsetsTopicResponse, name=t.name, partitions=tuple(partitions)))
+                    partitions.append(
+                        make(
+                            m.ListOffsetsPartitionResponse,
+                            partition_index=p.partition_index,
+                            error_code=ErrorCode.none,
+                            timestamp=ts,
+                            offset=offset,
+                            leader_epoch=0,
+                        )
+                    )
+                topics.append(
+                    make(m.ListOffsetsTopicResponse, name=t.name, partitions=tuple(partitions))
+                )
             return make(m.ListOffsetsResponse, throttle_time=timedelta(0), topics=tuple(topics))
         raise AssertionError(f"fake broker does not serve api {api_key}")
 
@@ -300,14 +453,17 @@ def run(coroutine):
 
 # -- connection ----------------------------------------------------------------------------------
 
+
 def test_connection_negotiates_highest_common_version_per_api():
     async def scenario():
         advertised = {**CLIENT_VERSIONS, 3: (0, 9), 1: (4, 17)}
-        async with FakeBroker(advertised=advertised) as broker:
-            async with BrokerConnection("127.0.0.1", broker.port) as connection:
-                assert connection.versions[3] == 9       # broker's max is lower
-                assert connection.versions[1] == CLIENT_VERSIONS[1][1]  # client's max is lower
-                assert connection.versions[18] == 3
+        async with (
+            FakeBroker(advertised=advertised) as broker,
+            BrokerConnection("127.0.0.1", broker.port) as connection,
+        ):
+            assert connection.versions[3] == 9  # broker's max is lower
+            assert connection.versions[1] == CLIENT_VERSIONS[1][1]  # client's max is lower
+            assert connection.versions[18] == 3
             assert broker.requests[0] == (18, 3)
 
     run(scenario())
@@ -315,7 +471,9 @@ def test_connection_negotiates_highest_common_version_per_api():
 
 def test_connection_falls_back_to_api_versions_v0_on_unsupported_version():
     async def scenario():
-        async with FakeBroker(api_versions_max=0, advertised={**CLIENT_VERSIONS, 18: (0, 0)}) as broker:
+        async with FakeBroker(
+            api_versions_max=0, advertised={**CLIENT_VERSIONS, 18: (0, 0)}
+        ) as broker:
             async with BrokerConnection("127.0.0.1", broker.port) as connection:
                 assert connection.versions[18] == 0
                 assert 3 in connection.versions
@@ -326,11 +484,13 @@ def test_connection_falls_back_to_api_versions_v0_on_unsupported_version():
 
 def test_api_with_no_common_version_is_a_clear_error():
     async def scenario():
-        async with FakeBroker(advertised={**CLIENT_VERSIONS, 32: (5, 9)}) as broker:
-            async with BrokerConnection("127.0.0.1", broker.port) as connection:
-                assert 32 not in connection.versions
-                with pytest.raises(KafkaClientError, match="describe_configs"):
-                    connection.request_class(32)
+        async with (
+            FakeBroker(advertised={**CLIENT_VERSIONS, 32: (5, 9)}) as broker,
+            BrokerConnection("127.0.0.1", broker.port) as connection,
+        ):
+            assert 32 not in connection.versions
+            with pytest.raises(KafkaClientError, match="describe_configs"):
+                connection.request_class(32)
 
     run(scenario())
 
@@ -343,9 +503,14 @@ def test_pipelined_requests_get_their_own_responses():
                 module = connection.request_module(3)
 
                 async def ask(name):
-                    response = await connection.send(make(module.MetadataRequest, topics=(
-                        make(module.MetadataRequestTopic, name=name, topic_id=None),),
-                        allow_auto_topic_creation=False, include_topic_authorized_operations=False))
+                    response = await connection.send(
+                        make(
+                            module.MetadataRequest,
+                            topics=(make(module.MetadataRequestTopic, name=name, topic_id=None),),
+                            allow_auto_topic_creation=False,
+                            include_topic_authorized_operations=False,
+                        )
+                    )
                     return response.topics[0].name
 
                 names = [f"t{i}" for i in range(20)]
@@ -360,7 +525,9 @@ def test_cannot_connect_is_one_clear_line():
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        with pytest.raises(KafkaConnectionError, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"):
+        with pytest.raises(
+            KafkaConnectionError, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"
+        ):
             await BrokerConnection("127.0.0.1", port).connect()
 
     run(scenario())
@@ -369,12 +536,20 @@ def test_cannot_connect_is_one_clear_line():
 def test_response_larger_than_the_bound_fails_the_request():
     async def scenario():
         async with FakeBroker() as broker:
-            connection = await BrokerConnection("127.0.0.1", broker.port, max_response_bytes=1 << 20).connect()
+            connection = await BrokerConnection(
+                "127.0.0.1", broker.port, max_response_bytes=1 << 20
+            ).connect()
             broker.huge_response = True
             module = connection.request_module(3)
             with pytest.raises(KafkaConnectionError, match="exceeds the limit"):
-                await connection.send(make(module.MetadataRequest, topics=None, allow_auto_topic_creation=False,
-                                           include_topic_authorized_operations=False))
+                await connection.send(
+                    make(
+                        module.MetadataRequest,
+                        topics=None,
+                        allow_auto_topic_creation=False,
+                        include_topic_authorized_operations=False,
+                    )
+                )
             await connection.close()
 
     run(scenario())
@@ -382,51 +557,80 @@ def test_response_larger_than_the_bound_fails_the_request():
 
 def test_malformed_response_fails_the_request_and_closes_the_connection():
     async def scenario():
-        async with FakeBroker(garbage_api_keys={3}) as broker:
-            async with BrokerConnection("127.0.0.1", broker.port) as connection:
-                module = connection.request_module(3)
-                with pytest.raises(KafkaConnectionError, match="malformed MetadataResponse"):
-                    await connection.send(make(module.MetadataRequest, topics=None,
-                                               allow_auto_topic_creation=False,
-                                               include_topic_authorized_operations=False))
-                with pytest.raises(KafkaConnectionError, match="closed"):
-                    await connection.send(make(module.MetadataRequest, topics=None,
-                                               allow_auto_topic_creation=False,
-                                               include_topic_authorized_operations=False))
+        async with (
+            FakeBroker(garbage_api_keys={3}) as broker,
+            BrokerConnection("127.0.0.1", broker.port) as connection,
+        ):
+            module = connection.request_module(3)
+            with pytest.raises(KafkaConnectionError, match="malformed MetadataResponse"):
+                await connection.send(
+                    make(
+                        module.MetadataRequest,
+                        topics=None,
+                        allow_auto_topic_creation=False,
+                        include_topic_authorized_operations=False,
+                    )
+                )
+            with pytest.raises(KafkaConnectionError, match="closed"):
+                await connection.send(
+                    make(
+                        module.MetadataRequest,
+                        topics=None,
+                        allow_auto_topic_creation=False,
+                        include_topic_authorized_operations=False,
+                    )
+                )
 
     run(scenario())
 
 
 def test_request_without_answer_times_out():
     async def scenario():
-        async with FakeBroker(silent_api_keys={3}) as broker:
-            async with BrokerConnection("127.0.0.1", broker.port, request_timeout_ms=200) as connection:
-                module = connection.request_module(3)
-                with pytest.raises(RequestTimeoutError, match="timed out after 200 ms"):
-                    await connection.send(make(module.MetadataRequest, topics=None,
-                                               allow_auto_topic_creation=False,
-                                               include_topic_authorized_operations=False))
+        async with (
+            FakeBroker(silent_api_keys={3}) as broker,
+            BrokerConnection("127.0.0.1", broker.port, request_timeout_ms=200) as connection,
+        ):
+            module = connection.request_module(3)
+            with pytest.raises(RequestTimeoutError, match="timed out after 200 ms"):
+                await connection.send(
+                    make(
+                        module.MetadataRequest,
+                        topics=None,
+                        allow_auto_topic_creation=False,
+                        include_topic_authorized_operations=False,
+                    )
+                )
 
     run(scenario())
 
 
 def test_broker_closing_the_connection_fails_pending_requests():
     async def scenario():
-        async with FakeBroker(silent_api_keys={3}) as broker:
-            async with BrokerConnection("127.0.0.1", broker.port) as connection:
-                module = connection.request_module(3)
-                pending = asyncio.ensure_future(connection.send(make(
-                    module.MetadataRequest, topics=None, allow_auto_topic_creation=False,
-                    include_topic_authorized_operations=False)))
-                await asyncio.sleep(0.05)
-                connection._writer.transport.abort()  # the socket breaks under the request
-                with pytest.raises(KafkaConnectionError):
-                    await pending
+        async with (
+            FakeBroker(silent_api_keys={3}) as broker,
+            BrokerConnection("127.0.0.1", broker.port) as connection,
+        ):
+            module = connection.request_module(3)
+            pending = asyncio.ensure_future(
+                connection.send(
+                    make(
+                        module.MetadataRequest,
+                        topics=None,
+                        allow_auto_topic_creation=False,
+                        include_topic_authorized_operations=False,
+                    )
+                )
+            )
+            await asyncio.sleep(0.05)
+            connection._writer.transport.abort()  # the socket breaks under the request
+            with pytest.raises(KafkaConnectionError):
+                await pending
 
     run(scenario())
 
 
 # -- client --------------------------------------------------------------------------------------
+
 
 def test_parse_bootstrap():
     assert parse_bootstrap("a:1,b:2") == [("a", 1), ("b", 2)]
@@ -449,7 +653,9 @@ def test_client_creates_describes_and_deletes_topics():
             assert [p.partition for p in metadata.topics["events"].partitions] == [0, 1, 2]
             assert metadata.topics["events"].partitions[0].isr == (1,)
             configs = {c.name: c for c in await client.describe_topic_configs("events")}
-            assert configs["retention.ms"].value == "1000" and not configs["retention.ms"].is_default
+            assert (
+                configs["retention.ms"].value == "1000" and not configs["retention.ms"].is_default
+            )
             assert configs["cleanup.policy"].is_default
             await client.delete_topic("events")
             with pytest.raises(KafkaError) as info:
@@ -466,12 +672,16 @@ def test_produce_then_fetch_round_trips_every_codec(codec):
     async def scenario():
         async with FakeBroker() as broker, Client(broker.bootstrap) as client:
             broker.topics["t"] = [bytearray(), bytearray()]
-            records = [(f"k{i}".encode(), f"v{i}".encode() * 10, [("h", b"x")], 1_700_000_000_000 + i)
-                       for i in range(50)]
+            records = [
+                (f"k{i}".encode(), f"v{i}".encode() * 10, [("h", b"x")], 1_700_000_000_000 + i)
+                for i in range(50)
+            ]
             assert await client.produce("t", 1, records[:20], compression=NAMES[codec]) == 0
             assert await client.produce("t", 1, records[20:], compression=NAMES[codec]) == 20
             result = await client.fetch("t", 1, 0)
-            assert [(r.key, r.value, r.timestamp) for r in result.records] == [(k, v, ts) for k, v, _, ts in records]
+            assert [(r.key, r.value, r.timestamp) for r in result.records] == [
+                (k, v, ts) for k, v, _, ts in records
+            ]
             assert result.records[0].headers == (("h", b"x"),)
             assert result.next_offset == 50 and result.high_watermark == 50
 
@@ -560,11 +770,16 @@ def test_produce_with_acks_zero_returns_none_and_the_connection_stays_usable():
 
 def test_decode_fetched_skips_control_batches():
     data = bytearray(build_batch([(None, b"a", [], 0)]))
-    control = bytearray(build_batch([(b"\x00\x00\x00\x00", b"\x00\x00\x00\x00\x00\x00", [], 0)], base_offset=1))
+    control = bytearray(
+        build_batch([(b"\x00\x00\x00\x00", b"\x00\x00\x00\x00\x00\x00", [], 0)], base_offset=1)
+    )
     control[22] |= 0x20  # control bit in the attributes' low byte
     from odradek.protocol.records import compute_crc
+
     struct.pack_into(">I", control, 17, compute_crc(control, 0, len(control)))
-    data += control + build_batch([(None, b"c", [], 0)], base_offset=2, compression=Compression.GZIP)
+    data += control + build_batch(
+        [(None, b"c", [], 0)], base_offset=2, compression=Compression.GZIP
+    )
     result = decode_fetched(bytes(data), 0)
     assert [r.value for r in result.records] == [b"a", b"c"]
     assert result.next_offset == 3 and result.control_batches == 1
@@ -574,7 +789,10 @@ def test_produce_retries_errors_that_mean_nothing_was_appended():
     async def scenario():
         async with FakeBroker() as broker, Client(broker.bootstrap) as client:
             broker.topics["t"] = [bytearray()]
-            broker.fail_next_produces = [ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available]
+            broker.fail_next_produces = [
+                ErrorCode.not_leader_or_follower,
+                ErrorCode.leader_not_available,
+            ]
             assert await client.produce("t", 0, [(None, b"a", [], 0)]) == 0
             assert broker.log_end_offset("t", 0) == 1  # appended once, not duplicated
             broker.fail_next_produces = [ErrorCode.corrupt_message]

@@ -31,4 +31,17 @@ def __getattr__(name: str):
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = sorted(_EXPORTS)
+__all__ = [  # noqa: RUF022
+    "BrokerConnection",
+    "Client",
+    "EARLIEST_TIMESTAMP",
+    "FetchResult",
+    "KafkaClientError",
+    "KafkaConnectionError",
+    "KafkaError",
+    "LATEST_TIMESTAMP",
+    "RequestTimeoutError",
+    "RoundRobinPartitioner",
+    "murmur2",
+    "partition_for_key",
+]

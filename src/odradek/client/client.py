@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any, Self
 
 from odradek.client.connection import (
     BrokerConnection,
@@ -33,20 +34,34 @@ from odradek.client.connection import (
 from odradek.protocol.errors import ErrorCode
 from odradek.protocol.records import Compression, Record, build_batch, iter_headers, iter_records
 
-PRODUCE, FETCH, LIST_OFFSETS, METADATA, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS = 0, 1, 2, 3, 19, 20, 32
+PRODUCE, FETCH, LIST_OFFSETS, METADATA, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS = (
+    0,
+    1,
+    2,
+    3,
+    19,
+    20,
+    32,
+)
 
 EARLIEST_TIMESTAMP = -2  # ListOffsets: the log start offset
-LATEST_TIMESTAMP = -1    # ListOffsets: the log end offset (high watermark for consumers)
-DEFAULT_FETCH_MAX_BYTES = 50 * 1024 * 1024         # fetch.max.bytes
-DEFAULT_PARTITION_MAX_BYTES = 1024 * 1024          # max.partition.fetch.bytes
+LATEST_TIMESTAMP = -1  # ListOffsets: the log end offset (high watermark for consumers)
+DEFAULT_FETCH_MAX_BYTES = 50 * 1024 * 1024  # fetch.max.bytes
+DEFAULT_PARTITION_MAX_BYTES = 1024 * 1024  # max.partition.fetch.bytes
 DEFAULT_ADMIN_TIMEOUT_MS = 30_000
 TOPIC_RESOURCE_TYPE = 2  # DescribeConfigs resource type for topics
 DEFAULT_PORT = 9092
 PRODUCE_ATTEMPTS = 3
 RETRY_BACKOFF_MS = 100  # retry.backoff.ms
 # Produce errors that mean the leader did not append the batch: safe to send again.
-NOT_APPENDED_RETRIABLE = frozenset({ErrorCode.not_leader_or_follower, ErrorCode.leader_not_available,
-                                    ErrorCode.unknown_topic_or_partition, ErrorCode.not_enough_replicas})
+NOT_APPENDED_RETRIABLE = frozenset(
+    {
+        ErrorCode.not_leader_or_follower,
+        ErrorCode.leader_not_available,
+        ErrorCode.unknown_topic_or_partition,
+        ErrorCode.not_enough_replicas,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +141,9 @@ def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
         try:
             port = int(port_text)
         except ValueError:
-            raise KafkaClientError(f"invalid bootstrap server {item!r}: port is not a number") from None
+            raise KafkaClientError(
+                f"invalid bootstrap server {item!r}: port is not a number"
+            ) from None
         if not host or not 0 < port < 65536:
             raise KafkaClientError(f"invalid bootstrap server {item!r}")
         servers.append((host, port))
@@ -143,8 +160,9 @@ def _check(error_code: ErrorCode, message: str | None = None, *, context: str = 
 class Client:
     """A Kafka client over one connection per broker; see the module docstring."""
 
-    def __init__(self, bootstrap: str, *, client_id: str = "odradek",
-                 request_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self, bootstrap: str, *, client_id: str = "odradek", request_timeout_ms: int = 30_000
+    ) -> None:
         self.bootstrap_servers = parse_bootstrap(bootstrap)
         self.client_id = client_id
         self.request_timeout_ms = request_timeout_ms
@@ -153,11 +171,12 @@ class Client:
         self._metadata: ClusterMetadata | None = None
 
     # -- connections ------------------------------------------------------------------------
-    async def connect(self) -> "Client":
+    async def connect(self) -> Self:
         failures = []
         for host, port in self.bootstrap_servers:
-            connection = BrokerConnection(host, port, client_id=self.client_id,
-                                          request_timeout_ms=self.request_timeout_ms)
+            connection = BrokerConnection(
+                host, port, client_id=self.client_id, request_timeout_ms=self.request_timeout_ms
+            )
             try:
                 self._bootstrap = await connection.connect()
                 return self
@@ -172,7 +191,7 @@ class Client:
         self._nodes.clear()
         self._bootstrap = None
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Self:
         return await self.connect()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -209,8 +228,12 @@ class Client:
             # A single broker is the one we are connected to, whatever address it advertises.
             connection = bootstrap
         else:
-            connection = await BrokerConnection(node.host, node.port, client_id=self.client_id,
-                                                request_timeout_ms=self.request_timeout_ms).connect()
+            connection = await BrokerConnection(
+                node.host,
+                node.port,
+                client_id=self.client_id,
+                request_timeout_ms=self.request_timeout_ms,
+            ).connect()
         self._nodes[node_id] = connection
         return connection
 
@@ -235,40 +258,82 @@ class Client:
         for p in topic_metadata.partitions:
             if p.partition == partition:
                 return p
-        raise KafkaError(ErrorCode.unknown_topic_or_partition,
-                         f"topic has {len(topic_metadata.partitions)} partitions",
-                         context=f"partition {topic}-{partition}")
+        raise KafkaError(
+            ErrorCode.unknown_topic_or_partition,
+            f"topic has {len(topic_metadata.partitions)} partitions",
+            context=f"partition {topic}-{partition}",
+        )
 
     # -- metadata and admin -----------------------------------------------------------------
-    async def metadata(self, topics: Sequence[str] | None = None, *,
-                       allow_auto_topic_creation: bool = False) -> ClusterMetadata:
+    async def metadata(
+        self, topics: Sequence[str] | None = None, *, allow_auto_topic_creation: bool = False
+    ) -> ClusterMetadata:
         """Brokers and topics (all topics when `topics` is None). Per-topic errors are kept in
         `TopicMetadata.error_code`, not raised."""
         connection = await self._any_connection()
         module = connection.request_module(METADATA)
-        requested = None if topics is None else tuple(
-            make(module.MetadataRequestTopic, name=name, topic_id=None) for name in topics)
-        response = await connection.send(make(
-            module.MetadataRequest, topics=requested, allow_auto_topic_creation=allow_auto_topic_creation,
-            include_topic_authorized_operations=False, include_cluster_authorized_operations=False))
-        brokers = {int(b.node_id): BrokerNode(int(b.node_id), b.host, int(b.port), getattr(b, "rack", None))
-                   for b in response.brokers}
+        requested = (
+            None
+            if topics is None
+            else tuple(
+                make(module.MetadataRequestTopic, name=name, topic_id=None) for name in topics
+            )
+        )
+        response = await connection.send(
+            make(
+                module.MetadataRequest,
+                topics=requested,
+                allow_auto_topic_creation=allow_auto_topic_creation,
+                include_topic_authorized_operations=False,
+                include_cluster_authorized_operations=False,
+            )
+        )
+        brokers = {
+            int(b.node_id): BrokerNode(
+                int(b.node_id), b.host, int(b.port), getattr(b, "rack", None)
+            )
+            for b in response.brokers
+        }
         found = {}
         for t in response.topics:
-            partitions = tuple(sorted(
-                (PartitionMetadata(int(p.partition_index), int(p.leader_id), int(getattr(p, "leader_epoch", -1)),
-                                   tuple(int(r) for r in p.replica_nodes), tuple(int(r) for r in p.isr_nodes),
-                                   p.error_code) for p in t.partitions),
-                key=lambda p: p.partition))
-            found[t.name] = TopicMetadata(t.name, t.error_code, partitions, getattr(t, "topic_id", None),
-                                          bool(getattr(t, "is_internal", False)))
-        metadata = ClusterMetadata(getattr(response, "cluster_id", None),
-                                   int(getattr(response, "controller_id", -1)), brokers, found)
+            partitions = tuple(
+                sorted(
+                    (
+                        PartitionMetadata(
+                            int(p.partition_index),
+                            int(p.leader_id),
+                            int(getattr(p, "leader_epoch", -1)),
+                            tuple(int(r) for r in p.replica_nodes),
+                            tuple(int(r) for r in p.isr_nodes),
+                            p.error_code,
+                        )
+                        for p in t.partitions
+                    ),
+                    key=lambda p: p.partition,
+                )
+            )
+            found[t.name] = TopicMetadata(
+                t.name,
+                t.error_code,
+                partitions,
+                getattr(t, "topic_id", None),
+                bool(getattr(t, "is_internal", False)),
+            )
+        metadata = ClusterMetadata(
+            getattr(response, "cluster_id", None),
+            int(getattr(response, "controller_id", -1)),
+            brokers,
+            found,
+        )
         if topics is None or self._metadata is None:
             self._metadata = metadata
         else:
-            self._metadata = ClusterMetadata(metadata.cluster_id, metadata.controller_id, brokers,
-                                             {**self._metadata.topics, **found})
+            self._metadata = ClusterMetadata(
+                metadata.cluster_id,
+                metadata.controller_id,
+                brokers,
+                {**self._metadata.topics, **found},
+            )
         return metadata
 
     async def _controller(self) -> BrokerConnection:
@@ -277,21 +342,42 @@ class Client:
             return await self._node(metadata.controller_id)
         return await self._any_connection()
 
-    async def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
-                           configs: dict[str, str] | None = None, *,
-                           timeout_ms: int = DEFAULT_ADMIN_TIMEOUT_MS, validate_only: bool = False) -> None:
+    async def create_topic(
+        self,
+        name: str,
+        num_partitions: int = -1,
+        replication_factor: int = -1,
+        configs: dict[str, str] | None = None,
+        *,
+        timeout_ms: int = DEFAULT_ADMIN_TIMEOUT_MS,
+        validate_only: bool = False,
+    ) -> None:
         """Create one topic; -1 takes the broker's `num.partitions` / `default.replication.factor`."""
         connection = await self._controller()
         module = connection.request_module(CREATE_TOPICS)
-        topic = make(module.CreatableTopic, name=name, num_partitions=num_partitions,
-                     replication_factor=replication_factor, assignments=(),
-                     configs=tuple(make(module.CreatableTopicConfig, name=k, value=v)
-                                   for k, v in (configs or {}).items()))
-        response = await connection.send(make(module.CreateTopicsRequest, topics=(topic,),
-                                              timeout=timedelta(milliseconds=timeout_ms),
-                                              validate_only=validate_only))
+        topic = make(
+            module.CreatableTopic,
+            name=name,
+            num_partitions=num_partitions,
+            replication_factor=replication_factor,
+            assignments=(),
+            configs=tuple(
+                make(module.CreatableTopicConfig, name=k, value=v)
+                for k, v in (configs or {}).items()
+            ),
+        )
+        response = await connection.send(
+            make(
+                module.CreateTopicsRequest,
+                topics=(topic,),
+                timeout=timedelta(milliseconds=timeout_ms),
+                validate_only=validate_only,
+            )
+        )
         for result in response.topics:
-            _check(result.error_code, getattr(result, "error_message", None), context=f"topic {name!r}")
+            _check(
+                result.error_code, getattr(result, "error_message", None), context=f"topic {name!r}"
+            )
         if self._metadata is not None:
             self._metadata.topics.pop(name, None)
 
@@ -300,37 +386,62 @@ class Client:
         module = connection.request_module(DELETE_TOPICS)
         timeout = timedelta(milliseconds=timeout_ms)
         if hasattr(module, "DeleteTopicState"):
-            request = make(module.DeleteTopicsRequest, timeout=timeout,
-                           topics=(make(module.DeleteTopicState, name=name, topic_id=None),))
+            request = make(
+                module.DeleteTopicsRequest,
+                timeout=timeout,
+                topics=(make(module.DeleteTopicState, name=name, topic_id=None),),
+            )
         else:
             request = make(module.DeleteTopicsRequest, topic_names=(name,), timeout=timeout)
         response = await connection.send(request)
         for result in response.responses:
-            _check(result.error_code, getattr(result, "error_message", None), context=f"topic {name!r}")
+            _check(
+                result.error_code, getattr(result, "error_message", None), context=f"topic {name!r}"
+            )
         if self._metadata is not None:
             self._metadata.topics.pop(name, None)
 
     async def describe_topic_configs(self, name: str) -> list[ConfigEntry]:
         connection = await self._any_connection()
         module = connection.request_module(DESCRIBE_CONFIGS)
-        resource = make(module.DescribeConfigsResource, resource_type=TOPIC_RESOURCE_TYPE,
-                        resource_name=name, configuration_keys=None)
-        response = await connection.send(make(module.DescribeConfigsRequest, resources=(resource,),
-                                              include_synonyms=False, include_documentation=False))
+        resource = make(
+            module.DescribeConfigsResource,
+            resource_type=TOPIC_RESOURCE_TYPE,
+            resource_name=name,
+            configuration_keys=None,
+        )
+        response = await connection.send(
+            make(
+                module.DescribeConfigsRequest,
+                resources=(resource,),
+                include_synonyms=False,
+                include_documentation=False,
+            )
+        )
         entries = []
         for result in response.results:
             _check(result.error_code, result.error_message, context=f"configs of topic {name!r}")
             for c in result.configs:
                 source = getattr(c, "config_source", None)
                 is_default = bool(getattr(c, "is_default", False)) or source == 5  # DEFAULT_CONFIG
-                entries.append(ConfigEntry(c.name, c.value, bool(c.read_only), is_default, bool(c.is_sensitive)))
+                entries.append(
+                    ConfigEntry(
+                        c.name, c.value, bool(c.read_only), is_default, bool(c.is_sensitive)
+                    )
+                )
         return entries
 
     # -- produce, fetch, list offsets -------------------------------------------------------
-    async def produce(self, topic: str, partition: int,
-                      records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], int]],
-                      *, compression: int = Compression.NONE, acks: int = -1,
-                      timeout_ms: int = 30_000) -> int | None:
+    async def produce(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], int]],
+        *,
+        compression: int = Compression.NONE,
+        acks: int = -1,
+        timeout_ms: int = 30_000,
+    ) -> int | None:
         """Append one batch of (key, value, headers, timestamp_ms) to a partition; returns the
         base offset the leader assigned (None with acks=0)."""
         if acks not in (-1, 0, 1):
@@ -347,23 +458,43 @@ class Client:
                 await asyncio.sleep(RETRY_BACKOFF_MS / 1000)
         raise AssertionError("unreachable")
 
-    async def _produce_batch(self, topic: str, partition: int, batch: bytes, acks: int,
-                             timeout_ms: int) -> int | None:
+    async def _produce_batch(
+        self, topic: str, partition: int, batch: bytes, acks: int, timeout_ms: int
+    ) -> int | None:
         connection = await self._leader(topic, partition)
         module = connection.request_module(PRODUCE)
-        request = make(module.ProduceRequest, transactional_id=None, acks=acks,
-                       timeout=timedelta(milliseconds=timeout_ms),
-                       topic_data=(make(module.TopicProduceData, name=topic, partition_data=(
-                           make(module.PartitionProduceData, index=partition, records=batch),)),))
-        response = await connection.send(request, expect_response=acks != 0,
-                                         timeout_ms=timeout_ms + self.request_timeout_ms)
+        request = make(
+            module.ProduceRequest,
+            transactional_id=None,
+            acks=acks,
+            timeout=timedelta(milliseconds=timeout_ms),
+            topic_data=(
+                make(
+                    module.TopicProduceData,
+                    name=topic,
+                    partition_data=(
+                        make(module.PartitionProduceData, index=partition, records=batch),
+                    ),
+                ),
+            ),
+        )
+        response = await connection.send(
+            request, expect_response=acks != 0, timeout_ms=timeout_ms + self.request_timeout_ms
+        )
         if response is None:
             return None
         for topic_response in response.responses:
             for p in topic_response.partition_responses:
-                if p.error_code in (ErrorCode.not_leader_or_follower, ErrorCode.unknown_topic_or_partition):
+                if p.error_code in (
+                    ErrorCode.not_leader_or_follower,
+                    ErrorCode.unknown_topic_or_partition,
+                ):
                     self._metadata = None  # stale; the next call refreshes
-                _check(p.error_code, getattr(p, "error_message", None), context=f"produce to {topic}-{partition}")
+                _check(
+                    p.error_code,
+                    getattr(p, "error_message", None),
+                    context=f"produce to {topic}-{partition}",
+                )
                 return int(p.base_offset)
         raise KafkaClientError(f"produce response for {topic}-{partition} has no partition")
 
@@ -371,11 +502,18 @@ class Client:
         """Records of one partition from `offset`; see `fetch_partitions` for the options."""
         return (await self.fetch_partitions(topic, {partition: offset}, **options))[partition]
 
-    async def fetch_partitions(self, topic: str, offsets: dict[int, int], *, max_wait_ms: int = 500,
-                               min_bytes: int = 1, max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
-                               partition_max_bytes: int = DEFAULT_PARTITION_MAX_BYTES,
-                               isolation_level: int = 0,
-                               on_out_of_range: str = "raise") -> dict[int, FetchResult]:
+    async def fetch_partitions(
+        self,
+        topic: str,
+        offsets: dict[int, int],
+        *,
+        max_wait_ms: int = 500,
+        min_bytes: int = 1,
+        max_bytes: int = DEFAULT_FETCH_MAX_BYTES,
+        partition_max_bytes: int = DEFAULT_PARTITION_MAX_BYTES,
+        isolation_level: int = 0,
+        on_out_of_range: str = "raise",
+    ) -> dict[int, FetchResult]:
         """Records of several partitions of one topic, each from its offset, in one Fetch per
         leader (sessionless, so each request names every partition).
 
@@ -386,7 +524,9 @@ class Client:
         the result is empty, positioned at the new offset.
         """
         if on_out_of_range not in ("raise", "earliest", "latest"):
-            raise ValueError(f"on_out_of_range must be raise, earliest or latest, not {on_out_of_range!r}")
+            raise ValueError(
+                f"on_out_of_range must be raise, earliest or latest, not {on_out_of_range!r}"
+            )
         by_leader: dict[int, tuple[BrokerConnection, dict[int, int]]] = {}
         for partition, offset in offsets.items():
             connection = await self._leader(topic, partition)
@@ -395,15 +535,39 @@ class Client:
         for connection, partition_offsets in by_leader.values():
             module = connection.request_module(FETCH)
             request = make(
-                module.FetchRequest, cluster_id=None, replica_id=-1,
-                max_wait=timedelta(milliseconds=max_wait_ms), min_bytes=min_bytes, max_bytes=max_bytes,
-                isolation_level=isolation_level, session_id=0, session_epoch=-1,
-                topics=(make(module.FetchTopic, topic=topic, partitions=tuple(make(
-                    module.FetchPartition, partition=partition, current_leader_epoch=-1,
-                    fetch_offset=offset, last_fetched_epoch=-1, log_start_offset=-1,
-                    partition_max_bytes=partition_max_bytes) for partition, offset in partition_offsets.items())),),
-                forgotten_topics_data=(), rack_id="")
-            response = await connection.send(request, timeout_ms=max_wait_ms + self.request_timeout_ms)
+                module.FetchRequest,
+                cluster_id=None,
+                replica_id=-1,
+                max_wait=timedelta(milliseconds=max_wait_ms),
+                min_bytes=min_bytes,
+                max_bytes=max_bytes,
+                isolation_level=isolation_level,
+                session_id=0,
+                session_epoch=-1,
+                topics=(
+                    make(
+                        module.FetchTopic,
+                        topic=topic,
+                        partitions=tuple(
+                            make(
+                                module.FetchPartition,
+                                partition=partition,
+                                current_leader_epoch=-1,
+                                fetch_offset=offset,
+                                last_fetched_epoch=-1,
+                                log_start_offset=-1,
+                                partition_max_bytes=partition_max_bytes,
+                            )
+                            for partition, offset in partition_offsets.items()
+                        ),
+                    ),
+                ),
+                forgotten_topics_data=(),
+                rack_id="",
+            )
+            response = await connection.send(
+                request, timeout_ms=max_wait_ms + self.request_timeout_ms
+            )
             _check(response.error_code, context=f"fetch from {topic}")
             for topic_response in response.responses:
                 for data in topic_response.partitions:
@@ -411,16 +575,33 @@ class Client:
                     offset = partition_offsets.get(partition)
                     if offset is None:
                         continue
-                    if data.error_code == ErrorCode.offset_out_of_range and on_out_of_range != "raise":
-                        target = EARLIEST_TIMESTAMP if on_out_of_range == "earliest" else LATEST_TIMESTAMP
+                    if (
+                        data.error_code == ErrorCode.offset_out_of_range
+                        and on_out_of_range != "raise"
+                    ):
+                        target = (
+                            EARLIEST_TIMESTAMP
+                            if on_out_of_range == "earliest"
+                            else LATEST_TIMESTAMP
+                        )
                         new_offset, _ = await self.list_offset(topic, partition, target)
-                        results[partition] = FetchResult([], new_offset, int(data.high_watermark),
-                                                         int(getattr(data, "log_start_offset", -1)), offset)
+                        results[partition] = FetchResult(
+                            [],
+                            new_offset,
+                            int(data.high_watermark),
+                            int(getattr(data, "log_start_offset", -1)),
+                            offset,
+                        )
                         continue
-                    if data.error_code in (ErrorCode.not_leader_or_follower,
-                                           ErrorCode.unknown_topic_or_partition):
+                    if data.error_code in (
+                        ErrorCode.not_leader_or_follower,
+                        ErrorCode.unknown_topic_or_partition,
+                    ):
                         self._metadata = None  # stale; the next call refreshes
-                    _check(data.error_code, context=f"fetch from {topic}-{partition} at offset {offset}")
+                    _check(
+                        data.error_code,
+                        context=f"fetch from {topic}-{partition} at offset {offset}",
+                    )
                     result = decode_fetched(bytes(data.records or b""), offset)
                     result.high_watermark = int(data.high_watermark)
                     result.log_start_offset = int(getattr(data, "log_start_offset", -1))
@@ -435,10 +616,26 @@ class Client:
         offset whose timestamp is at or after it (-1 when there is none)."""
         connection = await self._leader(topic, partition)
         module = connection.request_module(LIST_OFFSETS)
-        request = make(module.ListOffsetsRequest, replica_id=-1, isolation_level=0, timeout=0,
-                       topics=(make(module.ListOffsetsTopic, name=topic, partitions=(make(
-                           module.ListOffsetsPartition, partition_index=partition,
-                           current_leader_epoch=-1, timestamp=timestamp),)),))
+        request = make(
+            module.ListOffsetsRequest,
+            replica_id=-1,
+            isolation_level=0,
+            timeout=0,
+            topics=(
+                make(
+                    module.ListOffsetsTopic,
+                    name=topic,
+                    partitions=(
+                        make(
+                            module.ListOffsetsPartition,
+                            partition_index=partition,
+                            current_leader_epoch=-1,
+                            timestamp=timestamp,
+                        ),
+                    ),
+                ),
+            ),
+        )
         response = await connection.send(request)
         p = response.topics[0].partitions[0]
         _check(p.error_code, context=f"list offsets of {topic}-{partition}")
@@ -452,8 +649,10 @@ def decode_fetched(records: bytes, fetch_offset: int) -> FetchResult:
     control_batches = 0
     for header in iter_headers(records):
         if header.magic != 2:
-            raise KafkaClientError(f"record batch of magic {header.magic} at offset {header.base_offset}: "
-                                   "only magic 2 is supported")
+            raise KafkaClientError(
+                f"record batch of magic {header.magic} at offset {header.base_offset}: "
+                "only magic 2 is supported"
+            )
         if header.next_offset <= fetch_offset:
             continue
         next_offset = header.next_offset

@@ -23,9 +23,9 @@ import dataclasses
 import io
 import itertools
 import struct
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
-from typing import Any
+from typing import Any, Self
 
 from odradek.protocol.errors import ErrorCode
 
@@ -33,14 +33,14 @@ from odradek.protocol.errors import ErrorCode
 # code path serves every version in the range (`make` drops fields a version lacks); Fetch and
 # Produce stop before the versions that name topics by id only.
 CLIENT_VERSIONS: dict[int, tuple[int, int]] = {
-    0: (3, 12),   # Produce
-    1: (4, 12),   # Fetch
-    2: (1, 8),    # ListOffsets
-    3: (1, 12),   # Metadata
-    18: (0, 3),   # ApiVersions
-    19: (2, 7),   # CreateTopics
-    20: (1, 6),   # DeleteTopics
-    32: (1, 4),   # DescribeConfigs
+    0: (3, 12),  # Produce
+    1: (4, 12),  # Fetch
+    2: (1, 8),  # ListOffsets
+    3: (1, 12),  # Metadata
+    18: (0, 3),  # ApiVersions
+    19: (2, 7),  # CreateTopics
+    20: (1, 6),  # DeleteTopics
+    32: (1, 4),  # DescribeConfigs
 }
 API_VERSIONS_KEY = 18
 
@@ -67,7 +67,9 @@ class RequestTimeoutError(KafkaClientError):
 class KafkaError(KafkaClientError):
     """A broker answered with a Kafka error code."""
 
-    def __init__(self, error_code: ErrorCode, message: str | None = None, *, context: str = "") -> None:
+    def __init__(
+        self, error_code: ErrorCode, message: str | None = None, *, context: str = ""
+    ) -> None:
         self.error_code = error_code
         name = error_code.name.upper()
         text = f"{context}: {name}" if context else name
@@ -84,15 +86,17 @@ class UnsupportedVersionError(KafkaClientError):
     """The broker and this client share no version of an API."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def payload_module(api_key: int, api_version: int, request: bool) -> ModuleType:
     from kio.index import load_payload_module
     from kio.static.constants import EntityType
 
-    return load_payload_module(api_key, api_version, EntityType.request if request else EntityType.response)
+    return load_payload_module(
+        api_key, api_version, EntityType.request if request else EntityType.response
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def payload_class(api_key: int, api_version: int, request: bool) -> type:
     from kio.static.constants import EntityType
 
@@ -104,7 +108,7 @@ def payload_class(api_key: int, api_version: int, request: bool) -> type:
     raise LookupError(f"kio has no {wanted.name} class for api {api_key} v{api_version}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_names(cls: type) -> frozenset[str]:
     return frozenset(field.name for field in dataclasses.fields(cls))
 
@@ -119,14 +123,14 @@ def has_field(cls: type, name: str) -> bool:
     return name in _field_names(cls)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _writer(cls: type):
     from kio.serial import entity_writer
 
     return entity_writer(cls)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reader(cls: type):
     from kio.serial import entity_reader
 
@@ -139,8 +143,12 @@ def encode_request(request: Any, correlation_id: int, client_id: str | None) -> 
 
     cls = type(request)
     header_cls = cls.__header_schema__
-    header = header_cls(request_api_key=i16(cls.__api_key__), request_api_version=i16(cls.__version__),
-                        correlation_id=i32(correlation_id), client_id=client_id)
+    header = header_cls(
+        request_api_key=i16(cls.__api_key__),
+        request_api_version=i16(cls.__version__),
+        correlation_id=i32(correlation_id),
+        client_id=client_id,
+    )
     buffer = io.BytesIO()
     buffer.write(b"\x00\x00\x00\x00")
     _writer(header_cls)(buffer, header)
@@ -164,7 +172,7 @@ def _api_versions_v0_fallback(response_cls: type, frame: bytes) -> Any | None:
         return None
     try:
         return decode_response(payload_class(API_VERSIONS_KEY, 0, False), frame)[1]
-    except Exception:
+    except Exception:  # noqa: BLE001 (kio raises several types on malformed input)
         return None
 
 
@@ -183,10 +191,16 @@ class BrokerConnection:
     response; responses are matched to requests by correlation id, in order.
     """
 
-    def __init__(self, host: str, port: int, *, client_id: str = "odradek",
-                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-                 request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
-                 connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        client_id: str = "odradek",
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS,
+        connect_timeout_ms: int = DEFAULT_CONNECT_TIMEOUT_MS,
+    ) -> None:
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -213,7 +227,7 @@ class BrokerConnection:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    async def connect(self) -> "BrokerConnection":
+    async def connect(self) -> Self:
         try:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
             # (Ctrl-C) that arrives as the awaited future completes.
@@ -224,8 +238,11 @@ class BrokerConnection:
         except OSError as exc:
             import os
 
-            reason = (os.strerror(exc.errno) if exc.errno and exc.errno > 0
-                      else (exc.strerror or str(exc) or type(exc).__name__))
+            reason = (
+                os.strerror(exc.errno)
+                if exc.errno and exc.errno > 0
+                else (exc.strerror or str(exc) or type(exc).__name__)
+            )
             raise KafkaConnectionError(f"cannot connect to {self.address}: {reason}") from None
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
         try:
@@ -239,17 +256,23 @@ class BrokerConnection:
         from odradek import __version__
 
         # The handshake is bounded by the connect timeout, as Kafka's connection setup timeout.
-        response = await self.send(make(payload_class(API_VERSIONS_KEY, 3, True),
-                                        client_software_name="odradek",
-                                        client_software_version=__version__),
-                                   timeout_ms=self.connect_timeout_ms)
+        response = await self.send(
+            make(
+                payload_class(API_VERSIONS_KEY, 3, True),
+                client_software_name="odradek",
+                client_software_version=__version__,
+            ),
+            timeout_ms=self.connect_timeout_ms,
+        )
         if response.error_code == ErrorCode.unsupported_version:
-            response = await self.send(payload_class(API_VERSIONS_KEY, 0, True)(),
-                                       timeout_ms=self.connect_timeout_ms)
+            response = await self.send(
+                payload_class(API_VERSIONS_KEY, 0, True)(), timeout_ms=self.connect_timeout_ms
+            )
         if response.error_code != ErrorCode.none:
             raise KafkaError(response.error_code, context=f"ApiVersions to {self.address}")
-        self.broker_versions = {int(a.api_key): (int(a.min_version), int(a.max_version))
-                                for a in response.api_keys}
+        self.broker_versions = {
+            int(a.api_key): (int(a.min_version), int(a.max_version)) for a in response.api_keys
+        }
         self.versions = {}
         for api_key, (client_min, client_max) in CLIENT_VERSIONS.items():
             broker = self.broker_versions.get(api_key)
@@ -268,7 +291,8 @@ class BrokerConnection:
 
             raise UnsupportedVersionError(
                 f"broker {self.address} supports no version of {api_key_map.get(api_key, api_key)} "
-                f"that this client knows ({CLIENT_VERSIONS.get(api_key)})") from None
+                f"that this client knows ({CLIENT_VERSIONS.get(api_key)})"
+            ) from None
 
     def request_class(self, api_key: int) -> type:
         return payload_class(api_key, self.version(api_key), True)
@@ -276,12 +300,15 @@ class BrokerConnection:
     def request_module(self, api_key: int) -> ModuleType:
         return payload_module(api_key, self.version(api_key), True)
 
-    async def send(self, request: Any, *, expect_response: bool = True,
-                   timeout_ms: int | None = None) -> Any:
+    async def send(
+        self, request: Any, *, expect_response: bool = True, timeout_ms: int | None = None
+    ) -> Any:
         """Send one request and wait for its response (None when `expect_response` is False,
         as for Produce with acks=0)."""
         if self._closed_reason is not None:
-            raise KafkaConnectionError(f"connection to {self.address} is closed: {self._closed_reason}")
+            raise KafkaConnectionError(
+                f"connection to {self.address} is closed: {self._closed_reason}"
+            )
         cls = type(request)
         response_cls = payload_class(int(cls.__api_key__), int(cls.__version__), False)
         correlation_id = next(self._correlation_ids) & 0x7FFFFFFF
@@ -304,7 +331,8 @@ class BrokerConnection:
                 self._fail_all(f"request timed out after {timeout_s * 1000:.0f} ms")
                 await self._close_transport()
                 raise RequestTimeoutError(
-                    f"{cls.__name__} to {self.address} timed out after {timeout_s * 1000:.0f} ms") from None
+                    f"{cls.__name__} to {self.address} timed out after {timeout_s * 1000:.0f} ms"
+                ) from None
 
     async def _drain(self) -> None:
         try:
@@ -320,8 +348,10 @@ class BrokerConnection:
                 prefix = await reader.readexactly(4)
                 (size,) = _SIZE.unpack(prefix)
                 if size < 4 or size > self.max_response_bytes:
-                    self._fail_all(f"response of {size} bytes exceeds the limit of "
-                                   f"{self.max_response_bytes} bytes")
+                    self._fail_all(
+                        f"response of {size} bytes exceeds the limit of "
+                        f"{self.max_response_bytes} bytes"
+                    )
                     break
                 frame = await reader.readexactly(size)
                 (correlation_id,) = _SIZE.unpack_from(frame, 0)
@@ -334,14 +364,15 @@ class BrokerConnection:
                     continue
                 try:
                     _, response = decode_response(entry.response_cls, frame)
-                except Exception as exc:  # kio raises several types on malformed input
+                except Exception as exc:  # noqa: BLE001 (kio raises several types)
                     fallback = _api_versions_v0_fallback(entry.response_cls, frame)
                     if fallback is not None:
                         entry.future.set_result(fallback)
                         continue
                     reason = f"malformed {entry.response_cls.__name__}: {exc!r}"
                     entry.future.set_exception(
-                        KafkaConnectionError(f"connection to {self.address} failed: {reason}"))
+                        KafkaConnectionError(f"connection to {self.address} failed: {reason}")
+                    )
                     entry.future.exception()
                     self._fail_all(reason)
                     break
@@ -361,7 +392,8 @@ class BrokerConnection:
         for entry in self._in_flight.values():
             if not entry.future.done():
                 entry.future.set_exception(
-                    KafkaConnectionError(f"connection to {self.address} failed: {reason}"))
+                    KafkaConnectionError(f"connection to {self.address} failed: {reason}")
+                )
                 # A caller that was cancelled no longer awaits this future; mark the exception
                 # retrieved so asyncio does not log it. Callers still awaiting it get it raised.
                 entry.future.exception()
@@ -386,7 +418,7 @@ class BrokerConnection:
                 pass
         await self._close_transport()
 
-    async def __aenter__(self) -> "BrokerConnection":
+    async def __aenter__(self) -> Self:
         return await self.connect()
 
     async def __aexit__(self, *exc: object) -> None:
