@@ -178,3 +178,20 @@ def test_truncation_is_durable_across_a_crash():
     fs.crash()
     recovered = open_log(fs, clean_shutdown=False)
     assert [o for o, _ in read_all(recovered)] == [0, 1, 2]
+
+
+def test_roll_snapshots_lost_in_a_crash_are_replaced_by_replay():
+    fs = FakeFileSystem()
+    config = LogConfig(segment_bytes=200)
+    log = open_log(fs, config)
+    for seq in range(6):
+        append_values(log, [b"x" * 30], producer_id=8, producer_epoch=1, base_sequence=seq)
+    assert len(log.segments) >= 3
+    log.flush()  # segment data durable; the roll snapshots were written without fsync
+    fs.crash()
+    snapshots = [n for n in fs.listdir(PARTITION_DIR) if n.endswith(".snapshot")]
+    assert snapshots and all(len(fs.files[f"{PARTITION_DIR}/{n}"].data) == 0 for n in snapshots)
+    recovered = open_log(fs, config, clean_shutdown=False, recovery_point=6)
+    assert not [n for n in fs.listdir(PARTITION_DIR) if n.endswith(".snapshot")]
+    assert recovered.producer_state.producers[8].last_seq == 5
+    assert append_values(recovered, [b"x" * 30], producer_id=8, producer_epoch=1, base_sequence=5).base_offset == 5

@@ -95,18 +95,25 @@ class FileSystem:
         finally:
             self.close(fd)
 
-    def write_file_atomic(self, path: str, data: bytes) -> None:
-        """Replace `path` with `data` atomically: write `path.tmp`, fsync, rename, fsync the dir."""
+    def write_file_atomic(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Replace `path` with `data` atomically: write `path.tmp`, fsync, rename, fsync the dir.
+
+        `durable=False` skips both fsyncs, for files whose reader checks a CRC and can do without
+        them (producer snapshots taken at segment roll): after a crash the file may be old, empty
+        or torn, never a mix that passes its check.
+        """
         tmp = path + ".tmp"
         fd = self.open(tmp, create=True)
         try:
             self.truncate(fd, 0)
             self.pwrite(fd, data, 0)
-            self.fsync(fd)
+            if durable:
+                self.fsync(fd)
         finally:
             self.close(fd)
         self.rename(tmp, path)
-        self.fsync_dir(os.path.dirname(path) or ".")
+        if durable:
+            self.fsync_dir(os.path.dirname(path) or ".")
 
 
 class RealFileSystem(FileSystem):

@@ -164,7 +164,7 @@ class Log:
     def _roll(self, now_ms: int) -> LogSegment:
         """Seal the active segment and start a new one at the log end offset."""
         self.active_segment.on_become_inactive()
-        self.producer_state.take_snapshot(self.log_end_offset)
+        self.producer_state.take_snapshot(self.log_end_offset, durable=False)  # no fsync on the append path
         segment = LogSegment.create(self.fs, self.dir, self.log_end_offset, self.config)
         self._add_segment(segment)
         log.debug("%s-%d: rolled segment at %d", self.topic, self.partition, self.log_end_offset)

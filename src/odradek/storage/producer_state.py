@@ -181,8 +181,13 @@ class ProducerStateManager:
                     offsets.append(int(stem))
         return sorted(offsets)
 
-    def take_snapshot(self, offset: int) -> None:
-        """Write the state of every batch below `offset` atomically to `<offset>.snapshot`."""
+    def take_snapshot(self, offset: int, *, durable: bool = True) -> None:
+        """Write the state of every batch below `offset` atomically to `<offset>.snapshot`.
+
+        `durable=False` (at segment roll, on the append path) skips the fsyncs: a snapshot lost or
+        torn by a crash fails its CRC at load, is deleted, and an older one plus a longer replay
+        of batch headers gives the same state.
+        """
         body = bytearray(_COUNT.pack(len(self.producers)))
         for entry in self.producers.values():
             if entry.batches:
@@ -194,7 +199,7 @@ class ProducerStateManager:
             body += _ENTRY.pack(entry.producer_id, entry.producer_epoch, last_seq, last_offset, offset_delta,
                                 timestamp, entry.coordinator_epoch, entry.current_txn_first_offset)
         data = _SNAPSHOT_HEADER.pack(SNAPSHOT_VERSION, _crc32c.crc32c(bytes(body))) + bytes(body)
-        self.fs.write_file_atomic(os.path.join(self.dir, snapshot_file_name(offset)), data)
+        self.fs.write_file_atomic(os.path.join(self.dir, snapshot_file_name(offset)), data, durable=durable)
 
     def _read_snapshot(self, offset: int) -> dict[int, ProducerStateEntry]:
         path = os.path.join(self.dir, snapshot_file_name(offset))
