@@ -106,6 +106,10 @@ class Consumer:
 
 
 def check_invariants(h: GroupHarness, generations: dict[str, int], seed: int) -> None:
+    brute = [d for g in h.coordinator.groups.values() if (d := g.next_deadline_ms()) is not None]
+    brute.append(h.coordinator._next_expiry_check_ms)
+    assert h.coordinator.next_deadline_ms() == min(brute), seed
+    assert h.coordinator.next_deadline_ms() > h.now_ms, seed
     for gid, g in h.coordinator.groups.items():
         assert g.generation_id >= generations.get(gid, 0), seed
         generations[gid] = g.generation_id

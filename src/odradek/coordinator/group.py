@@ -957,6 +957,8 @@ class ClassicGroup:
                 for member_id in laggards:
                     self._remove_member(member_id, fx)
                 self._fire(E.REBALANCE, now_ms, fx)
+        next_ms = self.next_deadline_ms()
+        assert next_ms is None or next_ms > now_ms, f"group {self.group_id}: timer left due"
 
     def _fire_join_deadline_if_due(self, now_ms: int, fx: Effects) -> None:
         if (

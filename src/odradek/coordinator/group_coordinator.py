@@ -33,6 +33,7 @@ Owner: one per broker, called from the event loop only.
 
 from __future__ import annotations
 
+import heapq
 import random
 import uuid
 from collections.abc import Iterable
@@ -168,6 +169,13 @@ class GroupCoordinator:
         self._in_flight: dict[int, tuple[str, Any]] = {}
         self._waiters: dict[int, _Waiter] = {}
         self._next_expiry_check_ms: int | None = None
+        # Timers: a lazy min-heap of (deadline ms, group id). `_scheduled` holds each group's
+        # current deadline; heap entries that disagree with it are stale and skipped. Groups
+        # touched by a call are `_dirty` and get their deadline recomputed before the next
+        # look at the heap, so a request costs O(members of its group), not O(all groups).
+        self._timer_heap: list[tuple[int, str]] = []
+        self._scheduled: dict[str, int] = {}
+        self._dirty: set[str] = set()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -222,6 +230,7 @@ class GroupCoordinator:
     # --- JoinGroup, SyncGroup, Heartbeat, LeaveGroup -------------------------------------
 
     def join_group(self, req: JoinGroupRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        self._dirty.add(req.group_id)
         fx = Effects()
         error = self._coordinator_error(req.group_id)
         if not req.group_id:
@@ -249,6 +258,7 @@ class GroupCoordinator:
         return self._finish(fx)
 
     def sync_group(self, req: SyncGroupRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        self._dirty.add(req.group_id)
         fx = Effects()
         error = (
             self._coordinator_error(req.group_id)
@@ -266,6 +276,7 @@ class GroupCoordinator:
         return self._finish(fx)
 
     def heartbeat(self, req: HeartbeatRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        self._dirty.add(req.group_id)
         error = (
             self._coordinator_error(req.group_id)
             if req.group_id
@@ -279,6 +290,7 @@ class GroupCoordinator:
         return CoordinatorResult([(token, HeartbeatResponse(error))])
 
     def leave_group(self, req: LeaveGroupRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        self._dirty.add(req.group_id)
         fx = Effects()
         error = (
             self._coordinator_error(req.group_id)
@@ -307,6 +319,7 @@ class GroupCoordinator:
     # --- OffsetCommit, OffsetFetch, OffsetDelete -------------------------------------------
 
     def offset_commit(self, req: OffsetCommitRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        self._dirty.add(req.group_id)
         error = self._coordinator_error(req.group_id)
         group = self.groups.get(req.group_id)
         created = False
@@ -569,6 +582,7 @@ class GroupCoordinator:
     def _on_group_store_complete(
         self, store: GroupStore, error_code: int, now_ms: int, fx: Effects
     ) -> None:
+        self._dirty.add(store.group_id)
         group = self.groups.get(store.group_id)
         error = _group_store_error(error_code) if error_code != NONE else NONE
         if store.kind == "assignment":
@@ -589,20 +603,52 @@ class GroupCoordinator:
 
     # --- timers ----------------------------------------------------------------------------
 
+    def _flush_dirty(self) -> None:
+        for group_id in sorted(self._dirty):
+            group = self.groups.get(group_id)
+            deadline = group.next_deadline_ms() if group is not None else None
+            if deadline is None:
+                self._scheduled.pop(group_id, None)
+            elif self._scheduled.get(group_id) != deadline:
+                self._scheduled[group_id] = deadline
+                heapq.heappush(self._timer_heap, (deadline, group_id))
+        self._dirty.clear()
+        if len(self._timer_heap) > 4 * len(self._scheduled) + 64:  # drop stale entries
+            self._timer_heap = [(d, g) for g, d in self._scheduled.items()]
+            heapq.heapify(self._timer_heap)
+
+    def _entry_is_live(self, deadline_ms: int, group_id: str) -> bool:
+        if group_id not in self.groups:
+            self._scheduled.pop(group_id, None)
+            return False
+        return self._scheduled.get(group_id) == deadline_ms
+
     def next_deadline_ms(self) -> int | None:
-        deadlines = [
-            d for d in (g.next_deadline_ms() for g in self.groups.values()) if d is not None
-        ]
+        """The earliest time `tick` has something to do (None: nothing is scheduled)."""
+        self._flush_dirty()
+        while self._timer_heap and not self._entry_is_live(*self._timer_heap[0]):
+            heapq.heappop(self._timer_heap)
+        deadlines = [self._timer_heap[0][0]] if self._timer_heap else []
         if self._next_expiry_check_ms is not None:
             deadlines.append(self._next_expiry_check_ms)
         return min(deadlines, default=None)
 
     def tick(self, now_ms: int) -> CoordinatorResult:
+        """Fire every timer due at `now_ms`: sessions, joins, syncs, then offsets expiry."""
+        self._flush_dirty()
+        due: list[str] = []
+        while self._timer_heap and self._timer_heap[0][0] <= now_ms:
+            deadline_ms, group_id = heapq.heappop(self._timer_heap)
+            if self._entry_is_live(deadline_ms, group_id):
+                del self._scheduled[group_id]
+                due.append(group_id)
         fx = Effects()
-        for group_id in list(self.groups):
+        for group_id in due:
             group = self.groups.get(group_id)
+            self._dirty.add(group_id)
             if group is not None and self._coordinator_error(group_id) == NONE:
                 group.tick(now_ms, fx)
+        self._flush_dirty()
         result = self._finish(fx)
         if self._next_expiry_check_ms is None:
             self._next_expiry_check_ms = now_ms + self.config.offsets_retention_check_interval_ms
@@ -700,6 +746,7 @@ class GroupCoordinator:
         fx = Effects()
         for group_id, group in list(self.groups.items()):
             if self.partition_for(group_id) == partition:
+                self._dirty.add(group_id)
                 for member in group.members.values():
                     member.session_deadline_ms = now_ms + member.session_timeout_ms
                 if len(group.members) > self.config.group_max_size:
