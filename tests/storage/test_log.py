@@ -68,7 +68,7 @@ def test_max_bytes_cuts_the_last_batch_and_min_one_message_returns_a_whole_first
 
 
 def test_roll_by_size_and_reads_across_segments(fs):
-    batch, header = make_batch([bytes(100)])
+    _, header = make_batch([bytes(100)])
     config = LogConfig(segment_bytes=3 * header.size_bytes, index_interval_bytes=1)
     log = open_log(fs, config)
     for i in range(10):
@@ -96,7 +96,6 @@ def test_roll_by_time_since_the_first_batch(fs):
 
 
 def test_roll_when_the_offset_index_is_full(fs):
-    batch, header = make_batch([bytes(10)])
     # Room for three offset-index entries but only two time-index entries: the first full rolls.
     config = LogConfig(index_interval_bytes=1, segment_index_bytes=24)
     log = open_log(fs, config)
@@ -142,7 +141,7 @@ def test_offset_for_timestamp_and_max_timestamp(fs):
 
 def test_idempotent_producer_duplicate_gap_and_fencing_through_the_log(fs):
     log = open_log(fs)
-    first = append_values(log, [b"a", b"b"], producer_id=9, producer_epoch=0, base_sequence=0)
+    append_values(log, [b"a", b"b"], producer_id=9, producer_epoch=0, base_sequence=0)
     append_values(log, [b"c"])  # a non-idempotent producer in between
     retry = append_values(log, [b"a", b"b"], producer_id=9, producer_epoch=0, base_sequence=0)
     assert (retry.error, retry.base_offset, retry.last_offset) == (ErrorCode.none, 0, 1)
@@ -173,7 +172,7 @@ def test_flush_messages_policy_and_flush_advances_the_recovery_point(fs):
 
 
 def test_truncate_to_removes_batches_and_later_segments(fs):
-    batch, header = make_batch([bytes(50)])
+    _, header = make_batch([bytes(50)])
     log = open_log(fs, LogConfig(segment_bytes=2 * header.size_bytes, index_interval_bytes=1))
     for i in range(3):
         append_values(log, [bytes(50)], leader_epoch=1)
@@ -265,7 +264,7 @@ def test_flush_in_a_worker_thread_while_the_loop_thread_appends(tmp_path):
         try:
             while not stop.is_set():
                 log.flush()
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - any failure in the thread fails the test
             errors.append(exc)
 
     thread = threading.Thread(target=flusher)

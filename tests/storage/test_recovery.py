@@ -95,8 +95,8 @@ def test_missing_and_corrupt_indexes_are_rebuilt():
     log.close()
     fs.unlink(PARTITION_DIR + "/00000000000000000000.index")
     fs.unlink(PARTITION_DIR + "/00000000000000000000.timeindex")
-    timeindex = fs.files[os.path.join(PARTITION_DIR, [n for n in fs.listdir(PARTITION_DIR)
-                                                      if n.endswith(".timeindex")][0])]
+    timeindex = fs.files[os.path.join(PARTITION_DIR, next(n for n in fs.listdir(PARTITION_DIR)
+                                                          if n.endswith(".timeindex")))]
     del timeindex.data[5:]  # a torn time index: not a multiple of 12
     again = open_log(fs, config, clean_shutdown=True)
     assert [o for o, _ in read_all(again)] == list(range(12))
@@ -147,7 +147,7 @@ def test_producer_state_is_rebuilt_after_a_crash():
 
 def test_log_start_offset_beyond_the_recovered_end_empties_the_log():
     fs = FakeFileSystem()
-    log = filled_log(fs, 3)
+    filled_log(fs, 3)
     fs.crash()  # nothing was flushed: everything lost
     recovered = open_log(fs, clean_shutdown=False, log_start_offset=2, high_watermark=3)
     assert (recovered.log_start_offset, recovered.log_end_offset, recovered.high_watermark) == (2, 2, 2)

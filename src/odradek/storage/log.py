@@ -117,7 +117,7 @@ class Log:
     # -- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, fs: FileSystem, dir: str, config: LogConfig, *, topic_id: uuid.UUID | None, recovery_point: int,
-             log_start_offset: int, high_watermark: int, clean_shutdown: bool, now_ms: int) -> "Log":
+             log_start_offset: int, high_watermark: int, clean_shutdown: bool, now_ms: int) -> Log:
         """Open (creating if needed) the log in `dir`; recovers it when `clean_shutdown` is False."""
         from odradek.storage.log_loader import load_log
 

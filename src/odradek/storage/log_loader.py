@@ -28,7 +28,13 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from odradek.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment, segment_file_name
+from odradek.storage.segment import (
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    LogSegment,
+    segment_file_name,
+)
 
 if TYPE_CHECKING:
     from odradek.storage.log import Log
@@ -48,7 +54,7 @@ def _base_offset_of(name: str, suffix: str) -> int | None:
     return int(stem) if len(stem) == 20 and stem.isdigit() else None
 
 
-def _remove_leftovers(the_log: "Log") -> list[str]:
+def _remove_leftovers(the_log: Log) -> list[str]:
     """Clean up after interrupted operations; returns the directory's names afterwards."""
     fs, dir = the_log.fs, the_log.dir
     listed = fs.listdir(dir)
@@ -80,7 +86,7 @@ def _remove_leftovers(the_log: "Log") -> list[str]:
     return sorted(names)
 
 
-def load_log(the_log: "Log", *, recovery_point: int, log_start_offset: int, high_watermark: int,
+def load_log(the_log: Log, *, recovery_point: int, log_start_offset: int, high_watermark: int,
              clean_shutdown: bool, now_ms: int) -> None:
     fs, dir, config = the_log.fs, the_log.dir, the_log.config
     names = _remove_leftovers(the_log)  # the only directory listing on the clean path
@@ -121,7 +127,7 @@ def load_log(the_log: "Log", *, recovery_point: int, log_start_offset: int, high
     the_log.replay_producer_state(max(replay_from, the_log.log_start_offset))
 
 
-def _recover(the_log: "Log", recovery_point: int) -> None:
+def _recover(the_log: Log, recovery_point: int) -> None:
     segments = the_log.segments
     first = the_log._segment_index_for(recovery_point)
     expected_next_offset = segments[first].base_offset

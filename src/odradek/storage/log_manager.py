@@ -30,7 +30,11 @@ import os
 import uuid
 
 from odradek.storage.checkpoints import (
-    LOG_START_OFFSET_CHECKPOINT, RECOVERY_POINT_CHECKPOINT, REPLICATION_OFFSET_CHECKPOINT, OffsetCheckpointFile)
+    LOG_START_OFFSET_CHECKPOINT,
+    RECOVERY_POINT_CHECKPOINT,
+    REPLICATION_OFFSET_CHECKPOINT,
+    OffsetCheckpointFile,
+)
 from odradek.storage.fs import FileSystem
 from odradek.storage.log import DELETE_DIR_SUFFIX, Log, parse_partition_dir
 from odradek.storage.log_config import LogConfig

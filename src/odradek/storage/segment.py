@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from odradek.protocol import records
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header
@@ -101,7 +101,7 @@ class LogSegment:
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
-    def create(cls, fs: FileSystem, dir: str, base_offset: int, config: LogConfig) -> "LogSegment":
+    def create(cls, fs: FileSystem, dir: str, base_offset: int, config: LogConfig) -> LogSegment:
         """A new empty segment (files created, truncated to empty)."""
         segment = cls(fs, dir, base_offset, config)
         segment._fd = fs.open(segment.log_path, create=True)
