@@ -924,11 +924,11 @@ def describe_error(exc: BaseException) -> str:
     from odradek.client.connection import KafkaError
 
     if isinstance(exc, KafkaError):
+        # "<context>: <broker's message, or our words, or the code> (<CODE>)"
         code = exc.error_code.name
-        text = str(exc)
-        if code in _FRIENDLY:
-            text = text.replace(code.upper(), f"{_FRIENDLY[code]} ({code.upper()})", 1)
-        return text
+        words = exc.message or _FRIENDLY.get(code)
+        text = f"{words} ({code.upper()})" if words else code.upper()
+        return f"{exc.context}: {text}" if exc.context else text
     return str(exc) or type(exc).__name__
 
 

@@ -239,8 +239,7 @@ def test_topics_create_list_describe_delete(broker):
     ) == (0, b"Created topic events.\n", "")
     code, _, err = run_cli(["topics", "create", "events", *b])
     assert code == 1 and err == (
-        "odradek: topic 'events': already exists (TOPIC_ALREADY_EXISTS) "
-        "(Topic 'events' already exists.)\n"
+        "odradek: topic 'events': Topic 'events' already exists. (TOPIC_ALREADY_EXISTS)\n"
     )
     assert run_cli(["topics", "create", "events", "--if-not-exists", *b])[0] == 0
     assert run_cli(["topics", "list", *b]) == (0, b"events\n", "")

@@ -71,6 +71,8 @@ class KafkaError(KafkaClientError):
         self, error_code: ErrorCode, message: str | None = None, *, context: str = ""
     ) -> None:
         self.error_code = error_code
+        self.message = message
+        self.context = context
         name = error_code.name.upper()
         text = f"{context}: {name}" if context else name
         if message:
