@@ -74,10 +74,9 @@ class Broker:
         failure: list[BaseException] = []
 
         def run() -> None:
-            from odradek.broker.server import install_event_loop_policy
+            from odradek.broker.server import new_event_loop
 
-            install_event_loop_policy()
-            self._loop = asyncio.new_event_loop()
+            self._loop = new_event_loop()
             try:
                 self._loop.run_until_complete(self.start())
             except BaseException as exc:  # reported to the caller below

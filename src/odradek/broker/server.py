@@ -107,12 +107,22 @@ class BrokerServer:
 
 
 def install_event_loop_policy() -> None:
-    """uvloop when installed (faster per request); the stock loop otherwise."""
+    """uvloop when installed (faster per request); the stock loop otherwise. For `serve` only:
+    the policy is process-wide, so an embedded broker uses `new_event_loop()` instead."""
     try:
         import uvloop
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A fresh loop of the kind `serve` uses, without touching the process-wide policy."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def serve(config_path: str | None, overrides: dict[str, str]) -> int:
