@@ -1,0 +1,239 @@
+"""The broker's protocol edges over real sockets: exact bytes in, Kafka's answers (or a closed
+connection) out, while other connections on the same broker carry on.
+
+Most tests share one in-process broker (fast); tests that restart, kill or lock a data directory
+run `odradek serve` as a subprocess. Requests are kio entities sent with the raw helper
+(`odradek.testing.raw`), so every API version and every malformed frame can be expressed.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from odradek.broker.embedded import Broker
+from odradek.protocol import records
+from odradek.protocol.errors import ErrorCode
+from odradek.testing.process import BrokerProcess
+from odradek.testing.raw import ConnectionClosed, RawConnection
+
+NONE = ErrorCode.none
+
+
+# -- fixtures and helpers -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broker():
+    """One in-process broker for the module (auto topic creation on, 1 partition per topic)."""
+    b = Broker().start_in_thread()
+    yield b
+    b.stop_thread()
+
+
+@pytest.fixture
+def conn(broker):
+    with RawConnection(broker.bootstrap) as c:
+        yield c
+
+
+@pytest.fixture
+def topic():
+    return f"edge-{uuid.uuid4().hex[:10]}"
+
+
+def batch(values, *, timestamp_ms=1_700_000_000_000, **kwargs) -> bytes:
+    """One RecordBatch v2 of (key None, value) records."""
+    if isinstance(values, (bytes, bytearray)):
+        values = [values]
+    return records.build_batch([(None, v, [], timestamp_ms + i) for i, v in enumerate(values)], **kwargs)
+
+
+def create_topic(conn, name, partitions=1, **configs):
+    m = conn.module("create_topics", 7)
+    topic = m.CreatableTopic(name=name, num_partitions=partitions, replication_factor=1, assignments=(),
+                             configs=tuple(m.CreatableTopicConfig(name=k.replace("_", "."), value=str(v))
+                                           for k, v in configs.items()))
+    response = conn.request(m.CreateTopicsRequest(topics=(topic,), timeout=timedelta(seconds=10)))
+    result = response.topics[0]
+    assert result.error_code == NONE, (result.error_code, result.error_message)
+    return result.topic_id
+
+
+def produce(conn, topic, data, *, partition=0, acks=-1, version=9, topic_id=None):
+    """Send one Produce request for one partition; returns that partition's response."""
+    m = conn.module("produce", version)
+    if version >= 13:
+        topic_data = m.TopicProduceData(topic_id=topic_id, partition_data=(
+            m.PartitionProduceData(index=partition, records=data),))
+    else:
+        topic_data = m.TopicProduceData(name=topic, partition_data=(
+            m.PartitionProduceData(index=partition, records=data),))
+    response = conn.request(m.ProduceRequest(acks=acks, timeout=timedelta(seconds=5), topic_data=(topic_data,)))
+    return response.responses[0].partition_responses[0]
+
+
+def fetch_request(conn, partitions, *, version=12, max_wait_ms=0, min_bytes=1, max_bytes=2**31 - 1,
+                  session_id=0, session_epoch=-1, forgotten=()):
+    """A Fetch request; `partitions` is [(topic name or id, partition, fetch_offset, max_bytes[, epoch])]."""
+    m = conn.module("fetch", version)
+    by_topic: dict = {}
+    for topic, index, offset, partition_max_bytes, *epoch in partitions:
+        by_topic.setdefault(topic, []).append(m.FetchPartition(
+            partition=index, fetch_offset=offset, partition_max_bytes=partition_max_bytes,
+            current_leader_epoch=epoch[0] if epoch else -1))
+    key = "topic_id" if version >= 13 else "topic"
+    topics = tuple(m.FetchTopic(**{key: t, "partitions": tuple(ps)}) for t, ps in by_topic.items())
+    forgotten_topics = tuple(m.ForgottenTopic(**{key: t, "partitions": tuple(ps)}) for t, ps in forgotten)
+    return m.FetchRequest(max_wait=timedelta(milliseconds=max_wait_ms), min_bytes=min_bytes,
+                          max_bytes=max_bytes, session_id=session_id, session_epoch=session_epoch,
+                          topics=topics, forgotten_topics_data=forgotten_topics, rack_id="")
+
+
+def fetch(conn, topic, offset=0, *, partition=0, partition_max_bytes=1 << 20, **kwargs):
+    """Fetch one partition; returns its PartitionData."""
+    response = conn.request(fetch_request(conn, [(topic, partition, offset, partition_max_bytes)], **kwargs))
+    assert response.error_code == NONE
+    return response.responses[0].partitions[0]
+
+
+def batches_in(data) -> list:
+    """The whole batch headers in fetched record bytes (a trailing partial batch is skipped)."""
+    return list(records.iter_headers(bytes(data or b"")))
+
+
+def values_in(data) -> list[bytes]:
+    return [r.value for h in batches_in(data)
+            for r in records.iter_records(bytes(data)[h.position:h.position + h.size_bytes])]
+
+
+def assert_serves(conn, topic):
+    """`conn` still produces and fetches on `topic`."""
+    response = produce(conn, topic, batch(b"still here"))
+    assert response.error_code == NONE
+    fetched = fetch(conn, topic, response.base_offset)
+    assert b"still here" in values_in(fetched.records)
+
+
+def header_v1(api_key, api_version, correlation_id=7, client_id=b"raw"):
+    return struct.pack(">hhih", api_key, api_version, correlation_id, len(client_id)) + client_id
+
+
+def api_versions_request(conn, version, name="odradek-tests", software_version="1.0"):
+    m = conn.module("api_versions", version)
+    if version >= 3:
+        return m.ApiVersionsRequest(client_software_name=name, client_software_version=software_version)
+    return m.ApiVersionsRequest()
+
+
+# -- ApiVersions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
+def test_api_versions_answers_every_version_with_the_api_table(conn, version):
+    response = conn.request(api_versions_request(conn, version))
+    assert response.error_code == NONE
+    ranges = {k.api_key: (k.min_version, k.max_version) for k in response.api_keys}
+    assert ranges[18] == (0, 4)
+    assert ranges[0][1] >= 9 and ranges[1][1] >= 12 and ranges[3][1] >= 12
+
+
+def test_api_versions_records_a_valid_client_software_name(broker, conn):
+    response = conn.request(api_versions_request(conn, 3, "my-client", "2.1.0-rc1"))
+    assert response.error_code == NONE
+    clients = [c.client for c in broker.core.connections._last_active_ms]
+    assert any((c.software_name, c.software_version) == ("my-client", "2.1.0-rc1") for c in clients)
+
+
+@pytest.mark.parametrize("name, software_version", [("", "1.0"), ("bad name", "1.0"), ("ok", "-1.0"),
+                                                     ("ok", "1.0!"), ("-lead", "1")])
+def test_api_versions_with_invalid_client_software_is_invalid_request(conn, name, software_version):
+    response = conn.request(api_versions_request(conn, 3, name, software_version))
+    assert response.error_code == ErrorCode.invalid_request
+    # The connection stays usable: Kafka answers and lets the client retry.
+    assert conn.request(api_versions_request(conn, 3)).error_code == NONE
+
+
+def test_api_versions_of_unknown_version_is_answered_in_v0_with_unsupported_version(conn):
+    conn.send_frame(header_v1(18, 99, correlation_id=42) + b"\x00garbage")
+    correlation_id, response = conn.receive(18, 0)
+    assert correlation_id == 42
+    assert response.error_code == ErrorCode.unsupported_version
+    assert {k.api_key for k in response.api_keys} >= {0, 1, 3, 18}
+    # And the client may then negotiate down on the same connection.
+    assert conn.request(api_versions_request(conn, 3)).error_code == NONE
+
+
+def test_api_versions_v3_response_carries_no_default_valued_tagged_fields(conn):
+    correlation_id = conn.send(api_versions_request(conn, 3))
+    frame = conn.receive_frame()
+    # Response header v0 for ApiVersions: just the correlation id, no tagged-field byte.
+    assert struct.unpack_from(">i", frame)[0] == correlation_id
+    # The body's final byte is its top-level tagged-field count: 0 (no supported_features,
+    # finalized_features_epoch -1, finalized_features or zk_migration_ready emitted).
+    assert frame[-1] == 0
+    # Every ApiVersion entry ends with an empty tagged section too: 2+2+2 bytes + 1 tag byte.
+    error_code, = struct.unpack_from(">h", frame, 4)
+    count = frame[6] - 1  # compact array length is n + 1 (fits one byte for our table)
+    entries = frame[7:7 + count * 7]
+    assert error_code == 0
+    assert all(entries[i * 7 + 6] == 0 for i in range(count))
+    assert len(frame) == 4 + 2 + 1 + count * 7 + 4 + 1  # + throttle_time_ms + tag count
+
+
+# -- connections closed for bad input, others unaffected ------------------------------------
+
+
+def _bad_inputs():
+    max_bytes = 100 * 1024 * 1024  # socket.request.max.bytes default
+    metadata_v12 = header_v1(3, 12)[:-3] + b"\x00\x03raw\x00" + b"\x01\x01\x00"
+    return {
+        "unknown api key": struct.pack(">i", 12) + header_v1(9999, 0)[:-3] + b"\x00\x00",
+        "unsupported version of another api": struct.pack(">i", 10) + header_v1(3, 99)[:-3] + b"\x00\x00",
+        "version advertised but not served": struct.pack(">i", 10) + header_v1(0, 2)[:-3] + b"\x00\x00",
+        "truncated body": struct.pack(">i", len(metadata_v12) - 2) + metadata_v12[:-2],
+        "garbage bytes": struct.pack(">i", 20) + b"\x00\x00\x00\x09" + bytes(range(200, 216)),
+        "short frame": struct.pack(">i", 3) + b"\x00\x00\x00",
+        "negative frame size": struct.pack(">i", -5) + b"\x00" * 8,
+        "frame over socket.request.max.bytes": struct.pack(">i", max_bytes + 1) + b"\x00" * 16,
+    }
+
+
+@pytest.mark.parametrize("name", list(_bad_inputs()))
+def test_bad_input_closes_that_connection_only(broker, topic, name):
+    with RawConnection(broker.bootstrap) as healthy, RawConnection(broker.bootstrap) as bad:
+        create_topic(healthy, topic)
+        assert_serves(healthy, topic)
+        bad.send_bytes(_bad_inputs()[name])
+        assert bad.wait_closed(5), f"{name}: connection not closed"
+        assert_serves(healthy, topic)
+
+
+def test_huge_array_count_in_a_small_frame_is_refused_without_allocating(broker, topic):
+    import resource
+
+    rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    bodies = [
+        # Produce v9: transactional_id null, acks -1, timeout 1000, topic_data count 2^31-1.
+        header_v1(0, 9) + struct.pack(">hhii", -1, -1, 1000, 2**31 - 1),
+        # Metadata v12 (flexible): header v2, then topics as a compact array of 2^31-1 elements.
+        header_v1(3, 12) + b"\x00" + b"\xff\xff\xff\xff\x07" + b"\x01\x00\x00",
+        # Fetch v12: a forgotten-topics / topics array claiming 2^31-1 partitions.
+        header_v1(1, 12) + b"\x00" + struct.pack(">iiiibii", -1, 0, 1, 1 << 20, 0, 0, -1)
+        + b"\xff\xff\xff\xff\x07",
+    ]
+    with RawConnection(broker.bootstrap) as healthy:
+        create_topic(healthy, topic)
+        for body in bodies:
+            with RawConnection(broker.bootstrap) as bad:
+                started = time.monotonic()
+                bad.send_frame(body)
+                assert bad.wait_closed(5)
+                assert time.monotonic() - started < 2.0
+        assert_serves(healthy, topic)
+    rss_after_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert rss_after_kb - rss_before_kb < 200 * 1024  # far below 2^31 elements of anything
