@@ -237,3 +237,167 @@ def test_huge_array_count_in_a_small_frame_is_refused_without_allocating(broker,
         assert_serves(healthy, topic)
     rss_after_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert rss_after_kb - rss_before_kb < 200 * 1024  # far below 2^31 elements of anything
+
+
+# -- Produce -------------------------------------------------------------------------------------
+
+
+def test_produce_batch_with_bad_crc_is_corrupt_message(conn, topic):
+    create_topic(conn, topic)
+    data = bytearray(batch(b"payload"))
+    data[-1] ^= 0xFF
+    assert produce(conn, topic, bytes(data)).error_code == ErrorCode.corrupt_message
+    assert fetch(conn, topic).high_watermark == 0
+
+
+def test_produce_magic_1_is_unsupported_for_message_format(conn, topic):
+    create_topic(conn, topic)
+    data = bytearray(batch(b"payload"))
+    data[records.MAGIC_OFFSET] = 1
+    assert produce(conn, topic, bytes(data)).error_code == ErrorCode.unsupported_for_message_format
+
+
+def test_produce_two_batches_for_one_partition_is_invalid_record(conn, topic):
+    create_topic(conn, topic)
+    assert produce(conn, topic, batch(b"a") + batch(b"b")).error_code == ErrorCode.invalid_record
+    assert fetch(conn, topic).high_watermark == 0
+
+
+def test_produce_over_max_message_bytes_is_message_too_large(conn, topic):
+    create_topic(conn, topic, max_message_bytes=1000)
+    assert produce(conn, topic, batch(b"x" * 2000)).error_code == ErrorCode.message_too_large
+    assert produce(conn, topic, batch(b"x" * 500)).error_code == NONE
+
+
+def test_produce_acks_0_gets_no_response_but_is_stored(conn, topic):
+    create_topic(conn, topic)
+    m = conn.module("produce", 9)
+    request = m.ProduceRequest(acks=0, timeout=timedelta(seconds=5), topic_data=(
+        m.TopicProduceData(name=topic, partition_data=(m.PartitionProduceData(index=0, records=batch(b"fire")),)),))
+    conn.send(request)
+    # The next frame on the connection answers the next request: nothing was sent for acks=0.
+    fetched = fetch(conn, topic, max_wait_ms=2000)
+    assert values_in(fetched.records) == [b"fire"]
+
+
+def test_produce_acks_2_is_invalid_required_acks(conn, topic):
+    create_topic(conn, topic)
+    assert produce(conn, topic, batch(b"a"), acks=2).error_code == ErrorCode.invalid_required_acks
+
+
+def test_produce_to_unknown_topic_is_unknown_topic_or_partition(conn, topic):
+    assert produce(conn, topic, batch(b"a")).error_code == ErrorCode.unknown_topic_or_partition
+    create_topic(conn, topic)
+    assert produce(conn, topic, batch(b"a"), partition=5).error_code == ErrorCode.unknown_topic_or_partition
+
+
+def test_produce_v13_by_topic_id_and_unknown_topic_id(conn, topic):
+    topic_id = create_topic(conn, topic)
+    response = produce(conn, None, batch(b"by id"), version=13, topic_id=topic_id)
+    assert (response.error_code, response.base_offset) == (NONE, 0)
+    assert values_in(fetch(conn, topic).records) == [b"by id"]
+    unknown = produce(conn, None, batch(b"a"), version=13, topic_id=uuid.uuid4())
+    assert unknown.error_code == ErrorCode.unknown_topic_id
+
+
+def test_log_append_time_topic_returns_broker_time_and_consumers_see_it(broker, conn, topic):
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    create_topic(conn, topic, message_timestamp_type="LogAppendTime")
+    before_ms = int(time.time() * 1000)
+    response = produce(conn, topic, batch([b"a", b"b"], timestamp_ms=1_000))
+    after_ms = int(time.time() * 1000)
+    assert response.error_code == NONE
+    append_ms = int(response.log_append_time.timestamp() * 1000)
+    assert before_ms - 1 <= append_ms <= after_ms + 1
+
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "lat",
+                                         "enable.auto.commit": False})
+    try:
+        consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
+        seen = []
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            for msg in consumer.consume(10, 0.5):
+                assert msg.error() is None
+                seen.append(msg.timestamp())
+    finally:
+        consumer.close()
+    assert seen == [(confluent_kafka.TIMESTAMP_LOG_APPEND_TIME, append_ms)] * 2
+
+
+# -- Idempotence ---------------------------------------------------------------------------------
+
+
+def init_producer_id(conn):
+    m = conn.module("init_producer_id", 4)
+    response = conn.request(m.InitProducerIdRequest(transactional_id=None, transaction_timeout=timedelta(seconds=60)))
+    assert response.error_code == NONE
+    return response.producer_id, response.producer_epoch
+
+
+def idempotent_batch(producer_id, epoch, sequence, values):
+    return batch(values, producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence)
+
+
+def test_init_producer_id_gives_distinct_ids(conn):
+    ids = [init_producer_id(conn) for _ in range(5)]
+    assert len({pid for pid, _ in ids}) == 5
+    assert all(epoch == 0 for _, epoch in ids)
+
+
+def test_duplicate_idempotent_batch_gets_original_offset_and_is_stored_once(conn, topic):
+    create_topic(conn, topic)
+    pid, epoch = init_producer_id(conn)
+    first = idempotent_batch(pid, epoch, 0, [b"a", b"b"])
+    assert produce(conn, topic, first).base_offset == 0
+    second = produce(conn, topic, idempotent_batch(pid, epoch, 2, [b"c"]))
+    assert second.base_offset == 2
+    duplicate = produce(conn, topic, first)
+    assert (duplicate.error_code, duplicate.base_offset) == (NONE, 0)
+    fetched = fetch(conn, topic)
+    assert fetched.high_watermark == 3
+    assert values_in(fetched.records) == [b"a", b"b", b"c"]
+
+
+def test_sequence_gap_is_out_of_order_sequence_number(conn, topic):
+    create_topic(conn, topic)
+    pid, epoch = init_producer_id(conn)
+    assert produce(conn, topic, idempotent_batch(pid, epoch, 0, [b"a"])).error_code == NONE
+    gap = produce(conn, topic, idempotent_batch(pid, epoch, 5, [b"b"]))
+    assert gap.error_code == ErrorCode.out_of_order_sequence_number
+
+
+def test_older_producer_epoch_is_invalid_producer_epoch(conn, topic):
+    create_topic(conn, topic)
+    pid, _ = init_producer_id(conn)
+    # A client bumps its epoch (KIP-360) and starts again at sequence 0.
+    assert produce(conn, topic, idempotent_batch(pid, 1, 0, [b"a"])).error_code == NONE
+    stale = produce(conn, topic, idempotent_batch(pid, 0, 1, [b"b"]))
+    assert stale.error_code == ErrorCode.invalid_producer_epoch
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill -9"])
+def test_producer_ids_and_state_survive_a_restart(tmp_path, topic, how):
+    with BrokerProcess(str(tmp_path / "data")) as process:
+        with RawConnection(process.bootstrap) as c:
+            create_topic(c, topic)
+            ids_before = {init_producer_id(c)[0] for _ in range(3)}
+            pid, epoch = init_producer_id(c)
+            produce(c, topic, idempotent_batch(pid, epoch, 0, [b"a"]))
+            last = idempotent_batch(pid, epoch, 1, [b"b", b"c"])
+            assert produce(c, topic, last).base_offset == 1
+        if how == "kill -9":
+            process.kill()
+        else:
+            assert process.stop() == 0
+        process.start()
+        with RawConnection(process.bootstrap) as c:
+            ids_after = {init_producer_id(c)[0] for _ in range(3)}
+            assert not ids_after & (ids_before | {pid})
+            assert min(ids_after) > max(ids_before | {pid})
+            duplicate = produce(c, topic, last)
+            assert (duplicate.error_code, duplicate.base_offset) == (NONE, 1)
+            gap = produce(c, topic, idempotent_batch(pid, epoch, 9, [b"d"]))
+            assert gap.error_code == ErrorCode.out_of_order_sequence_number
+            fetched = fetch(c, topic)
+            assert values_in(fetched.records) == [b"a", b"b", b"c"]
