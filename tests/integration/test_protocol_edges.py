@@ -401,3 +401,208 @@ def test_producer_ids_and_state_survive_a_restart(tmp_path, topic, how):
             assert gap.error_code == ErrorCode.out_of_order_sequence_number
             fetched = fetch(c, topic)
             assert values_in(fetched.records) == [b"a", b"b", b"c"]
+
+
+# -- Fetch ---------------------------------------------------------------------------------------
+
+
+def test_fetch_long_poll_waits_up_to_max_wait_when_no_data(conn, topic):
+    create_topic(conn, topic)
+    started = time.monotonic()
+    fetched = fetch(conn, topic, 0, max_wait_ms=300)
+    waited_s = time.monotonic() - started
+    assert fetched.error_code == NONE and batches_in(fetched.records) == []
+    assert 0.29 <= waited_s < 1.5
+
+
+def test_fetch_long_poll_returns_as_soon_as_data_arrives(broker, conn, topic):
+    import threading
+
+    create_topic(conn, topic)
+    produced_at: list[float] = []
+
+    def produce_later():
+        time.sleep(0.3)
+        with RawConnection(broker.bootstrap) as other:
+            produced_at.append(time.monotonic())
+            produce(other, topic, batch(b"wake up"))
+
+    thread = threading.Thread(target=produce_later)
+    thread.start()
+    fetched = fetch(conn, topic, 0, max_wait_ms=5000)
+    returned_at = time.monotonic()
+    thread.join()
+    assert values_in(fetched.records) == [b"wake up"]
+    assert returned_at - produced_at[0] < 0.1
+
+
+def test_fetch_min_bytes_waits_for_enough_data_then_answers_with_what_there_is(conn, topic):
+    create_topic(conn, topic)
+    produce(conn, topic, batch(b"small"))
+    started = time.monotonic()
+    fetched = fetch(conn, topic, 0, max_wait_ms=300, min_bytes=100_000)
+    assert time.monotonic() - started >= 0.29
+    assert values_in(fetched.records) == [b"small"]
+    started = time.monotonic()
+    fetched = fetch(conn, topic, 0, max_wait_ms=3000, min_bytes=10)
+    assert time.monotonic() - started < 1.0
+    assert values_in(fetched.records) == [b"small"]
+
+
+def test_fetch_partition_max_bytes_bounds_the_response_but_the_first_batch_is_always_whole(conn, topic):
+    create_topic(conn, topic)
+    for i in range(3):
+        produce(conn, topic, batch(bytes([65 + i]) * 1000))
+    size = len(batch(b"x" * 1000))
+    # A limit smaller than the first batch still returns that batch whole (KIP-74).
+    tiny = fetch(conn, topic, 0, partition_max_bytes=10)
+    assert len(tiny.records) == size and values_in(tiny.records) == [b"A" * 1000]
+    # A limit between one and two batches: one whole batch, never more bytes than the limit.
+    limited = fetch(conn, topic, 0, partition_max_bytes=size + size // 2)
+    assert len(limited.records) <= size + size // 2
+    assert values_in(limited.records) == [b"A" * 1000]
+    everything = fetch(conn, topic, 0, partition_max_bytes=1 << 20)
+    assert len(values_in(everything.records)) == 3
+
+
+def test_fetch_max_bytes_bounds_the_whole_response_first_partition_gets_one_batch(conn, topic):
+    create_topic(conn, topic, partitions=2)
+    for p in (0, 1):
+        produce(conn, topic, batch(b"v" * 500), partition=p)
+        produce(conn, topic, batch(b"w" * 500), partition=p)
+    size = len(batch(b"v" * 500))
+    response = conn.request(fetch_request(conn, [(topic, 0, 0, 1 << 20), (topic, 1, 0, 1 << 20)], max_bytes=10))
+    first, second = response.responses[0].partitions
+    assert len(first.records) == size
+    assert batches_in(second.records) == []
+    response = conn.request(fetch_request(conn, [(topic, 0, 0, 1 << 20), (topic, 1, 0, 1 << 20)],
+                                          max_bytes=3 * size))
+    first, second = response.responses[0].partitions
+    assert len(values_in(first.records)) == 2 and len(values_in(second.records)) == 1
+
+
+def test_fetch_inside_a_batch_returns_the_whole_batch(conn, topic):
+    create_topic(conn, topic)
+    produce(conn, topic, batch([b"r0", b"r1", b"r2"]))
+    fetched = fetch(conn, topic, 1)
+    [header] = batches_in(fetched.records)
+    assert (header.base_offset, header.last_offset) == (0, 2)
+
+
+def test_fetch_beyond_log_end_offset_is_offset_out_of_range(conn, topic):
+    create_topic(conn, topic)
+    produce(conn, topic, batch([b"a", b"b"]))
+    assert fetch(conn, topic, 2).error_code == NONE  # at the LEO: nothing yet, fine
+    assert fetch(conn, topic, 3).error_code == ErrorCode.offset_out_of_range
+    assert fetch(conn, topic, -1).error_code == ErrorCode.offset_out_of_range
+
+
+def test_fetch_unknown_topic_is_unknown_topic_or_partition(conn, topic):
+    assert fetch(conn, topic).error_code == ErrorCode.unknown_topic_or_partition
+
+
+def test_fetch_v13_by_topic_id_and_unknown_topic_id(conn, topic):
+    topic_id = create_topic(conn, topic)
+    produce(conn, topic, batch(b"by id"))
+    response = conn.request(fetch_request(conn, [(topic_id, 0, 0, 1 << 20)], version=13))
+    assert response.responses[0].topic_id == topic_id
+    assert values_in(response.responses[0].partitions[0].records) == [b"by id"]
+    unknown = conn.request(fetch_request(conn, [(uuid.uuid4(), 0, 0, 1 << 20)], version=13))
+    assert unknown.responses[0].partitions[0].error_code == ErrorCode.unknown_topic_id
+
+
+def test_fetch_current_leader_epoch_is_checked(broker, conn, topic):
+    create_topic(conn, topic)
+    produce(conn, topic, batch(b"a"))
+    assert fetch_epoch(conn, topic, 0).error_code == NONE
+    assert fetch_epoch(conn, topic, 1).error_code == ErrorCode.unknown_leader_epoch
+    # Simulate a leader change on the broker (a single node never changes leader on its own).
+    broker.core.replica_manager.get(topic, 0).leader_epoch = 2
+    try:
+        assert fetch_epoch(conn, topic, 1).error_code == ErrorCode.fenced_leader_epoch
+        assert fetch_epoch(conn, topic, 3).error_code == ErrorCode.unknown_leader_epoch
+        assert fetch_epoch(conn, topic, 2).error_code == NONE
+    finally:
+        broker.core.replica_manager.get(topic, 0).leader_epoch = 0
+
+
+def fetch_epoch(conn, topic, current_leader_epoch):
+    response = conn.request(fetch_request(conn, [(topic, 0, 0, 1 << 20, current_leader_epoch)]))
+    return response.responses[0].partitions[0]
+
+
+# -- Fetch sessions (KIP-227) --------------------------------------------------------------------
+
+
+def session_fetch(conn, partitions, session_id, epoch, forgotten=(), version=12):
+    response = conn.request(fetch_request(conn, partitions, version=version, session_id=session_id,
+                                          session_epoch=epoch, forgotten=forgotten))
+    returned = {(t.topic_id if version >= 13 else t.topic, p.partition_index): p
+                for t in response.responses for p in t.partitions}
+    return response, returned
+
+
+def test_fetch_session_full_then_incremental_returns_only_changed_partitions(conn, topic):
+    create_topic(conn, topic, partitions=3)
+    for p in range(3):
+        produce(conn, topic, batch(b"first"), partition=p)
+    full, returned = session_fetch(conn, [(topic, p, 1, 1 << 20) for p in range(3)], 0, 0)
+    assert full.error_code == NONE and full.session_id != 0
+    assert set(returned) == {(topic, 0), (topic, 1), (topic, 2)}
+    session_id = full.session_id
+
+    # Nothing changed: an incremental fetch lists no partitions at all.
+    response, returned = session_fetch(conn, [], session_id, 1)
+    assert (response.error_code, response.session_id, returned) == (NONE, session_id, {})
+
+    # New data on partition 1 only: only partition 1 comes back, with its records.
+    produce(conn, topic, batch(b"second"), partition=1)
+    response, returned = session_fetch(conn, [], session_id, 2)
+    assert set(returned) == {(topic, 1)}
+    assert values_in(returned[(topic, 1)].records) == [b"second"]
+    assert returned[(topic, 1)].high_watermark == 2
+
+    # The fetcher moves partition 1's position; nothing new anywhere else.
+    response, returned = session_fetch(conn, [(topic, 1, 2, 1 << 20)], session_id, 3)
+    assert returned == {}
+
+    # Forget partition 0: new data there is no longer reported.
+    response, returned = session_fetch(conn, [], session_id, 4, forgotten=[(topic, [0])])
+    produce(conn, topic, batch(b"third"), partition=0)
+    produce(conn, topic, batch(b"third"), partition=2)
+    response, returned = session_fetch(conn, [], session_id, 5)
+    assert set(returned) == {(topic, 2)}
+
+
+def test_fetch_session_errors_and_close(conn, topic):
+    create_topic(conn, topic)
+    full, _ = session_fetch(conn, [(topic, 0, 0, 1 << 20)], 0, 0)
+    session_id = full.session_id
+    wrong_epoch, _ = session_fetch(conn, [], session_id, 7)
+    assert wrong_epoch.error_code == ErrorCode.invalid_fetch_session_epoch
+    unknown = session_id % (2**31 - 1) + 1
+    not_found, _ = session_fetch(conn, [], unknown, 1)
+    assert not_found.error_code == ErrorCode.fetch_session_id_not_found
+    # The right epoch still works after a wrong one.
+    ok, _ = session_fetch(conn, [], session_id, 1)
+    assert ok.error_code == NONE
+    # Epoch -1 closes the session (a sessionless full fetch answers session id 0) ...
+    closing, returned = session_fetch(conn, [(topic, 0, 0, 1 << 20)], session_id, -1)
+    assert (closing.error_code, closing.session_id) == (NONE, 0)
+    assert set(returned) == {(topic, 0)}
+    # ... after which the id is gone.
+    gone, _ = session_fetch(conn, [], session_id, 2)
+    assert gone.error_code == ErrorCode.fetch_session_id_not_found
+
+
+def test_fetch_session_v13_by_topic_id(conn, topic):
+    topic_id = create_topic(conn, topic, partitions=2)
+    full, returned = session_fetch(conn, [(topic_id, p, 0, 1 << 20) for p in range(2)], 0, 0, version=13)
+    assert set(returned) == {(topic_id, 0), (topic_id, 1)}
+    produce(conn, topic, batch(b"x"), partition=1)
+    response, returned = session_fetch(conn, [], full.session_id, 1, version=13)
+    assert set(returned) == {(topic_id, 1)}
+    response, returned = session_fetch(conn, [], full.session_id, 2, forgotten=[(topic_id, [1])], version=13)
+    produce(conn, topic, batch(b"y"), partition=1)
+    response, returned = session_fetch(conn, [], full.session_id, 3, version=13)
+    assert returned == {}
