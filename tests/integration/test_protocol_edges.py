@@ -606,3 +606,159 @@ def test_fetch_session_v13_by_topic_id(conn, topic):
     produce(conn, topic, batch(b"y"), partition=1)
     response, returned = session_fetch(conn, [], full.session_id, 3, version=13)
     assert returned == {}
+
+
+# -- ListOffsets and OffsetForLeaderEpoch --------------------------------------------------------
+
+T0 = 1_700_000_000_000
+
+
+def list_offsets(conn, topic, *timestamps, version=8, partition=0):
+    m = conn.module("list_offsets", version)
+    partitions = tuple(m.ListOffsetsPartition(partition_index=partition, timestamp=t) for t in timestamps)
+    kwargs = {"isolation_level": 0} if version >= 2 else {}
+    response = conn.request(m.ListOffsetsRequest(replica_id=-1, topics=(
+        m.ListOffsetsTopic(name=topic, partitions=partitions),), **kwargs))
+    return response.topics[0].partitions
+
+
+def test_list_offsets_earliest_latest_and_by_timestamp_inside_a_batch(conn, topic):
+    create_topic(conn, topic)
+    produce(conn, topic, batch([b"a", b"b", b"c"], timestamp_ms=T0))        # offsets 0-2, T0..T0+2
+    produce(conn, topic, batch([b"d", b"e"], timestamp_ms=T0 + 100))        # offsets 3-4
+    [earliest] = list_offsets(conn, topic, -2)
+    [latest] = list_offsets(conn, topic, -1)
+    assert (earliest.error_code, earliest.offset) == (NONE, 0)
+    assert (latest.error_code, latest.offset) == (NONE, 5)
+    [inside] = list_offsets(conn, topic, T0 + 1)
+    assert (inside.offset, inside.timestamp) == (1, T0 + 1)
+    [between] = list_offsets(conn, topic, T0 + 50)
+    assert (between.offset, between.timestamp) == (3, T0 + 100)
+    [after_all] = list_offsets(conn, topic, T0 + 10_000)
+    assert (after_all.error_code, after_all.offset, after_all.timestamp) == (NONE, -1, -1)
+    [v1_latest] = list_offsets(conn, topic, -1, version=1)
+    assert v1_latest.offset == 5
+
+
+def test_list_offsets_max_timestamp_finds_the_record_with_the_largest_timestamp(conn, topic):
+    create_topic(conn, topic)
+    produce(conn, topic, batch([b"a", b"b", b"c"], timestamp_ms=T0))        # offsets 0-2, max T0+2
+    produce(conn, topic, batch([b"d"], timestamp_ms=T0 - 500))              # offset 3, older
+    [found] = list_offsets(conn, topic, -3)
+    assert (found.error_code, found.offset, found.timestamp) == (NONE, 2, T0 + 2)
+
+
+def test_list_offsets_duplicate_partition_is_invalid_request(conn, topic):
+    create_topic(conn, topic)
+    answers = list_offsets(conn, topic, -1, -2)
+    assert [a.error_code for a in answers] == [ErrorCode.invalid_request] * 2
+
+
+def test_list_offsets_unknown_topic(conn, topic):
+    [answer] = list_offsets(conn, topic, -1)
+    assert answer.error_code == ErrorCode.unknown_topic_or_partition
+
+
+def test_offset_for_leader_epoch_answers_epoch_0_and_the_log_end_offset(conn, topic):
+    create_topic(conn, topic)
+    produce(conn, topic, batch([b"a", b"b"]))
+    m = conn.module("offset_for_leader_epoch", 4)
+    response = conn.request(m.OffsetForLeaderEpochRequest(topics=(m.OffsetForLeaderTopic(topic=topic, partitions=(
+        m.OffsetForLeaderPartition(partition=0, leader_epoch=0, current_leader_epoch=0),)),)))
+    [answer] = response.topics[0].partitions
+    assert (answer.error_code, answer.leader_epoch, answer.end_offset) == (NONE, 0, 2)
+    response = conn.request(m.OffsetForLeaderEpochRequest(topics=(m.OffsetForLeaderTopic(topic=topic, partitions=(
+        m.OffsetForLeaderPartition(partition=0, leader_epoch=0, current_leader_epoch=5),)),)))
+    assert response.topics[0].partitions[0].error_code == ErrorCode.unknown_leader_epoch
+
+
+# -- Metadata and DescribeCluster ----------------------------------------------------------------
+
+
+def metadata(conn, names=None, *, version=12, allow_auto_topic_creation=True, include_ops=False, ids=None):
+    m = conn.module("metadata", version)
+    topics = None
+    if names is not None or ids is not None:
+        topics = tuple(m.MetadataRequestTopic(name=n, **({"topic_id": uuid.UUID(int=0)} if version >= 10 else {}))
+                       for n in names or ())
+        topics += tuple(m.MetadataRequestTopic(name=None, topic_id=i) for i in ids or ())
+    kwargs = {}
+    if version >= 4:
+        kwargs["allow_auto_topic_creation"] = allow_auto_topic_creation
+    if version >= 8:
+        kwargs["include_topic_authorized_operations"] = include_ops
+    if 8 <= version <= 10:
+        kwargs["include_cluster_authorized_operations"] = include_ops
+    return conn.request(m.MetadataRequest(topics=topics, **kwargs))
+
+
+def test_metadata_null_topics_lists_all_topics(conn, topic):
+    create_topic(conn, topic, partitions=2)
+    response = metadata(conn, None)
+    described = {t.name: t for t in response.topics}
+    assert topic in described and len(described[topic].partitions) == 2
+    assert response.brokers[0].node_id == response.controller_id
+    # Metadata v0: an empty list means all topics.
+    v0 = metadata(conn, [], version=0)
+    assert topic in {t.name for t in v0.topics}
+
+
+def test_metadata_auto_creates_a_missing_topic_when_allowed(conn, topic):
+    response = metadata(conn, [topic])
+    [described] = response.topics
+    assert (described.error_code, described.name, len(described.partitions)) == (NONE, topic, 1)
+    assert produce(conn, topic, batch(b"a")).error_code == NONE
+
+
+def test_metadata_does_not_create_when_the_request_disallows_it(conn, topic):
+    [described] = metadata(conn, [topic], allow_auto_topic_creation=False).topics
+    assert described.error_code == ErrorCode.unknown_topic_or_partition
+    assert topic not in {t.name for t in metadata(conn, None).topics}
+
+
+def test_metadata_does_not_create_when_the_broker_disables_auto_creation(topic):
+    with Broker(auto_create_topics_enable=False) as b, RawConnection(b.bootstrap) as c:
+        [described] = metadata(c, [topic]).topics
+        assert described.error_code == ErrorCode.unknown_topic_or_partition
+        [described] = metadata(c, [topic], version=1).topics
+        assert described.error_code == ErrorCode.unknown_topic_or_partition
+
+
+@pytest.mark.parametrize("name", ["bad name", "a/b", "x" * 250, ".", ".."])
+def test_metadata_invalid_topic_name_is_invalid_topic_exception(conn, name):
+    [described] = metadata(conn, [name]).topics
+    assert described.error_code == ErrorCode.invalid_topic_exception
+
+
+def test_metadata_by_topic_id(conn, topic):
+    topic_id = create_topic(conn, topic, partitions=3)
+    [described] = metadata(conn, ids=[topic_id]).topics
+    assert (described.error_code, described.name, described.topic_id) == (NONE, topic, topic_id)
+    assert len(described.partitions) == 3
+    [unknown] = metadata(conn, ids=[uuid.uuid4()]).topics
+    assert unknown.error_code == ErrorCode.unknown_topic_id
+
+
+def test_metadata_authorized_operations_only_when_asked(conn, topic):
+    from odradek.broker.authz import AUTHORIZED_OPERATIONS_OMITTED
+
+    create_topic(conn, topic)
+    [plain] = metadata(conn, [topic]).topics
+    assert plain.topic_authorized_operations == AUTHORIZED_OPERATIONS_OMITTED
+    [asked] = metadata(conn, [topic], include_ops=True).topics
+    READ, WRITE, DESCRIBE = 3, 4, 8  # Kafka's AclOperation codes
+    assert all(asked.topic_authorized_operations & (1 << op) for op in (READ, WRITE, DESCRIBE))
+    v10 = metadata(conn, [topic], version=10, include_ops=True)
+    assert v10.cluster_authorized_operations not in (AUTHORIZED_OPERATIONS_OMITTED, 0)
+
+
+def test_describe_cluster(conn):
+    m = conn.module("describe_cluster", 1)
+    response = conn.request(m.DescribeClusterRequest(include_cluster_authorized_operations=False))
+    assert response.error_code == NONE
+    assert response.cluster_id == metadata(conn, None).cluster_id
+    [node] = response.brokers
+    assert (node.host, node.broker_id) == (conn.sock.getpeername()[0], response.controller_id)
+    assert node.port == conn.sock.getpeername()[1]
+    bad = conn.request(m.DescribeClusterRequest(include_cluster_authorized_operations=False, endpoint_type=9))
+    assert bad.error_code == ErrorCode.unsupported_endpoint_type
