@@ -762,3 +762,47 @@ def test_describe_cluster(conn):
     assert node.port == conn.sock.getpeername()[1]
     bad = conn.request(m.DescribeClusterRequest(include_cluster_authorized_operations=False, endpoint_type=9))
     assert bad.error_code == ErrorCode.unsupported_endpoint_type
+
+
+# -- Process lifecycle ---------------------------------------------------------------------------
+
+
+def test_second_broker_on_the_same_data_dir_exits_with_one_clear_line(tmp_path, topic):
+    import subprocess
+    import sys
+
+    data_dir = str(tmp_path / "data")
+    with BrokerProcess(data_dir) as first:
+        with RawConnection(first.bootstrap) as c:
+            create_topic(c, topic)
+        second = subprocess.run(
+            [sys.executable, "-m", "odradek", "serve", "--listeners", "PLAINTEXT://127.0.0.1:0",
+             "--log-dirs", data_dir], capture_output=True, text=True, timeout=30)
+        assert second.returncode != 0
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert lines and lines[-1].startswith("odradek: "), second.stderr
+        assert "Traceback" not in second.stderr
+        assert data_dir in lines[-1] or "lock" in lines[-1].lower()
+        # The first broker did not notice.
+        with RawConnection(first.bootstrap) as c:
+            assert_serves(c, topic)
+
+
+def test_sigterm_stops_cleanly_and_the_next_start_does_no_recovery(tmp_path, topic):
+    process = BrokerProcess(str(tmp_path / "data"))
+    try:
+        process.start()
+        with RawConnection(process.bootstrap) as c:
+            create_topic(c, topic)
+            produce(c, topic, batch([b"a", b"b"]))
+        assert process.stop() == 0
+        assert any("stopped cleanly" in line for line in process.output)
+        process.start()
+        assert not any("recover" in line.lower() for line in process.output), process.output
+        with RawConnection(process.bootstrap) as c:
+            assert values_in(fetch(c, topic).records) == [b"a", b"b"]
+        process.kill()
+        process.start()
+        assert any("recover" in line.lower() for line in process.output), process.output
+    finally:
+        process.stop()
