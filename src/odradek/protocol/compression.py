@@ -18,7 +18,15 @@ import struct
 
 import cramjam
 
-from odradek.protocol.records import Compression
+
+class Compression:
+    """Codec ids: bits 0-2 of a RecordBatch's attributes."""
+
+    NONE = 0
+    GZIP = 1
+    SNAPPY = 2
+    LZ4 = 3
+    ZSTD = 4
 
 XERIAL_MAGIC = b"\x82SNAPPY\x00"
 _XERIAL_HEADER = XERIAL_MAGIC + struct.pack(">ii", 1, 1)

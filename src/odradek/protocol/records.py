@@ -31,6 +31,7 @@ from typing import Iterator
 
 import crc32c as _crc32c
 
+from odradek.protocol.compression import Compression, compress, decompress
 from odradek.protocol.errors import ErrorCode
 
 # Byte offsets of the header fields.
@@ -64,14 +65,6 @@ NO_PRODUCER_EPOCH = -1
 NO_SEQUENCE = -1
 NO_TIMESTAMP = -1
 NO_PARTITION_LEADER_EPOCH = -1
-
-
-class Compression:
-    NONE = 0
-    GZIP = 1
-    SNAPPY = 2
-    LZ4 = 3
-    ZSTD = 4
 
 
 class TimestampType:
@@ -331,8 +324,6 @@ def build_batch(
     log_append_time: bool = False,
 ) -> bytes:
     """Build one RecordBatch v2 from (key, value, headers, timestamp_ms) tuples, CRC included."""
-    from odradek.protocol.compression import compress  # lazy: codecs only where needed
-
     if not records:
         raise ValueError("a batch holds at least one record")
     timestamps = [r[3] for r in records]
@@ -359,8 +350,6 @@ def iter_records(
     batch: bytes | memoryview, max_decompressed_bytes: int = MAX_DECOMPRESSED_BATCH_BYTES
 ) -> Iterator[Record]:
     """The records of one complete batch (any codec). Raises ValueError on malformed data."""
-    from odradek.protocol.compression import decompress
-
     header = read_header(batch, 0)
     size = header.size_bytes
     if header.magic != CURRENT_MAGIC or size > len(batch):
