@@ -7,7 +7,7 @@ Layout (text, '\\n'-terminated lines):
     <entry>                 n lines, fields separated by one space
 
 Offset checkpoints (`recovery-point-offset-checkpoint`, `log-start-offset-checkpoint`,
-`replication-offset-checkpoint`) hold `topic partition offset` entries; the
+`replication-offset-checkpoint`, `cleaner-offset-checkpoint`) hold `topic partition offset` entries; the
 `leader-epoch-checkpoint` of a partition holds `epoch start_offset` entries.
 
 Writes go through `FileSystem.write_file_atomic` (tmp, fsync, rename, fsync dir). Reads are
@@ -29,6 +29,7 @@ RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
 REPLICATION_OFFSET_CHECKPOINT = "replication-offset-checkpoint"
 LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
+CLEANER_OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"  # per partition: first uncleaned offset
 MAX_CHECKPOINT_ENTRIES = 10_000_000  # bound on the entry count read from disk
 
 

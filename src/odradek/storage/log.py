@@ -1,4 +1,4 @@
-"""Log: one partition's log on disk (Kafka's UnifiedLog/LocalLog, without retention yet)."""
+"""Log: one partition's log on disk (Kafka's UnifiedLog/LocalLog): append, read, retention, truncation."""
 
 from __future__ import annotations
 
@@ -85,9 +85,12 @@ class Log:
     the recovery point to the end offset it saw when it started. The operations that close or
     delete segments (`truncate_to`, `close`, and later retention) take `_flush_lock`, so they wait
     for a running flush (they are rare) and a flush never fsyncs a closed descriptor.
-    Retention (`delete_old_segments`) is a later issue: it will delete whole segments from the
-    front under `_flush_lock`, advance `log_start_offset`, and call
-    `leader_epoch_cache.truncate_from_start`.
+    Retention (`delete_old_segments`, on the loop) removes whole inactive segments from the front
+    under `_flush_lock`: their files are renamed `.deleted` at once (the loader removes such
+    leftovers after a crash) and removed `file.delete.delay.ms` later (`delete_expired_files`);
+    the log start offset then moves to the first kept segment. DeleteRecords (`delete_records`)
+    only moves the log start offset; retention removes the segments below it. The log manager
+    checkpoints the new log start offset.
     """
 
     def __init__(self, fs: FileSystem, dir: str, config: LogConfig, topic: str, partition: int) -> None:
@@ -113,12 +116,19 @@ class Log:
         self._flush_lock = threading.Lock()
         self._position_cache: tuple[int, LogSegment, int] | None = None  # (offset, segment, position)
         self.closed = False
+        self.allow_offset_gaps = False  # set by open(); see there
+        # Segments renamed `.deleted` and waiting for file.delete.delay.ms: (due ms, segment, paths).
+        self._pending_deletes: list[tuple[int, LogSegment, list[str]]] = []
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, fs: FileSystem, dir: str, config: LogConfig, *, topic_id: uuid.UUID | None, recovery_point: int,
-             log_start_offset: int, high_watermark: int, clean_shutdown: bool, now_ms: int) -> Log:
-        """Open (creating if needed) the log in `dir`; recovers it when `clean_shutdown` is False."""
+             log_start_offset: int, high_watermark: int, clean_shutdown: bool, now_ms: int,
+             allow_offset_gaps: bool = False) -> Log:
+        """Open (creating if needed) the log in `dir`; recovers it when `clean_shutdown` is False.
+
+        `allow_offset_gaps`: the log was ever compacted (the data dir's cleaner checkpoint names
+        it), so recovery accepts gaps between batches (see LogSegment.recover)."""
         from odradek.storage.log_loader import load_log
 
         parsed = parse_partition_dir(os.path.basename(os.path.normpath(dir)))
@@ -126,6 +136,7 @@ class Log:
             raise ValueError(f"{dir} is not named <topic>-<partition>")
         fs.mkdir(dir)
         self = cls(fs, dir, config, *parsed)
+        self.allow_offset_gaps = allow_offset_gaps or "compact" in config.cleanup_policy
         self._init_topic_id(topic_id)
         load_log(self, recovery_point=recovery_point, log_start_offset=log_start_offset,
                  high_watermark=high_watermark, clean_shutdown=clean_shutdown, now_ms=now_ms)
@@ -306,6 +317,98 @@ class Log:
         for segment in self.segments:
             segment.config = config
 
+    # -- retention and DeleteRecords -----------------------------------------------------------
+    def delete_records(self, offset: int) -> tuple[ErrorCode, int]:
+        """DeleteRecords: advance the log start offset to `offset` (-1: the high watermark).
+
+        Returns (error, low watermark). OFFSET_OUT_OF_RANGE beyond the high watermark (Kafka).
+        Whole segments below the new start go at the next retention check; fetches below it
+        get OFFSET_OUT_OF_RANGE at once.
+        """
+        if offset == -1:
+            offset = self.high_watermark
+        if offset < 0 or offset > self.high_watermark:
+            return ErrorCode.offset_out_of_range, self.log_start_offset
+        if offset > self.log_start_offset:
+            self._advance_log_start_offset(offset)
+        return ErrorCode.none, self.log_start_offset
+
+    def _advance_log_start_offset(self, offset: int) -> None:
+        self.log_start_offset = offset
+        self.high_watermark = max(self.high_watermark, offset)
+        self.leader_epoch_cache.truncate_from_start(offset)
+        self._position_cache = None
+
+    def deletable_segments(self, now_ms: int) -> list[LogSegment]:
+        """The prefix of inactive segments that retention removes now (Kafka's three rules).
+
+        A segment goes when it lies wholly below the log start offset (DeleteRecords), or, under
+        `cleanup.policy` delete, when its largest timestamp is more than `retention.ms` old, or
+        while the partition exceeds `retention.bytes` by at least the segment's size. Only
+        segments wholly below the high watermark, never the active one, and only a prefix.
+        """
+        config = self.config
+        delete_policy = "delete" in config.cleanup_policy
+        excess_bytes = -1
+        if delete_policy and config.retention_bytes >= 0:
+            excess_bytes = sum(s.size_bytes for s in self.segments) - config.retention_bytes
+        deletable = []
+        for i, segment in enumerate(self.segments[:-1]):
+            next_base_offset = self.segments[i + 1].base_offset
+            if next_base_offset > self.high_watermark:
+                break
+            reason = next_base_offset <= self.log_start_offset
+            if not reason and delete_policy and config.retention_ms >= 0:
+                max_timestamp_ms, _ = segment.load_max_timestamp()
+                reason = now_ms - max_timestamp_ms > config.retention_ms
+            size = segment.size_bytes
+            if not reason and excess_bytes >= size:
+                reason = True
+            if not reason:
+                break
+            excess_bytes -= size
+            deletable.append(segment)
+        return deletable
+
+    def delete_old_segments(self, now_ms: int) -> int:
+        """Retention: rename the deletable segments `.deleted` (their files go after
+        `file.delete.delay.ms`, see `delete_expired_files`), advance the log start offset to the
+        first kept segment. Returns how many segments went. Runs on the event loop."""
+        deletable = self.deletable_segments(now_ms)
+        if not deletable:
+            return 0
+        with self._flush_lock:
+            count = len(deletable)
+            assert self.segments[:count] == deletable and count < len(self.segments)
+            for segment in deletable:
+                paths = segment.rename_to_deleted()
+                self._pending_deletes.append((now_ms + self.config.file_delete_delay_ms, segment, paths))
+            del self.segments[:count]
+            del self._base_offsets[:count]
+            self.fs.fsync_dir(self.dir)
+            new_start = max(self.log_start_offset, self.segments[0].base_offset)
+            if new_start > self.log_start_offset:
+                self._advance_log_start_offset(new_start)
+            self._position_cache = None
+        log.info("%s-%d: retention deleted %d segment(s); log start offset %d", self.topic, self.partition,
+                 count, self.log_start_offset)
+        return count
+
+    def delete_expired_files(self, now_ms: int, *, force: bool = False) -> None:
+        """Remove the files of segments deleted at least `file.delete.delay.ms` ago."""
+        keep = []
+        for entry in self._pending_deletes:
+            due_ms, segment, paths = entry
+            if force or now_ms >= due_ms:
+                segment.delete_renamed(paths)
+            else:
+                keep.append(entry)
+        self._pending_deletes = keep
+
+    def size_bytes(self) -> int:
+        """Bytes in the log's segment files (DescribeLogDirs)."""
+        return sum(s.size_bytes for s in list(self.segments))
+
     def truncate_to(self, offset: int) -> None:
         """Remove everything at and above `offset` (at a batch boundary: a batch holding `offset`
         goes entirely, so the log end offset may end below `offset`). Follower truncation."""
@@ -403,6 +506,7 @@ class Log:
             self.producer_state.take_snapshot(self.log_end_offset)
             for segment in self.segments:
                 segment.close()
+            self.delete_expired_files(0, force=True)
             self.closed = True
 
     def __repr__(self) -> str:

@@ -131,15 +131,20 @@ def _recover(the_log: Log, recovery_point: int) -> None:
     segments = the_log.segments
     first = the_log._segment_index_for(recovery_point)
     expected_next_offset = segments[first].base_offset
+    compacted = the_log.allow_offset_gaps
     recovered: list[LogSegment] = []
     for i in range(first, len(segments)):
         segment = segments[i]
-        result = segment.recover(expected_next_offset)
+        result = segment.recover(expected_next_offset, allow_gaps=compacted)
         recovered.append(segment)
         end_offset = result.next_offset if result.next_offset is not None else segment.base_offset
         # A cut tail, or a segment that ends before the next one starts (its unsynced batches were
         # lost while a later segment's file survived): everything after it is unreachable.
-        if result.truncated_bytes or (i + 1 < len(segments) and segments[i + 1].base_offset != end_offset):
+        # A compacted log may end a segment below the next one's base (the cleaner dropped its
+        # last records), so there only a next segment starting *below* the end is a break.
+        gap = i + 1 < len(segments) and (segments[i + 1].base_offset < end_offset if compacted
+                                          else segments[i + 1].base_offset != end_offset)
+        if result.truncated_bytes or gap:
             for later in segments[i + 1:]:
                 log.warning("%s: deleting %s after a truncated segment", the_log.dir, later)
                 later.delete()

@@ -7,6 +7,7 @@ A data dir holds (Kafka's layout):
     recovery-point-offset-checkpoint      per partition: offset below which data is fsynced
     log-start-offset-checkpoint           per partition: log start offset
     replication-offset-checkpoint         per partition: high watermark
+    cleaner-offset-checkpoint             per compacted partition: offset the cleaner has cleaned to
     <topic>-<partition>/                  one Log each (see log.py)
     <topic>-<partition>.<uuidhex>-delete/ a deleted partition, being removed
     __cluster_metadata-0/                 the metadata log (owned by odradek.metadata; skipped)
@@ -30,6 +31,7 @@ import os
 import uuid
 
 from odradek.storage.checkpoints import (
+    CLEANER_OFFSET_CHECKPOINT,
     LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,
     REPLICATION_OFFSET_CHECKPOINT,
@@ -58,6 +60,8 @@ class _DataDir:
         self.recovery_points = OffsetCheckpointFile(fs, os.path.join(path, RECOVERY_POINT_CHECKPOINT))
         self.log_start_offsets = OffsetCheckpointFile(fs, os.path.join(path, LOG_START_OFFSET_CHECKPOINT))
         self.high_watermarks = OffsetCheckpointFile(fs, os.path.join(path, REPLICATION_OFFSET_CHECKPOINT))
+        self.cleaner_offsets_file = OffsetCheckpointFile(fs, os.path.join(path, CLEANER_OFFSET_CHECKPOINT))
+        self.cleaner_offsets: dict[tuple[str, int], int] = {}
         self.lock_handle: int | None = None
         self.clean_shutdown = False
         self.log_count = 0
@@ -104,6 +108,7 @@ class LogManager:
         recovery_points = data_dir.recovery_points.read()
         log_start_offsets = data_dir.log_start_offsets.read()
         high_watermarks = data_dir.high_watermarks.read()
+        data_dir.cleaner_offsets = data_dir.cleaner_offsets_file.read()
         if data_dir.clean_shutdown:
             self.fs.unlink(marker)
             self.fs.fsync_dir(data_dir.path)
@@ -124,7 +129,8 @@ class LogManager:
                                recovery_point=recovery_points.get(key, 0),
                                log_start_offset=log_start_offsets.get(key, 0),
                                high_watermark=high_watermarks.get(key, 0),
-                               clean_shutdown=data_dir.clean_shutdown, now_ms=self.now_ms)
+                               clean_shutdown=data_dir.clean_shutdown, now_ms=self.now_ms,
+                               allow_offset_gaps=key in data_dir.cleaner_offsets)
             self._logs[key] = the_log
             self._log_dir_of[key] = data_dir
             data_dir.log_count += 1
@@ -185,6 +191,7 @@ class LogManager:
         if the_log is None or data_dir is None:
             return
         data_dir.log_count -= 1
+        data_dir.cleaner_offsets.pop(key, None)
         the_log.close()
         deleted = os.path.join(data_dir.path, f"{topic}-{partition}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
         self.fs.rename(the_log.dir, deleted)
@@ -200,6 +207,42 @@ class LogManager:
             data_dir.recovery_points.write({k: l.recovery_point for k, l in logs.items()})
             data_dir.log_start_offsets.write({k: l.log_start_offset for k, l in logs.items()})
             data_dir.high_watermarks.write({k: l.high_watermark for k, l in logs.items()})
+
+    def cleanup_logs(self, now_ms: int) -> int:
+        """Retention (log.retention.check.interval.ms): delete old segments of every log and
+        remove the files of segments deleted long enough ago. Returns how many segments went;
+        the caller then checkpoints (the log start offsets moved). Runs on the event loop."""
+        deleted = 0
+        for the_log in list(self._logs.values()):
+            if the_log.closed:
+                continue
+            deleted += the_log.delete_old_segments(now_ms)
+            the_log.delete_expired_files(now_ms)
+        return deleted
+
+    def cleaner_offset(self, the_log: Log) -> int:
+        """Offset below which the cleaner has compacted `the_log` (0 if never)."""
+        data_dir = self._log_dir_of.get((the_log.topic, the_log.partition))
+        return 0 if data_dir is None else data_dir.cleaner_offsets.get((the_log.topic, the_log.partition), 0)
+
+    def checkpoint_cleaner_offset(self, the_log: Log, offset: int) -> None:
+        """Record (durably, before the cleaner swaps any segment) that `the_log` is compacted to
+        `offset`; from then on recovery accepts offset gaps in it. Blocking."""
+        key = (the_log.topic, the_log.partition)
+        data_dir = self._log_dir_of.get(key)
+        if data_dir is None:
+            return
+        the_log.allow_offset_gaps = True
+        data_dir.cleaner_offsets[key] = offset
+        live = {k: v for k, v in data_dir.cleaner_offsets.items() if self._log_dir_of.get(k) is data_dir}
+        data_dir.cleaner_offsets_file.write(live)
+
+    def log_dir_of(self, the_log: Log) -> str | None:
+        data_dir = self._log_dir_of.get((the_log.topic, the_log.partition))
+        return None if data_dir is None else data_dir.path
+
+    def log_dirs(self) -> list[str]:
+        return [d.path for d in self._dirs]
 
     def flush_logs_due(self, now_ms: int) -> None:
         """flush.ms: fsync every log whose last flush is at least its flush_ms ago and has unflushed data."""

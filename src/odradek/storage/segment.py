@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
+DELETED_SUFFIX = ".deleted"
 NO_TIMESTAMP = -1
 # Recovery reads the .log in chunks of this size (a larger batch gets one read of its own size,
 # bounded by the file size, so a corrupt length never allocates more than the file holds).
@@ -342,8 +343,8 @@ class LogSegment:
             position += header.size_bytes
 
     # -- recovery and truncation -------------------------------------------------------------------
-    def recover(self, expected_next_offset: int, on_batch: Callable[[BatchHeader], None] | None = None
-                ) -> RecoveryResult:
+    def recover(self, expected_next_offset: int, on_batch: Callable[[BatchHeader], None] | None = None,
+                *, allow_gaps: bool = False) -> RecoveryResult:
         """Validate every batch (length, magic, CRC, offsets) and truncate at the first bad one.
 
         Rebuilds both indexes from the valid batches. `expected_next_offset` is the base offset the
@@ -378,9 +379,14 @@ class LogSegment:
             if isinstance(checked, records.BatchError):
                 break
             # Offsets must continue exactly where the previous batch ended: the base offset is not
-            # covered by the CRC, so this is what catches a corrupted one. (The cleaner, when it
-            # lands, leaves gaps between batches of compacted segments and will relax this.)
-            if checked.base_offset != next_offset or checked.last_offset - self.base_offset >= 2**31:
+            # covered by the CRC, so this is what catches a corrupted one. A compacted log
+            # (`allow_gaps`) may skip offsets, as Kafka allows, but never go back.
+            if allow_gaps:
+                if checked.base_offset < next_offset:
+                    break
+            elif checked.base_offset != next_offset:
+                break
+            if checked.last_offset - self.base_offset >= 2**31:
                 break
             self._index_batch(position, checked.last_offset, checked.max_timestamp, size)
             if on_batch is not None:
@@ -442,6 +448,29 @@ class LogSegment:
         """Close and remove the three files."""
         self.close()
         for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            self.fs.unlink(path)
+
+    def rename_to_deleted(self) -> list[str]:
+        """First step of an asynchronous delete (retention, compaction): rename the three files
+        `<name>.deleted` and close the indexes, keeping the .log descriptor open so a FileRegion
+        handed out earlier stays readable. Returns the new paths for `delete_renamed`.
+
+        A crash afterwards is harmless: the loader removes `*.deleted` files at start.
+        """
+        self.offset_index.close()
+        self.time_index.close()
+        self._indexes_loaded = False
+        renamed = []
+        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+            if self.fs.exists(path):
+                self.fs.rename(path, path + DELETED_SUFFIX)
+                renamed.append(path + DELETED_SUFFIX)
+        return renamed
+
+    def delete_renamed(self, paths: list[str]) -> None:
+        """Second step: close the .log descriptor and remove the renamed files."""
+        self.close()
+        for path in paths:
             self.fs.unlink(path)
 
     def __repr__(self) -> str:
