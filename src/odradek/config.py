@@ -420,6 +420,8 @@ BROKER_CONFIG_DEFS: tuple[BrokerConfigDef, ...] = (
     _b("log.cleaner.max.compaction.lag.ms", L, INT64_MAX, at_least(1), "Most age before compaction (max.compaction.lag.ms)."),
     _b("log.cleaner.min.cleanable.ratio", D, 0.5, between(0, 1), "Dirty ratio that triggers cleaning (min.cleanable.dirty.ratio)."),
     _b("log.cleaner.backoff.ms", L, 15000, at_least(0), "Cleaner sleep when there is nothing to clean."),
+    _b("log.cleaner.dedupe.buffer.size", L, 134217728, at_least(1024),
+       "Memory for the cleaner's offset map (24 bytes an entry, as Kafka; Python's dict costs more)."),
     _b("log.preallocate", B, False, None, "Preallocate segment files (preallocate)."),
     _b("log.message.timestamp.type", S, "CreateTime", one_of("CreateTime", "LogAppendTime"),
        "CreateTime or LogAppendTime (message.timestamp.type)."),
@@ -561,7 +563,12 @@ class BrokerConfig:
     transaction_state_log_segment_bytes: int = _default("transaction.state.log.segment.bytes")
     transactional_id_expiration_ms: int = _default("transactional.id.expiration.ms")
     producer_id_expiration_ms: int = _default("producer.id.expiration.ms")
+    log_cleaner_dedupe_buffer_size: int = _default("log.cleaner.dedupe.buffer.size")
     static_configs: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # Dynamic broker configs applied by `with_dynamic_configs`: name -> ((value, source), ...),
+    # the per-broker entry before the cluster default (DescribeConfigs synonyms).
+    dynamic_configs: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict, compare=False,
+                                                                     repr=False)
 
     # -- Kafka's precedence rules --------------------------------------------------------------
     @property
@@ -698,6 +705,30 @@ class BrokerConfig:
                               f"({config.group_max_session_timeout_ms})")
         return config, warnings
 
+    def with_dynamic_configs(self, cluster_default: dict[str, str], per_broker: dict[str, str]
+                             ) -> "BrokerConfig":
+        """This (static) config with dynamic broker configs from the metadata image applied:
+        per-broker over cluster default (`""`) over static. Entries that are not dynamic or no
+        longer parse are skipped (they were validated when written)."""
+        values: dict[str, Any] = {}
+        sources: dict[str, list[tuple[str, int]]] = {}
+        for layer, source in ((cluster_default, ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG),
+                              (per_broker, ConfigSource.DYNAMIC_BROKER_CONFIG)):
+            for name, text in layer.items():
+                definition = BROKER_CONFIGS.get(name)
+                if definition is None or name not in DYNAMIC_BROKER_CONFIGS or text is None:
+                    continue
+                try:
+                    value = parse_value(definition.config_type, text)
+                    definition.validator(value)
+                except InvalidValue:
+                    continue
+                values[definition.field_name] = value
+                sources.setdefault(name, []).insert(0, (text, int(source)))
+        if not values and not self.dynamic_configs:
+            return self
+        return dataclasses.replace(self, **values, dynamic_configs={k: tuple(v) for k, v in sources.items()})
+
     # -- views ---------------------------------------------------------------------------------
     def log_config(self, topic_overrides: dict[str, str] | None = None) -> LogConfig:
         """The storage view of a topic: topic override > broker `log.*` synonym > default.
@@ -717,7 +748,7 @@ class BrokerConfig:
 
 # Fields must match the definitions one to one (log.dir folds into log_dirs).
 assert {d.field_name for d in BROKER_CONFIG_DEFS} - {"log_dir"} == \
-    {f.name for f in dataclasses.fields(BrokerConfig)} - {"controller_listeners", "static_configs"}
+    {f.name for f in dataclasses.fields(BrokerConfig)} - {"controller_listeners", "static_configs", "dynamic_configs"}
 
 
 def _parse_checked(name: str, config_type: ConfigType, validator: Callable[[Any], None], text: str) -> Any:
@@ -830,6 +861,30 @@ TOPIC_CONFIG_DEFS: tuple[TopicConfigDef, ...] = (
 TOPIC_CONFIGS: dict[str, TopicConfigDef] = {d.name: d for d in TOPIC_CONFIG_DEFS}
 
 
+# Broker configs AlterConfigs may change at run time (Kafka's DynamicLogConfig: every broker
+# synonym of a topic config, plus the cleaner's tuning).
+DYNAMIC_BROKER_CONFIGS: frozenset[str] = frozenset(
+    {s for d in TOPIC_CONFIG_DEFS for s in d.broker_synonyms} |
+    {"log.cleaner.backoff.ms", "log.cleaner.dedupe.buffer.size"})
+
+
+def validate_broker_configs(configs: dict[str, str | None]) -> str | None:
+    """The INVALID_CONFIG message for the first bad dynamic broker config, or None."""
+    for name, text in configs.items():
+        definition = BROKER_CONFIGS.get(name)
+        if definition is None:
+            return f"Unknown broker config name: {name}"
+        if name not in DYNAMIC_BROKER_CONFIGS:
+            return f"Cannot update these configs dynamically: Set({name})"
+        if text is None:
+            continue
+        try:
+            definition.validator(parse_value(definition.config_type, text))
+        except InvalidValue as exc:
+            return f"Invalid value {text} for configuration {name}: {exc}"
+    return None
+
+
 def validate_topic_configs(configs: dict[str, str | None]) -> str | None:
     """The INVALID_CONFIG message for the first bad entry, or None when all are valid.
 
@@ -913,6 +968,9 @@ def describe_topic_configs(broker: BrokerConfig, overrides: dict[str, str],
         if override is not None:
             synonyms.append(ConfigSynonym(definition.name, override, ConfigSource.DYNAMIC_TOPIC_CONFIG))
         for synonym in definition.broker_synonyms:
+            for text, source in broker.dynamic_configs.get(synonym, ()):
+                synonyms.append(ConfigSynonym(synonym, text, source))
+        for synonym in definition.broker_synonyms:
             if synonym in broker.static_configs:
                 synonyms.append(ConfigSynonym(synonym, broker.static_configs[synonym],
                                               ConfigSource.STATIC_BROKER_CONFIG))
@@ -937,8 +995,10 @@ def describe_topic_configs(broker: BrokerConfig, overrides: dict[str, str],
 def describe_broker_configs(broker: BrokerConfig, keys: Iterable[str] | None = None) -> list[ConfigEntry]:
     """DescribeConfigs for this broker: every broker config (or `keys`), all read-only.
 
-    Odradek has no dynamic broker configs yet, so sources are STATIC_BROKER_CONFIG (set in the
-    properties file or overrides) or DEFAULT_CONFIG. Synonyms list, for configs that combine
+    Sources: DYNAMIC_BROKER_CONFIG / DYNAMIC_DEFAULT_BROKER_CONFIG (AlterConfigs, kept in the
+    metadata log; see `BrokerConfig.with_dynamic_configs`), STATIC_BROKER_CONFIG (set in the
+    properties file or overrides) or DEFAULT_CONFIG. Only DYNAMIC_BROKER_CONFIGS are writable
+    (still reported read-only, unlike Kafka: tests/unit/test_config.py pins that). Synonyms list, for configs that combine
     (`log.retention.ms/minutes/hours`, `log.roll.*`, `log.dirs`/`log.dir`), every member that is
     set, then every member's default.
     """
@@ -951,6 +1011,9 @@ def describe_broker_configs(broker: BrokerConfig, keys: Iterable[str] | None = N
         members = groups.get(definition.name, (definition.name,))
         synonyms: list[ConfigSynonym] = []
         for member in members:
+            for text, source in broker.dynamic_configs.get(member, ()):
+                synonyms.append(ConfigSynonym(member, text, source))
+        for member in members:
             if member in broker.static_configs:
                 synonyms.append(ConfigSynonym(member, broker.static_configs[member],
                                               int(ConfigSource.STATIC_BROKER_CONFIG)))
@@ -959,7 +1022,9 @@ def describe_broker_configs(broker: BrokerConfig, keys: Iterable[str] | None = N
             if member_def.default is not None:
                 synonyms.append(ConfigSynonym(member, format_value(member_def.config_type, member_def.default),
                                               int(ConfigSource.DEFAULT_CONFIG)))
-        if definition.name in broker.static_configs:
+        if definition.name in broker.dynamic_configs:
+            value, source = broker.dynamic_configs[definition.name][0]
+        elif definition.name in broker.static_configs:
             value, source = broker.static_configs[definition.name], ConfigSource.STATIC_BROKER_CONFIG
         else:
             value = format_value(definition.config_type, definition.default)
