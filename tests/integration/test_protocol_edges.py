@@ -269,6 +269,17 @@ def test_produce_over_max_message_bytes_is_message_too_large(conn, topic):
     assert produce(conn, topic, batch(b"x" * 500)).error_code == NONE
 
 
+def test_max_message_bytes_bounds_the_whole_batch_as_in_kafka(conn, topic):
+    # Kafka compares the batch's size in bytes, its 12-byte log overhead included, with
+    # max.message.bytes (whose default 1048588 is 1 MiB plus that overhead).
+    overhead = len(batch(b""))
+    create_topic(conn, topic, max_message_bytes=1000)
+    exact = produce(conn, topic, batch(b"x" * (1000 - overhead)))
+    assert exact.error_code == NONE
+    one_over = produce(conn, topic, batch(b"x" * (1000 - overhead + 1)))
+    assert one_over.error_code == ErrorCode.message_too_large
+
+
 def test_produce_acks_0_gets_no_response_but_is_stored(conn, topic):
     create_topic(conn, topic)
     m = conn.module("produce", 9)
@@ -278,6 +289,18 @@ def test_produce_acks_0_gets_no_response_but_is_stored(conn, topic):
     # The next frame on the connection answers the next request: nothing was sent for acks=0.
     fetched = fetch(conn, topic, max_wait_ms=2000)
     assert values_in(fetched.records) == [b"fire"]
+
+
+def test_produce_acks_0_with_an_error_closes_the_connection(broker, conn, topic):
+    # The client gets no response to learn the error from, so Kafka closes the connection;
+    # the producer then refreshes its metadata and reconnects.
+    m = conn.module("produce", 9)
+    conn.send(m.ProduceRequest(acks=0, timeout=timedelta(seconds=5), topic_data=(
+        m.TopicProduceData(name=topic, partition_data=(m.PartitionProduceData(index=0, records=batch(b"lost")),)),)))
+    assert conn.wait_closed(5)
+    with RawConnection(broker.bootstrap) as other:
+        create_topic(other, topic)
+        assert_serves(other, topic)
 
 
 def test_produce_acks_2_is_invalid_required_acks(conn, topic):
@@ -725,8 +748,10 @@ def test_metadata_does_not_create_when_the_broker_disables_auto_creation(topic):
 
 
 @pytest.mark.parametrize("name", ["bad name", "a/b", "x" * 250, ".", ".."])
-def test_metadata_invalid_topic_name_is_invalid_topic_exception(conn, name):
-    [described] = metadata(conn, [name]).topics
+@pytest.mark.parametrize("auto_create", [True, False])
+def test_metadata_invalid_topic_name_is_invalid_topic_exception(conn, name, auto_create):
+    # Kafka checks the name even when it will not create the topic.
+    [described] = metadata(conn, [name], allow_auto_topic_creation=auto_create).topics
     assert described.error_code == ErrorCode.invalid_topic_exception
 
 

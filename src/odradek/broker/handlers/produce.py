@@ -66,8 +66,9 @@ async def _append(core, topic_image, data, now_ms):
     raw = data.records
     if not raw:
         return ErrorCode.invalid_record, "produce request without records", None
+    # As Kafka: the whole batch, its 12-byte log overhead included, against max.message.bytes.
     max_message_bytes = partition.log.config.max_message_bytes
-    if len(raw) > max_message_bytes + records.LOG_OVERHEAD:
+    if len(raw) > max_message_bytes:
         return (ErrorCode.message_too_large,
                 f"batch of {len(raw)} bytes exceeds max.message.bytes {max_message_bytes}", None)
     header = records.validate_batch(raw, 0, len(raw))
