@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Sequence
 from odradek.config import BrokerConfig, ConfigEntry, describe_topic_configs, validate_topic_configs
 from odradek.metadata.image import MetadataImage, TopicImage
 from odradek.metadata.records import (
+    RESOURCE_BROKER,
     RESOURCE_TOPIC,
     ConfigRecord,
     MetadataRecord,
@@ -524,4 +525,74 @@ def incremental_alter_topic_configs(image: MetadataImage, topic_name: str,
         old, new = topic.configs.get(name), configs.get(name)
         if old != new:
             records.append(ConfigRecord(RESOURCE_TOPIC, topic_name, name, new))
+    return ([] if validate_only else records), ErrorCode.none, None
+
+
+# -- IncrementalAlterConfigs (brokers) and AlterConfigs (topics, brokers) ----------------------
+def incremental_alter_broker_configs(image: MetadataImage, resource_name: str,
+                                     operations: Iterable[tuple[str, int, str | None]], validate_only: bool
+                                     ) -> tuple[list[MetadataRecord], ErrorCode, str | None]:
+    """Decide dynamic broker config changes for `resource_name` (a broker id, or "" for the
+    cluster-wide default): (ConfigRecords, error, message). Only DYNAMIC_BROKER_CONFIGS change."""
+    from odradek.config import BROKER_CONFIGS, ConfigType, validate_broker_configs
+
+    current = dict(image.broker_configs.get(resource_name, {}))
+    configs: dict[str, str | None] = dict(current)
+    seen: set[str] = set()
+    for name, op, value in operations:
+        if name in seen:
+            return [], ErrorCode.invalid_request, f"Error due to duplicate config keys: {name}"
+        seen.add(name)
+        definition = BROKER_CONFIGS.get(name)
+        if op == OP_SET:
+            if value is None:
+                return [], ErrorCode.invalid_request, f"Null value not supported for: {name}"
+            configs[name] = value
+        elif op == OP_DELETE:
+            configs[name] = None
+        elif op in (OP_APPEND, OP_SUBTRACT):
+            if definition is None or definition.config_type is not ConfigType.LIST:
+                return [], ErrorCode.invalid_config, f"Config value append is not allowed for config key: {name}"
+            text = configs.get(name)
+            items = [i.strip() for i in text.split(",") if i.strip()] if text is not None else \
+                list(definition.default or ())
+            change = [i.strip() for i in (value or "").split(",") if i.strip()]
+            items = items + [i for i in change if i not in items] if op == OP_APPEND else \
+                [i for i in items if i not in change]
+            configs[name] = ",".join(items)
+        else:
+            return [], ErrorCode.invalid_request, f"Unknown operation type {op}"
+    message = validate_broker_configs({k: v for k, v in configs.items() if k in seen})
+    if message is not None:
+        return [], ErrorCode.invalid_config, message
+    records: list[MetadataRecord] = [ConfigRecord(RESOURCE_BROKER, resource_name, name, configs[name])
+                                     for name in sorted(seen) if current.get(name) != configs[name]]
+    return ([] if validate_only else records), ErrorCode.none, None
+
+
+def alter_configs(image: MetadataImage, resource_type: int, resource_name: str,
+                  configs: dict[str, str | None], validate_only: bool
+                  ) -> tuple[list[MetadataRecord], ErrorCode, str | None]:
+    """Legacy AlterConfigs: the resource's dynamic configs become exactly `configs` (Kafka's
+    semantics: keys not named are removed). Topics and brokers ("" = cluster default)."""
+    from odradek.config import validate_broker_configs
+
+    if resource_type == RESOURCE_TOPIC:
+        topic = image.topics_by_name.get(resource_name)
+        if topic is None:
+            return [], ErrorCode.unknown_topic_or_partition, f"Topic '{resource_name}' does not exist."
+        if any(v is None for v in configs.values()):
+            return [], ErrorCode.invalid_request, "Null value not supported"
+        message = validate_topic_configs(dict(configs))
+        current = topic.configs
+    elif resource_type == RESOURCE_BROKER:
+        message = validate_broker_configs(dict(configs))
+        current = image.broker_configs.get(resource_name, {})
+    else:
+        return [], ErrorCode.invalid_request, f"Unsupported resource type {resource_type}"
+    if message is not None:
+        return [], ErrorCode.invalid_config, message
+    records: list[MetadataRecord] = [
+        ConfigRecord(resource_type, resource_name, name, configs.get(name))
+        for name in sorted(set(configs) | set(current)) if current.get(name) != configs.get(name)]
     return ([] if validate_only else records), ErrorCode.none, None
