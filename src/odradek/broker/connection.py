@@ -55,6 +55,19 @@ class EncodedResponse:
         self.size_bytes = sum(len(p) if isinstance(p, (bytes, bytearray, memoryview)) else p.size_bytes for p in parts)
 
 
+class CloseConnection:
+    """A handler's answer that is no response at all but closing the connection.
+
+    Produce with acks=0 answers an error this way, as Kafka does: the client gets no response to
+    read the error from, so the closed connection makes it refresh metadata and reconnect.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 class KafkaConnection(asyncio.Protocol):
     _next_id = 0
 
@@ -183,6 +196,9 @@ class KafkaConnection(asyncio.Protocol):
             log.exception("handler for %s v%d failed; closing %s", api.name, api_version,
                           self.client.connection_id)
             self._close("handler error")
+            return
+        if isinstance(response, CloseConnection):
+            self._close(response.reason)
             return
         if response is None or self._closed:
             return

@@ -3,9 +3,10 @@
 Appends each partition's record batch to its log and answers with the base offset of the
 append. A v3+ request carries exactly one RecordBatch (magic 2) per partition; the broker checks
 its header and CRC-32C, never its records, and writes it as received with base offset and leader
-epoch patched in place. acks=0 gets no response; acks=1 answers after the local append; acks=-1
-waits until the high watermark passes the append (at once on a single node). v13 names topics
-by id (KIP-516).
+epoch patched in place. acks=0 gets no response, and an error closes the connection (as in
+Kafka: the client has no other way to learn of it); acks=1 answers after the local append;
+acks=-1 waits until the high watermark passes the append (at once on a single node). v13 names
+topics by id (KIP-516).
 Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, CORRUPT_MESSAGE,
 INVALID_RECORD, UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, OUT_OF_ORDER_SEQUENCE_NUMBER,
 INVALID_PRODUCER_EPOCH, TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactions are not served yet),
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from odradek.broker.connection import CloseConnection
 from odradek.protocol import records
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import now_ms as clock_now_ms
@@ -55,6 +57,11 @@ async def handle(request, ctx):
             partition_responses=tuple(partition_responses),
         ))
     if acks == 0:
+        failed = [(t.name or t.topic_id, p.index, p.error_code) for t in topic_responses
+                  for p in t.partition_responses if p.error_code is not ErrorCode.none]
+        if failed:
+            return CloseConnection(f"acks=0 produce failed: {failed[0][0]}-{failed[0][1]} "
+                                   f"{failed[0][2].name}")
         return None
     return ctx.response(responses=tuple(topic_responses), throttle_time=timedelta(0))
 
