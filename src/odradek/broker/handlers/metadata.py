@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from odradek.broker.authz import ALL_TOPIC_OPERATIONS, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
 from odradek.broker.core import INTERNAL_TOPICS
+from odradek.metadata import controller
 from odradek.protocol.errors import ErrorCode
 
 
@@ -39,8 +40,14 @@ async def handle(request, ctx):
         else:
             topic = core.image.topics_by_name.get(name)
             if topic is None:
-                error = ErrorCode.unknown_topic_or_partition
-                if allow_auto_create and core.config.auto_create_topics_enable:
+                # As Kafka: an illegal name is INVALID_TOPIC_EXCEPTION whether or not it would
+                # be created.
+                if controller.validate_topic_name(name) is not None:
+                    error = ErrorCode.invalid_topic_exception
+                else:
+                    error = ErrorCode.unknown_topic_or_partition
+                if error is ErrorCode.unknown_topic_or_partition and allow_auto_create \
+                        and core.config.auto_create_topics_enable:
                     error = await core.auto_create_topic(name)
                     topic = core.image.topics_by_name.get(name)
                 if topic is None:
