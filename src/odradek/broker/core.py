@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from odradek.broker.connections import ConnectionRegistry
 from odradek.broker.fetch_session import FetchSessionCache
+from odradek.broker.group_service import GroupService
 from odradek.broker.replica_manager import Partition, ReplicaManager
 from odradek.config import BrokerConfig
 from odradek.metadata import controller
@@ -54,6 +55,8 @@ class BrokerCore:
         self._controller_lock = asyncio.Lock()
         self._next_producer_id = 0
         self._producer_id_block_end = 0
+        # Group coordinator (issue #3): classic groups and offsets on __consumer_offsets.
+        self.groups = GroupService(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -63,11 +66,13 @@ class BrokerCore:
         self.metadata = MetadataStore.open(data_dir / METADATA_DIR, node_id=self.config.node_id,
                                            cluster_id=self.config.cluster_id, fs=self.fs)
         self._sync_partitions()
+        self.groups.open()  # group coordinator: load __consumer_offsets (issue #3)
         block = self.image.producer_ids_next
         self._next_producer_id = self._producer_id_block_end = block
 
     def close(self) -> None:
         """Flush and checkpoint every log and write the clean-shutdown marker."""
+        self.groups.close()  # group coordinator: stop its timer and tasks (issue #3)
         self.log_manager.close()
         if self.metadata is not None:
             self.metadata.close()
@@ -124,6 +129,7 @@ class BrokerCore:
             if key not in wanted:
                 self.replica_manager.remove(*key)
                 self.log_manager.delete_log(*key)
+        self.groups.sync_partitions()  # group coordinator follows __consumer_offsets (issue #3)
 
     async def create_topics(self, topics: list, validate_only: bool, *, allow_internal: bool = False) -> list:
         """CreateTopics through the controller; returns its per-topic results."""

@@ -41,6 +41,15 @@ _TABLE: list[tuple[int, int, int, int]] = [
     (1, 4, 18, 4),   # Fetch
     (2, 1, 10, 1),   # ListOffsets
     (3, 0, 13, 0),   # Metadata
+    (8, 2, 9, 2),    # OffsetCommit
+    (9, 1, 9, 1),    # OffsetFetch
+    (10, 0, 6, 0),   # FindCoordinator
+    (11, 0, 9, 0),   # JoinGroup
+    (12, 0, 4, 0),   # Heartbeat
+    (13, 0, 5, 0),   # LeaveGroup
+    (14, 0, 5, 0),   # SyncGroup
+    (15, 0, 6, 0),   # DescribeGroups
+    (16, 0, 5, 0),   # ListGroups
     (18, 0, 4, 0),   # ApiVersions
     (19, 2, 7, 2),   # CreateTopics
     (20, 1, 6, 1),   # DeleteTopics
@@ -48,6 +57,8 @@ _TABLE: list[tuple[int, int, int, int]] = [
     (23, 2, 4, 2),   # OffsetForLeaderEpoch
     (32, 1, 4, 1),   # DescribeConfigs
     (37, 0, 3, 0),   # CreatePartitions
+    (42, 0, 2, 0),   # DeleteGroups
+    (47, 0, 0, 0),   # OffsetDelete
     (60, 0, 2, 0),   # DescribeCluster
 ]
 
