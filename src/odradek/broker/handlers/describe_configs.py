@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from odradek.config import describe_broker_configs, describe_topic_configs
+from odradek.metadata.controller import validate_topic_name
 from odradek.protocol.errors import ErrorCode
 
 TOPIC = 2
@@ -29,7 +30,10 @@ async def handle(request, ctx):
         error, message, entries = ErrorCode.none, None, []
         if resource.resource_type == TOPIC:
             topic = core.image.topics_by_name.get(resource.resource_name)
-            if topic is None:
+            invalid = validate_topic_name(resource.resource_name) if topic is None else None
+            if invalid is not None:
+                error, message = ErrorCode.invalid_topic_exception, invalid
+            elif topic is None:
                 error, message = ErrorCode.unknown_topic_or_partition, f"Topic {resource.resource_name} does not exist"
             else:
                 entries = describe_topic_configs(core.config, topic.configs, keys)
