@@ -28,6 +28,8 @@ async def handle(request, ctx):
     error = r.error_code
     if not batched and error == NONE and r.members:
         error = r.members[0].error_code
+    if not batched:
+        return ctx.response(throttle_time=timedelta(0), error_code=ErrorCode(error))
     return ctx.response(
         throttle_time=timedelta(0),
         error_code=ErrorCode(error),
