@@ -314,6 +314,19 @@ def test_produce_to_unknown_topic_is_unknown_topic_or_partition(conn, topic):
     assert produce(conn, topic, batch(b"a"), partition=5).error_code == ErrorCode.unknown_topic_or_partition
 
 
+def test_produce_to_an_internal_topic_is_invalid_topic_exception():
+    # Only the broker writes __consumer_offsets; a client append would corrupt group state.
+    with Broker() as b, RawConnection(b.bootstrap) as c:
+        [described] = metadata(c, ["__consumer_offsets"]).topics
+        assert described.error_code == NONE
+        response = produce(c, "__consumer_offsets", batch(b"forged commit"))
+        assert response.error_code == ErrorCode.invalid_topic_exception
+        assert fetch(c, "__consumer_offsets").high_watermark == 0
+        # Kafka lets its own admin tooling (client id "__admin_client") write there.
+        with RawConnection(b.bootstrap, client_id="__admin_client") as admin:
+            assert produce(admin, "__consumer_offsets", batch(b"tooling")).error_code == NONE
+
+
 def test_produce_v13_by_topic_id_and_unknown_topic_id(conn, topic):
     topic_id = create_topic(conn, topic)
     response = produce(conn, None, batch(b"by id"), version=13, topic_id=topic_id)

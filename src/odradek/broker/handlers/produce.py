@@ -8,6 +8,7 @@ Kafka: the client has no other way to learn of it); acks=1 answers after the loc
 acks=-1 waits until the high watermark passes the append (at once on a single node). v13 names
 topics by id (KIP-516).
 Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, CORRUPT_MESSAGE,
+INVALID_TOPIC_EXCEPTION (a client appending to an internal topic),
 INVALID_RECORD, UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, OUT_OF_ORDER_SEQUENCE_NUMBER,
 INVALID_PRODUCER_EPOCH, TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactions are not served yet),
 KAFKA_STORAGE_ERROR.
@@ -18,11 +19,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from odradek.broker.connection import CloseConnection
+from odradek.broker.core import INTERNAL_TOPICS
 from odradek.protocol import records
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import now_ms as clock_now_ms
 
 VALID_ACKS = (-1, 0, 1)
+# Kafka lets only its own admin tooling (this client id) append to internal topics.
+ADMIN_CLIENT_ID = "__admin_client"
 
 
 async def handle(request, ctx):
@@ -47,6 +51,9 @@ async def handle(request, ctx):
                            "transactions are not supported yet", None)
             elif topic_image is None or data.index not in topic_image.partitions:
                 outcome = (unknown, None, None)
+            elif topic_image.name in INTERNAL_TOPICS and ctx.client_id != ADMIN_CLIENT_ID:
+                outcome = (ErrorCode.invalid_topic_exception,
+                           f"Cannot append to internal topic {topic_image.name}", None)
             else:
                 outcome = await _append(core, topic_image, data, now_ms)
             partition_responses.append(_partition_response(ctx, data.index, *outcome))
