@@ -239,6 +239,45 @@ def test_huge_array_count_in_a_small_frame_is_refused_without_allocating(broker,
     assert rss_after_kb - rss_before_kb < 200 * 1024  # far below 2^31 elements of anything
 
 
+# -- ordering and isolation between connections ---------------------------------------------
+
+
+def test_pipelined_requests_are_answered_in_order(conn, topic):
+    create_topic(conn, topic)
+    sent = []
+    for i in range(60):
+        if i % 3 == 0:
+            request = api_versions_request(conn, 3)
+        elif i % 3 == 1:
+            request = conn.module("metadata", 12).MetadataRequest(topics=None, include_topic_authorized_operations=False)
+        else:
+            m = conn.module("produce", 9)
+            request = m.ProduceRequest(acks=1, timeout=timedelta(seconds=5), topic_data=(m.TopicProduceData(
+                name=topic, partition_data=(m.PartitionProduceData(index=0, records=batch(b"%d" % i)),)),))
+        sent.append((conn.send(request), request))
+    produced_offsets = []
+    for correlation_id, request in sent:
+        got, response = conn.receive(request.__api_key__, request.__version__)
+        assert got == correlation_id
+        if request.__api_key__ == 0:
+            produced_offsets.append(response.responses[0].partition_responses[0].base_offset)
+    assert produced_offsets == list(range(20))
+
+
+def test_a_long_poll_holds_back_only_its_own_connection(broker, conn, topic):
+    create_topic(conn, topic)
+    started = time.monotonic()
+    conn.send(fetch_request(conn, [(topic, 0, 0, 1 << 20)], max_wait_ms=1500))
+    metadata_id = conn.send(api_versions_request(conn, 3))
+    with RawConnection(broker.bootstrap) as other:
+        assert other.request(api_versions_request(other, 3)).error_code == NONE
+        assert time.monotonic() - started < 1.0  # not held back by the other connection's poll
+    first, _ = conn.receive(1, 12)
+    second, _ = conn.receive(18, 3)
+    assert time.monotonic() - started >= 1.4  # this connection answers in order, after the poll
+    assert second == metadata_id and first == metadata_id - 1
+
+
 # -- Produce -------------------------------------------------------------------------------------
 
 
