@@ -394,8 +394,15 @@ class Log:
                  count, self.log_start_offset)
         return count
 
-    def delete_expired_files(self, now_ms: int, *, force: bool = False) -> None:
-        """Remove the files of segments deleted at least `file.delete.delay.ms` ago."""
+    def delete_expired_files(self, now_ms: int) -> None:
+        """Remove the files of segments deleted (or replaced by the cleaner) at least
+        `file.delete.delay.ms` ago."""
+        if not self._pending_deletes:
+            return
+        with self._flush_lock:  # the cleaner thread adds entries under it
+            self._delete_expired_files(now_ms)
+
+    def _delete_expired_files(self, now_ms: int, *, force: bool = False) -> None:
         keep = []
         for entry in self._pending_deletes:
             due_ms, segment, paths = entry
@@ -506,7 +513,7 @@ class Log:
             self.producer_state.take_snapshot(self.log_end_offset)
             for segment in self.segments:
                 segment.close()
-            self.delete_expired_files(0, force=True)
+            self._delete_expired_files(0, force=True)
             self.closed = True
 
     def __repr__(self) -> str:

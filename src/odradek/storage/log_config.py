@@ -25,6 +25,10 @@ class LogConfig:
     max_message_bytes: int = 1048588  # max.message.bytes
     message_timestamp_type: str = "CreateTime"  # message.timestamp.type
     file_delete_delay_ms: int = 60_000  # file.delete.delay.ms
+    delete_retention_ms: int = 24 * 3600 * 1000  # delete.retention.ms: tombstones kept this long
+    min_compaction_lag_ms: int = 0  # min.compaction.lag.ms
+    max_compaction_lag_ms: int = INT64_MAX  # max.compaction.lag.ms
+    min_cleanable_dirty_ratio: float = 0.5  # min.cleanable.dirty.ratio
     preallocate: bool = False  # preallocate
 
     @property

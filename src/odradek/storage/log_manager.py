@@ -77,6 +77,7 @@ class LogManager:
         self._logs: dict[tuple[str, int], Log] = {}
         self._log_dir_of: dict[tuple[str, int], _DataDir] = {}
         self.opened = False
+        self._stop_cleaning = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -219,6 +220,33 @@ class LogManager:
             deleted += the_log.delete_old_segments(now_ms)
             the_log.delete_expired_files(now_ms)
         return deleted
+
+    def clean_logs(self, now_ms: int, offset_map_memory_bytes: int) -> int:
+        """One cleaner pass over every log with cleanup.policy compact (in the cleaner thread).
+        Returns how many segments were rewritten; an I/O error on one log is logged and skipped."""
+        from odradek.storage.cleaner import CleanerStopped, clean_log
+
+        rewritten = 0
+        for the_log in list(self._logs.values()):
+            if self._stop_cleaning or the_log.closed or "compact" not in the_log.config.cleanup_policy:
+                continue
+            try:
+                result = clean_log(the_log, now_ms=now_ms, first_dirty_offset=self.cleaner_offset(the_log),
+                                   offset_map_memory_bytes=offset_map_memory_bytes,
+                                   checkpoint=lambda offset, l=the_log: self.checkpoint_cleaner_offset(l, offset),
+                                   should_stop=lambda: self._stop_cleaning)
+            except CleanerStopped:
+                break
+            except (OSError, ValueError) as exc:
+                log.error("cleaning %s failed: %s", the_log, exc)
+                continue
+            if result is not None:
+                rewritten += result.segments_rewritten
+        return rewritten
+
+    def stop_cleaning(self) -> None:
+        """Make a running `clean_logs` stop at its next segment (shutdown)."""
+        self._stop_cleaning = True
 
     def cleaner_offset(self, the_log: Log) -> int:
         """Offset below which the cleaner has compacted `the_log` (0 if never)."""

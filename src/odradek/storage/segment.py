@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from odradek.protocol import records
+from odradek.protocol.errors import ErrorCode
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header
 from odradek.storage.fs import FileSystem, RealFileSystem
 from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
@@ -377,7 +378,13 @@ class LogSegment:
                 chunk_start, chunk = position, self.fs.pread(fd, max(min(RECOVERY_READ_CHUNK_BYTES, remaining), size), position)
             checked = records.validate_batch(chunk, position - chunk_start, size)
             if isinstance(checked, records.BatchError):
-                break
+                # A compacted batch keeps its last offset delta but holds fewer records (the CRC
+                # was checked before this complaint).
+                compacted = read_header(chunk, position - chunk_start)
+                if not (allow_gaps and checked.error is ErrorCode.invalid_record
+                        and 0 < compacted.records_count <= compacted.last_offset_delta):
+                    break
+                checked = compacted
             # Offsets must continue exactly where the previous batch ended: the base offset is not
             # covered by the CRC, so this is what catches a corrupted one. A compacted log
             # (`allow_gaps`) may skip offsets, as Kafka allows, but never go back.

@@ -1,0 +1,321 @@
+"""Log compaction (Kafka's LogCleaner/Cleaner): keep the latest record of every key.
+
+One pass over one log (`clean_log`):
+1. Cleanable range: the inactive segments wholly below the high watermark whose records are all
+   older than `min.compaction.lag.ms`. The dirty part starts at the cleaner checkpoint (first
+   uncleaned offset); a pass runs when dirty bytes / cleanable bytes >= `min.cleanable.dirty.ratio`
+   or the oldest dirty segment is older than `max.compaction.lag.ms`.
+2. Offset map: key -> latest offset over the dirty segments, bounded by `max_entries` (from
+   `log.cleaner.dedupe.buffer.size`, 24 bytes an entry as Kafka's SkimpyOffsetMap). The dirty range
+   is cut at a segment boundary so that its records (counted from batch headers) fit the map.
+3. Every segment from the log start up to the end of that range is rewritten, in order: a record
+   goes when a later offset of its key is in the map, and a tombstone (null value) goes once its
+   timestamp is more than `delete.retention.ms` old. Offsets never change (gaps are left), batch
+   headers keep their base offset, last offset delta, timestamps and producer fields; a batch
+   whose records all stay is copied byte for byte, one that loses some is re-encoded with its
+   codec (headers kept), one that loses all is dropped. Control batches are kept as they are.
+4. Swap, per segment, crash-safe at every step (the log loader finishes or undoes each):
+       write `<base>.log.cleaned`, fsync     crash: loader deletes *.cleaned  -> old contents
+       rename to `<base>.log.swap`           crash: loader renames swap in    -> new contents
+       remove `<base>.index/.timeindex`      crash: as above (indexes rebuilt)
+       rename `.log.swap` -> `.log`          crash: new contents, indexes rebuilt on use
+   Before the first swap the cleaner checkpoint names the log (so recovery accepts offset gaps);
+   after the last one it records the new first dirty offset.
+
+Threads: a pass runs in the broker's cleaner thread. It reads segment files through its own
+descriptors (inactive segments never change), and takes the log's `_flush_lock` only to swap a
+segment object into `Log.segments`; the replaced segment's .log descriptor stays open until
+`file.delete.delay.ms` (like a retention delete) so a FileRegion handed out before stays valid.
+The active segment is never cleaned, so appends never wait for the cleaner.
+Left out: aborted transactional records are not removed (Kafka drops them); a batch that loses
+all records is dropped even if it was a producer's last (Kafka keeps its header for producer state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from odradek.protocol import compression, records
+from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header
+from odradek.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment, segment_file_name
+
+if TYPE_CHECKING:
+    from odradek.storage.log import Log
+
+log = logging.getLogger(__name__)
+
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+OFFSET_MAP_ENTRY_BYTES = 24  # Kafka's SkimpyOffsetMap: 16-byte MD5 of the key + 8-byte offset
+WRITE_CHUNK_BYTES = 1024 * 1024  # cleaned batches are written in chunks of about this size
+# The steps of a swap, in order; a test hook sees each name just after the step is durable.
+STEPS = ("cleaned_written", "swap_renamed", "indexes_removed", "swapped")
+
+_UINT32 = struct.Struct(">I")
+_INT32 = struct.Struct(">i")
+
+
+class CleanerStopped(Exception):
+    """The broker is shutting down; the pass stopped between two segments."""
+
+
+class OffsetMap:
+    """Key (MD5 digest) -> latest offset, holding at most `max_entries` keys.
+
+    Owned by one cleaner pass, in the cleaner thread. `put` of a new key into a full map is a
+    bug (the pass sizes its dirty range from batch record counts first)."""
+
+    def __init__(self, memory_bytes: int) -> None:
+        self.max_entries = max(memory_bytes // OFFSET_MAP_ENTRY_BYTES, 1)
+        self._offsets: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def put(self, key: bytes, offset: int) -> None:
+        digest = hashlib.md5(key).digest()
+        assert digest in self._offsets or len(self._offsets) < self.max_entries, "offset map full"
+        self._offsets[digest] = offset
+
+    def get(self, key: bytes) -> int:
+        return self._offsets.get(hashlib.md5(key).digest(), -1)
+
+
+@dataclass(frozen=True, slots=True)
+class CleanResult:
+    first_dirty_offset: int
+    cleaned_to_offset: int  # the new first dirty offset (checkpointed)
+    segments_rewritten: int
+    bytes_before: int
+    bytes_after: int
+    records_removed: int
+
+
+def _segment_batches(fs, fd: int, size_bytes: int):
+    """(position, header, batch bytes) of every complete batch of a segment file."""
+    position = 0
+    while position + BATCH_HEADER_SIZE <= size_bytes:
+        header = read_header(fs.pread(fd, BATCH_HEADER_SIZE, position))
+        if header.batch_length <= 0 or position + header.size_bytes > size_bytes:
+            return
+        yield position, header, fs.pread(fd, header.size_bytes, position)
+        position += header.size_bytes
+
+
+def _segment_headers(fs, fd: int, size_bytes: int):
+    position = 0
+    while position + BATCH_HEADER_SIZE <= size_bytes:
+        header = read_header(fs.pread(fd, BATCH_HEADER_SIZE, position))
+        if header.batch_length <= 0 or position + header.size_bytes > size_bytes:
+            return
+        yield header
+        position += header.size_bytes
+
+
+def _raw_records(batch: bytes, header: BatchHeader):
+    """(offset, timestamp, key, value is None, raw record bytes incl. its length varint)."""
+    section: bytes | memoryview = memoryview(batch)[records.RECORDS_OFFSET:header.size_bytes]
+    if header.compression != compression.Compression.NONE:
+        section = compression.decompress(header.compression, section, records.MAX_DECOMPRESSED_BATCH_BYTES)
+    position, end = 0, len(section)
+    for _ in range(header.records_count):
+        start = position
+        length, position = records._read_varint(section, position, end)
+        record_end = position + length
+        if length < 0 or record_end > end:
+            raise ValueError("record runs past the end of the batch")
+        position += 1  # attributes
+        timestamp_delta, position = records._read_varint(section, position, record_end)
+        offset_delta, position = records._read_varint(section, position, record_end)
+        key, position = records._read_bytes(section, position, record_end)
+        value_length, _ = records._read_varint(section, position, record_end)
+        yield (header.base_offset + offset_delta, header.base_timestamp + timestamp_delta, key,
+               value_length < 0, bytes(section[start:record_end]))
+        position = record_end
+
+
+def _rebuild_batch(batch: bytes, header: BatchHeader, kept: list[bytes]) -> bytes:
+    """The batch with only the `kept` raw records; header fields kept, count/length/CRC updated."""
+    section = b"".join(kept)
+    if header.compression != compression.Compression.NONE:
+        section = compression.compress(header.compression, section)
+    out = bytearray(batch[:records.RECORDS_OFFSET]) + section
+    _INT32.pack_into(out, records.LENGTH_OFFSET, len(out) - records.LOG_OVERHEAD)
+    _INT32.pack_into(out, records.RECORDS_COUNT_OFFSET, len(kept))
+    _UINT32.pack_into(out, records.CRC_OFFSET, records.compute_crc(out, 0, len(out)))
+    return bytes(out)
+
+
+def clean_log(the_log: Log, *, now_ms: int, first_dirty_offset: int, offset_map_memory_bytes: int,
+              checkpoint: Callable[[int], None], should_stop: Callable[[], bool] = lambda: False,
+              force: bool = False, step_hook: Callable[[str], None] | None = None) -> CleanResult | None:
+    """One cleaning pass over `the_log` (see the module docs); None when nothing is due.
+
+    `checkpoint(offset)` durably records the cleaner offset; `force` ignores the dirty ratio.
+    Raises CleanerStopped when `should_stop()` turns true, OSError on I/O errors (the log stays
+    valid: each segment is either swapped or untouched).
+    """
+    config = the_log.config
+    fs = the_log.fs
+    with the_log._flush_lock:
+        if the_log.closed:
+            return None
+        segments = list(the_log.segments)
+        high_watermark = the_log.high_watermark
+        log_start_offset = the_log.log_start_offset
+    # (segment, end offset, size) of the cleanable prefix of inactive segments.
+    cleanable: list[tuple[LogSegment, int, int]] = []
+    for i, segment in enumerate(segments[:-1]):
+        end_offset = segments[i + 1].base_offset
+        if end_offset > high_watermark:
+            break
+        max_timestamp_ms, _ = segment.load_max_timestamp()
+        if now_ms - max_timestamp_ms < config.min_compaction_lag_ms:
+            break
+        cleanable.append((segment, end_offset, segment.size_bytes))
+    first_dirty_offset = max(first_dirty_offset, log_start_offset)
+    dirty = [entry for entry in cleanable if entry[1] > first_dirty_offset]
+    if not dirty:
+        return None
+    total_bytes = sum(size for _, _, size in cleanable)
+    dirty_bytes = sum(size for _, _, size in dirty)
+    oldest_dirty_ms, _ = dirty[0][0].load_max_timestamp()
+    overdue = now_ms - oldest_dirty_ms > config.max_compaction_lag_ms
+    if not force and not overdue and dirty_bytes < config.min_cleanable_dirty_ratio * total_bytes:
+        return None
+
+    # The offset map over the dirty range, cut at a segment boundary so that it fits.
+    offset_map = OffsetMap(offset_map_memory_bytes)
+    records_counted = 0
+    fitting: list[tuple[LogSegment, int, int]] = []
+    for entry in dirty:
+        segment, _, size = entry
+        fd = fs.open(segment.log_path)
+        try:
+            count = sum(h.records_count for h in _segment_headers(fs, fd, size) if not h.is_control)
+        finally:
+            fs.close(fd)
+        if records_counted + count > offset_map.max_entries:
+            break
+        records_counted += count
+        fitting.append(entry)
+    if not fitting:
+        log.error("%s: log.cleaner.dedupe.buffer.size (%d bytes) cannot hold the keys of one segment; "
+                  "not compacting", the_log, offset_map_memory_bytes)
+        return None
+    for segment, _, size in fitting:
+        fd = fs.open(segment.log_path)
+        try:
+            for _, header, batch in _segment_batches(fs, fd, size):
+                if header.is_control or header.last_offset < first_dirty_offset:
+                    continue
+                for offset, _, key, _, _ in _raw_records(batch, header):
+                    if key is not None and offset >= first_dirty_offset:
+                        offset_map.put(key, offset)
+        finally:
+            fs.close(fd)
+    cleaned_to_offset = fitting[-1][1]
+
+    checkpoint(first_dirty_offset)  # names the log before any swap: recovery then accepts gaps
+    tombstone_horizon_ms = now_ms - config.delete_retention_ms
+    rewritten = bytes_before = bytes_after = removed = 0
+    for segment, end_offset, size in cleanable:
+        if segment.base_offset >= cleaned_to_offset:
+            break
+        if should_stop():
+            raise CleanerStopped()
+        result = _clean_segment(the_log, segment, size, offset_map, tombstone_horizon_ms, now_ms, step_hook)
+        if result is not None:
+            rewritten += 1
+            bytes_before += size
+            bytes_after += result[0]
+            removed += result[1]
+    checkpoint(cleaned_to_offset)
+    if rewritten:
+        log.info("%s: cleaned to offset %d: %d segment(s), %d -> %d bytes, %d record(s) removed", the_log,
+                 cleaned_to_offset, rewritten, bytes_before, bytes_after, removed)
+    return CleanResult(first_dirty_offset, cleaned_to_offset, rewritten, bytes_before, bytes_after, removed)
+
+
+def _clean_segment(the_log: Log, segment: LogSegment, size_bytes: int, offset_map: OffsetMap,
+                   tombstone_horizon_ms: int, now_ms: int, step_hook: Callable[[str], None] | None
+                   ) -> tuple[int, int] | None:
+    """Rewrite one segment and swap it in; (new size, records removed), or None if unchanged."""
+    fs = the_log.fs
+    cleaned_path = segment.log_path + CLEANED_SUFFIX
+    swap_path = segment.log_path + SWAP_SUFFIX
+    source = fs.open(segment.log_path)
+    out = fs.open(cleaned_path, create=True)
+    removed = 0
+    try:
+        fs.truncate(out, 0)
+        pending: list[bytes] = []
+        pending_bytes = written = 0
+        for _, header, batch in _segment_batches(fs, source, size_bytes):
+            if not header.is_control:
+                kept, dropped = [], 0
+                for offset, timestamp_ms, key, is_tombstone, raw in _raw_records(batch, header):
+                    if key is not None:
+                        if offset_map.get(key) > offset or (is_tombstone and timestamp_ms <= tombstone_horizon_ms):
+                            dropped += 1
+                            continue
+                    kept.append(raw)
+                if dropped:
+                    removed += dropped
+                    batch = _rebuild_batch(batch, header, kept) if kept else b""
+            if batch:
+                pending.append(batch)
+                pending_bytes += len(batch)
+            if pending_bytes >= WRITE_CHUNK_BYTES:
+                fs.pwrite(out, b"".join(pending), written)
+                written += pending_bytes
+                pending, pending_bytes = [], 0
+        if not removed:
+            fs.close(out)
+            out = -1
+            fs.unlink(cleaned_path)
+            return None
+        if pending:
+            fs.pwrite(out, b"".join(pending), written)
+            written += pending_bytes
+        fs.fsync(out)
+    finally:
+        fs.close(source)
+        if out != -1:
+            fs.close(out)
+    _step(step_hook, "cleaned_written")
+
+    with the_log._flush_lock:
+        if the_log.closed or segment not in the_log.segments[:-1]:
+            fs.unlink(cleaned_path)  # retention removed it meanwhile (or the log closed)
+            return None
+        fs.rename(cleaned_path, swap_path)
+        fs.fsync_dir(the_log.dir)
+        _step(step_hook, "swap_renamed")
+        # The old segment keeps its open descriptors (old inodes) for readers holding it.
+        for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            fs.unlink(os.path.join(the_log.dir, segment_file_name(segment.base_offset, suffix)))
+        _step(step_hook, "indexes_removed")
+        fs.rename(swap_path, segment.log_path)
+        fs.fsync_dir(the_log.dir)
+        _step(step_hook, "swapped")
+        replacement = LogSegment(fs, the_log.dir, segment.base_offset, the_log.config)
+        the_log.segments[the_log.segments.index(segment)] = replacement
+        the_log._position_cache = None
+        # The old .log inode lives on through its open descriptor until the delay passes.
+        the_log._pending_deletes.append((now_ms + the_log.config.file_delete_delay_ms, segment, []))
+    return written, removed
+
+
+def _step(step_hook: Callable[[str], None] | None, name: str) -> None:
+    if step_hook is not None:
+        step_hook(name)
+
+
+__all__ = ["CleanResult", "CleanerStopped", "OffsetMap", "STEPS", "clean_log", "LOG_SUFFIX"]
