@@ -55,6 +55,14 @@ class BrokerCore:
         self._controller_lock = asyncio.Lock()
         self._next_producer_id = 0
         self._producer_id_block_end = 0
+        # Log lifecycle (issue #4): `config` is the static config with the dynamic broker configs
+        # of the metadata image applied (refreshed by _sync_partitions); retention and the cleaner
+        # run from flush_due's housekeeping tick, the cleaner in its own thread.
+        self.static_config = config
+        self._next_retention_check_ms = 0
+        self._next_cleaning_ms = 0
+        self._cleaner_task: asyncio.Future | None = None
+        self._cleaner_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="odradek-cleaner")
         # Group coordinator (issue #3): classic groups and offsets on __consumer_offsets.
         self.groups = GroupService(self)
 
@@ -72,6 +80,8 @@ class BrokerCore:
 
     def close(self) -> None:
         """Flush and checkpoint every log and write the clean-shutdown marker."""
+        self.log_manager.stop_cleaning()  # a running cleaner pass stops at its next step
+        self._cleaner_executor.shutdown(wait=True)
         self.groups.close()  # group coordinator: stop its timer and tasks (issue #3)
         self.log_manager.close()
         if self.metadata is not None:
@@ -110,6 +120,8 @@ class BrokerCore:
 
     def _sync_partitions(self) -> None:
         image = self.image
+        self.config = self.static_config.with_dynamic_configs(
+            image.broker_configs.get("", {}), image.broker_configs.get(str(self.static_config.node_id), {}))
         wanted = set()
         for topic in image.topics_by_name.values():
             log_config = self.config.log_config(topic.configs)
@@ -179,6 +191,21 @@ class BrokerCore:
     # -- background work ---------------------------------------------------------------------
     async def flush_due(self) -> None:
         await self.run_blocking(self.log_manager.flush_logs_due, now_ms())
+        await self.log_lifecycle_due()
+
+    async def log_lifecycle_due(self) -> None:
+        """Retention every log.retention.check.interval.ms (then checkpoint the log start
+        offsets); start a cleaner pass when log.cleaner.backoff.ms has passed since the last."""
+        now = now_ms()
+        if now >= self._next_retention_check_ms:
+            self._next_retention_check_ms = now + self.config.log_retention_check_interval_ms
+            if self.log_manager.cleanup_logs(now):
+                await self.checkpoint()
+        if self.config.log_cleaner_enable and now >= self._next_cleaning_ms and (
+                self._cleaner_task is None or self._cleaner_task.done()):
+            self._next_cleaning_ms = now + self.config.log_cleaner_backoff_ms
+            self._cleaner_task = asyncio.get_running_loop().run_in_executor(
+                self._cleaner_executor, self.log_manager.clean_logs, now, self.config.log_cleaner_dedupe_buffer_size)
 
     async def checkpoint(self) -> None:
         await self.run_blocking(self.log_manager.checkpoint)
