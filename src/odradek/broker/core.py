@@ -173,6 +173,14 @@ class BrokerCore:
         error = results[0].error
         return ErrorCode.none if error is ErrorCode.topic_already_exists else error
 
+    async def decide_and_apply(self, decide: Callable[[Any], tuple[list, Any]]) -> Any:
+        """Run `decide(image) -> (records, result)` under the controller lock, apply its records,
+        return its result (config changes: AlterConfigs, IncrementalAlterConfigs)."""
+        async with self._controller_lock:
+            records, result = decide(self.image)
+            await self.apply_metadata(records)
+        return result
+
     async def allocate_producer_id(self) -> int:
         """A producer id never handed out before; blocks of ids are reserved in the metadata log."""
         async with self._controller_lock:
