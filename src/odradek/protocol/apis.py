@@ -53,10 +53,14 @@ _TABLE: list[tuple[int, int, int, int]] = [
     (18, 0, 4, 0),   # ApiVersions
     (19, 2, 7, 2),   # CreateTopics
     (20, 1, 6, 1),   # DeleteTopics
+    (21, 0, 2, 0),   # DeleteRecords
     (22, 0, 5, 0),   # InitProducerId
     (23, 2, 4, 2),   # OffsetForLeaderEpoch
     (32, 1, 4, 1),   # DescribeConfigs
+    (33, 0, 2, 0),   # AlterConfigs
+    (35, 1, 4, 1),   # DescribeLogDirs
     (37, 0, 3, 0),   # CreatePartitions
+    (44, 0, 1, 0),   # IncrementalAlterConfigs
     (42, 0, 2, 0),   # DeleteGroups
     (47, 0, 0, 0),   # OffsetDelete
     (60, 0, 2, 0),   # DescribeCluster
