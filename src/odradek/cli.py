@@ -5,6 +5,7 @@
     odradek topics create NAME [--partitions N] [--replication-factor R] [--config k=v ...]
     odradek topics list | describe [NAME] | delete NAME
     odradek produce TOPIC [--key-separator SEP] [--partition N] [--compression C] [--acks A]
+    odradek groups list | describe GROUP | delete GROUP | reset-offsets GROUP --topic T --to-...
     odradek consume TOPIC [--from-beginning | --offset N | --timestamp MS] [--partition N]
                           [--max-messages N] [--timeout-ms T] [--format FMT] [--property k=v]
 
@@ -268,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="read_uncommitted",
     )
     _add_bootstrap(consume)
+    from odradek import cli_groups  # `odradek groups ...` (issue #3)
+
+    cli_groups.add_parser(commands, _add_bootstrap)
     return parser
 
 
@@ -947,6 +951,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _run(_produce, args)
             if args.command == "consume":
                 return _run(_consume, args)
+            if args.command == "groups":
+                from odradek import cli_groups
+
+                return _run(cli_groups.run, args)
         except KafkaClientError as exc:
             print(f"odradek: {describe_error(exc)}", file=sys.stderr)
             return EXIT_ERROR
