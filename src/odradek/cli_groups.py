@@ -41,16 +41,25 @@ MAX_ASSIGNMENT_ENTRIES = 1_000_000  # bound on counts read from a member's assig
 
 def add_parser(commands: Any, add_bootstrap: Any) -> None:
     """Add the `groups` command and its actions to the CLI's subparsers."""
-    groups = commands.add_parser("groups", help="list, describe, delete consumer groups; reset offsets")
+    groups = commands.add_parser(
+        "groups", help="list, describe, delete consumer groups; reset offsets"
+    )
     actions = groups.add_subparsers(dest="groups_command", metavar="ACTION")
     actions.required = True
 
     listing = actions.add_parser("list", help="list consumer groups")
-    listing.add_argument("--state", action="append", default=[], metavar="STATE",
-                         help="only groups in this state (Empty, Stable, PreparingRebalance, ...), repeatable")
+    listing.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        metavar="STATE",
+        help="only groups in this state (Empty, Stable, PreparingRebalance, ...), repeatable",
+    )
     add_bootstrap(listing)
 
-    describe = actions.add_parser("describe", help="members, assignments, offsets and lag of groups")
+    describe = actions.add_parser(
+        "describe", help="members, assignments, offsets and lag of groups"
+    )
     describe.add_argument("groups", nargs="+", metavar="GROUP")
     add_bootstrap(describe)
 
@@ -60,15 +69,26 @@ def add_parser(commands: Any, add_bootstrap: Any) -> None:
 
     reset = actions.add_parser("reset-offsets", help="reset an inactive group's committed offsets")
     reset.add_argument("group", metavar="GROUP")
-    reset.add_argument("--topic", required=True, action="append", metavar="TOPIC[:P,P...]",
-                       help="topic, optionally with partitions (orders:0,2), repeatable")
+    reset.add_argument(
+        "--topic",
+        required=True,
+        action="append",
+        metavar="TOPIC[:P,P...]",
+        help="topic, optionally with partitions (orders:0,2), repeatable",
+    )
     target = reset.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-earliest", action="store_true", help="the log start offset")
     target.add_argument("--to-latest", action="store_true", help="the log end offset")
     target.add_argument("--to-offset", type=int, metavar="N", help="an offset (clamped to the log)")
-    target.add_argument("--to-timestamp", type=int, metavar="MS",
-                        help="the first offset at or after this time (ms since the epoch)")
-    reset.add_argument("--dry-run", action="store_true", help="print the new offsets, commit nothing")
+    target.add_argument(
+        "--to-timestamp",
+        type=int,
+        metavar="MS",
+        help="the first offset at or after this time (ms since the epoch)",
+    )
+    reset.add_argument(
+        "--dry-run", action="store_true", help="print the new offsets, commit nothing"
+    )
     add_bootstrap(reset)
 
 
@@ -87,7 +107,9 @@ def _version(connection: Any, api_key: int) -> int:
     low, high = GROUP_CLIENT_VERSIONS[api_key]
     broker = connection.broker_versions.get(api_key)
     if broker is None or min(high, broker[1]) < max(low, broker[0]):
-        raise UnsupportedVersionError(f"broker {connection.address} does not serve the group APIs this tool uses")
+        raise UnsupportedVersionError(
+            f"broker {connection.address} does not serve the group APIs this tool uses"
+        )
     return min(high, broker[1])
 
 
@@ -118,8 +140,9 @@ async def _coordinator(client: Any, group: str) -> Any:
 
     connection = await client._any_connection()
     for _ in range(20):
-        response = await connection.send(_request(connection, FIND_COORDINATOR, "FindCoordinatorRequest",
-                                                  key=group, key_type=0))
+        response = await connection.send(
+            _request(connection, FIND_COORDINATOR, "FindCoordinatorRequest", key=group, key_type=0)
+        )
         if response.error_code == ErrorCode.coordinator_not_available:
             await asyncio.sleep(0.2)
             continue
@@ -130,8 +153,15 @@ async def _coordinator(client: Any, group: str) -> Any:
 
 async def _describe_group(client: Any, group: str) -> Any:
     connection = await _coordinator(client, group)
-    response = await connection.send(_request(connection, DESCRIBE_GROUPS, "DescribeGroupsRequest",
-                                              groups=(group,), include_authorized_operations=False))
+    response = await connection.send(
+        _request(
+            connection,
+            DESCRIBE_GROUPS,
+            "DescribeGroupsRequest",
+            groups=(group,),
+            include_authorized_operations=False,
+        )
+    )
     described = response.groups[0]
     _check(described.error_code, f"describe group {group!r}")
     return described
@@ -139,8 +169,16 @@ async def _describe_group(client: Any, group: str) -> Any:
 
 async def _committed(client: Any, group: str) -> dict[tuple[str, int], int]:
     connection = await _coordinator(client, group)
-    response = await connection.send(_request(connection, OFFSET_FETCH, "OffsetFetchRequest",
-                                              group_id=group, topics=None, require_stable=False))
+    response = await connection.send(
+        _request(
+            connection,
+            OFFSET_FETCH,
+            "OffsetFetchRequest",
+            group_id=group,
+            topics=None,
+            require_stable=False,
+        )
+    )
     _check(response.error_code, f"fetch offsets of group {group!r}")
     offsets = {}
     for topic in response.topics:
@@ -168,7 +206,7 @@ def decode_assignment(data: bytes) -> list[tuple[str, list[int]]]:
         for _ in range(count):
             (length,) = struct.unpack_from(">h", data, position)
             position += 2
-            name = bytes(data[position:position + length]).decode("utf-8")
+            name = bytes(data[position : position + length]).decode("utf-8")
             position += length
             (n,) = struct.unpack_from(">i", data, position)
             position += 4
@@ -186,8 +224,15 @@ def decode_assignment(data: bytes) -> list[tuple[str, list[int]]]:
 
 async def _list(client: Any, args: argparse.Namespace) -> int:
     connection = await client._any_connection()
-    response = await connection.send(_request(connection, LIST_GROUPS, "ListGroupsRequest",
-                                              states_filter=tuple(args.state), types_filter=()))
+    response = await connection.send(
+        _request(
+            connection,
+            LIST_GROUPS,
+            "ListGroupsRequest",
+            states_filter=tuple(args.state),
+            types_filter=(),
+        )
+    )
     _check(response.error_code, "list groups")
     groups = sorted(response.groups, key=lambda g: g.group_id)
     wanted = {s.lower() for s in args.state}
@@ -215,23 +260,59 @@ async def _describe(client: Any, args: argparse.Namespace) -> int:
         owner: dict[tuple[str, int], Any] = {}
         member_rows = [("GROUP", "CONSUMER-ID", "HOST", "CLIENT-ID", "#PARTITIONS", "ASSIGNMENT")]
         for m in described.members:
-            assignment = decode_assignment(m.member_assignment) if described.protocol_type == "consumer" else []
+            assignment = (
+                decode_assignment(m.member_assignment)
+                if described.protocol_type == "consumer"
+                else []
+            )
             for topic, partitions in assignment:
                 for p in partitions:
                     owner[(topic, p)] = m
-            text = ",".join(f"{t}({','.join(map(str, sorted(ps)))})" for t, ps in sorted(assignment)) or "-"
-            member_rows.append((group, m.member_id, m.client_host, m.client_id,
-                                str(sum(len(ps) for _, ps in assignment)), text))
-        rows = [("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "CONSUMER-ID",
-                 "HOST", "CLIENT-ID")]
+            text = (
+                ",".join(f"{t}({','.join(map(str, sorted(ps)))})" for t, ps in sorted(assignment))
+                or "-"
+            )
+            member_rows.append(
+                (
+                    group,
+                    m.member_id,
+                    m.client_host,
+                    m.client_id,
+                    str(sum(len(ps) for _, ps in assignment)),
+                    text,
+                )
+            )
+        rows = [
+            (
+                "GROUP",
+                "TOPIC",
+                "PARTITION",
+                "CURRENT-OFFSET",
+                "LOG-END-OFFSET",
+                "LAG",
+                "CONSUMER-ID",
+                "HOST",
+                "CLIENT-ID",
+            )
+        ]
         for topic, partition in sorted(set(committed) | set(owner)):
             log_end_offset, _ = await client.list_offset(topic, partition, LATEST_TIMESTAMP)
             current = committed.get((topic, partition))
             lag = "-" if current is None else str(max(0, log_end_offset - current))
             m = owner.get((topic, partition))
-            rows.append((group, topic, str(partition), "-" if current is None else str(current),
-                         str(log_end_offset), lag, m.member_id if m else "-", m.client_host if m else "-",
-                         m.client_id if m else "-"))
+            rows.append(
+                (
+                    group,
+                    topic,
+                    str(partition),
+                    "-" if current is None else str(current),
+                    str(log_end_offset),
+                    lag,
+                    m.member_id if m else "-",
+                    m.client_host if m else "-",
+                    m.client_id if m else "-",
+                )
+            )
         state = f"Consumer group '{group}' is {described.group_state} with {len(described.members)} member(s)."
         outputs.append("\n\n".join([state, _table(rows), _table(member_rows)]))
     print("\n\n".join(outputs))
@@ -244,8 +325,9 @@ async def _delete(client: Any, args: argparse.Namespace) -> int:
     failed = None
     for group in args.groups:
         connection = await _coordinator(client, group)
-        response = await connection.send(_request(connection, DELETE_GROUPS, "DeleteGroupsRequest",
-                                                  groups_names=(group,)))
+        response = await connection.send(
+            _request(connection, DELETE_GROUPS, "DeleteGroupsRequest", groups_names=(group,))
+        )
         try:
             _check(response.results[0].error_code, f"delete group {group!r}")
         except KafkaError as exc:
@@ -271,8 +353,10 @@ async def _reset(client: Any, args: argparse.Namespace) -> int:
 
     described = await _describe_group(client, args.group)
     if described.group_state not in INACTIVE_STATES:
-        raise CliError(f"assignments can only be reset if the group {args.group!r} is inactive, "
-                       f"but it is {described.group_state} with {len(described.members)} member(s)")
+        raise CliError(
+            f"assignments can only be reset if the group {args.group!r} is inactive, "
+            f"but it is {described.group_state} with {len(described.members)} member(s)"
+        )
     targets: dict[tuple[str, int], int] = {}
     for topic, partitions in _parse_topics(args.topic):
         if partitions is None:
@@ -294,17 +378,41 @@ async def _reset(client: Any, args: argparse.Namespace) -> int:
         connection = await _coordinator(client, args.group)
         by_topic: dict[str, list[Any]] = {}
         for (topic, p), offset in sorted(targets.items()):
-            by_topic.setdefault(topic, []).append(_entity(
-                connection, OFFSET_COMMIT, "OffsetCommitRequestPartition", partition_index=p,
-                committed_offset=offset, committed_leader_epoch=-1, committed_metadata=""))
+            by_topic.setdefault(topic, []).append(
+                _entity(
+                    connection,
+                    OFFSET_COMMIT,
+                    "OffsetCommitRequestPartition",
+                    partition_index=p,
+                    committed_offset=offset,
+                    committed_leader_epoch=-1,
+                    committed_metadata="",
+                )
+            )
         from datetime import timedelta
 
-        response = await connection.send(_request(
-            connection, OFFSET_COMMIT, "OffsetCommitRequest", group_id=args.group,
-            generation_id_or_member_epoch=-1, member_id="", group_instance_id=None,
-            retention_time=timedelta(milliseconds=-1),
-            topics=tuple(_entity(connection, OFFSET_COMMIT, "OffsetCommitRequestTopic", name=t, partitions=tuple(ps))
-                         for t, ps in by_topic.items())))
+        response = await connection.send(
+            _request(
+                connection,
+                OFFSET_COMMIT,
+                "OffsetCommitRequest",
+                group_id=args.group,
+                generation_id_or_member_epoch=-1,
+                member_id="",
+                group_instance_id=None,
+                retention_time=timedelta(milliseconds=-1),
+                topics=tuple(
+                    _entity(
+                        connection,
+                        OFFSET_COMMIT,
+                        "OffsetCommitRequestTopic",
+                        name=t,
+                        partitions=tuple(ps),
+                    )
+                    for t, ps in by_topic.items()
+                ),
+            )
+        )
         for topic in response.topics:
             for p in topic.partitions:
                 _check(p.error_code, f"commit offset of {topic.name}-{p.partition_index}")
@@ -316,4 +424,6 @@ async def _reset(client: Any, args: argparse.Namespace) -> int:
 
 def _table(rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(" ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join(
+        " ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+    )

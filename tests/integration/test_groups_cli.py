@@ -9,15 +9,18 @@ import uuid
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek import cli  # noqa: E402
-from odradek.cli_groups import decode_assignment  # noqa: E402
-from odradek.testing.process import BrokerProcess  # noqa: E402
+from odradek import cli
+from odradek.cli_groups import decode_assignment
+from odradek.testing.process import BrokerProcess
 
-OVERRIDES = {"group.initial.rebalance.delay.ms": "0", "group.min.session.timeout.ms": "1000",
-             "offsets.topic.num.partitions": "2"}
+OVERRIDES = {
+    "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
+    "offsets.topic.num.partitions": "2",
+}
 BASE_TIMESTAMP_MS = 1_700_000_000_000
 
 
@@ -40,7 +43,11 @@ def rows(output: str) -> list[list[str]]:
 
 def offsets_table(output: str, group: str) -> dict[tuple[str, int], list[str]]:
     """(topic, partition) -> the offsets table row of `describe` (GROUP TOPIC PARTITION ...)."""
-    return {(r[1], int(r[2])): r for r in rows(output) if len(r) == 9 and r[0] == group and r[2].isdigit()}
+    return {
+        (r[1], int(r[2])): r
+        for r in rows(output)
+        if len(r) == 9 and r[0] == group and r[2].isdigit()
+    }
 
 
 def test_groups_cli_list_describe_reset_delete(broker, capsys):
@@ -53,14 +60,24 @@ def test_groups_cli_list_describe_reset_delete(broker, capsys):
             producer.produce(topic, value=b"v", partition=p, timestamp=BASE_TIMESTAMP_MS + i * 1000)
     assert producer.flush(10) == 0
 
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "client.id": "cli-test",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "session.timeout.ms": 6000, "heartbeat.interval.ms": 300})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": group,
+            "client.id": "cli-test",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 300,
+        }
+    )
     consumer.subscribe([topic])
     deadline = time.monotonic() + 20
     while len(consumer.assignment()) < 2 and time.monotonic() < deadline:
         consumer.poll(0.1)
-    consumer.commit(offsets=[TopicPartition(topic, 0, 7), TopicPartition(topic, 1, 10)], asynchronous=False)
+    consumer.commit(
+        offsets=[TopicPartition(topic, 0, 7), TopicPartition(topic, 1, 10)], asynchronous=False
+    )
     try:
         code, out, err = groups_cli(broker, capsys, "describe", group)
         assert code == 0, err
@@ -71,7 +88,9 @@ def test_groups_cli_list_describe_reset_delete(broker, capsys):
         assert table[(topic, 1)][3:6] == ["10", "10", "0"]
         assert f"{topic}(0,1)" in out  # the member's assignment, decoded
 
-        code, out, err = groups_cli(broker, capsys, "reset-offsets", group, "--topic", topic, "--to-earliest")
+        code, out, err = groups_cli(
+            broker, capsys, "reset-offsets", group, "--topic", topic, "--to-earliest"
+        )
         assert code == 1 and "inactive" in err  # Kafka refuses to reset an active group
     finally:
         consumer.close()
@@ -88,25 +107,56 @@ def test_groups_cli_list_describe_reset_delete(broker, capsys):
         assert code == 0, err
         return {k: r[3] for k, r in offsets_table(out, group).items()}
 
-    code, out, err = groups_cli(broker, capsys, "reset-offsets", group, "--topic", topic, "--to-earliest", "--dry-run")
+    code, out, err = groups_cli(
+        broker, capsys, "reset-offsets", group, "--topic", topic, "--to-earliest", "--dry-run"
+    )
     assert code == 0 and [group, topic, "0", "0"] in rows(out)
     assert committed() == {(topic, 0): "7", (topic, 1): "10"}  # a dry run commits nothing
 
-    assert groups_cli(broker, capsys, "reset-offsets", group, "--topic", topic, "--to-earliest")[0] == 0
+    assert (
+        groups_cli(broker, capsys, "reset-offsets", group, "--topic", topic, "--to-earliest")[0]
+        == 0
+    )
     assert committed() == {(topic, 0): "0", (topic, 1): "0"}
-    assert groups_cli(broker, capsys, "reset-offsets", group, "--topic", f"{topic}:1", "--to-offset", "4")[0] == 0
+    assert (
+        groups_cli(
+            broker, capsys, "reset-offsets", group, "--topic", f"{topic}:1", "--to-offset", "4"
+        )[0]
+        == 0
+    )
     assert committed() == {(topic, 0): "0", (topic, 1): "4"}
-    assert groups_cli(broker, capsys, "reset-offsets", group, "--topic", f"{topic}:0", "--to-offset", "99")[0] == 0
+    assert (
+        groups_cli(
+            broker, capsys, "reset-offsets", group, "--topic", f"{topic}:0", "--to-offset", "99"
+        )[0]
+        == 0
+    )
     assert committed() == {(topic, 0): "10", (topic, 1): "4"}  # clamped to the log end offset
-    assert groups_cli(broker, capsys, "reset-offsets", group, "--topic", topic,
-                      "--to-timestamp", str(BASE_TIMESTAMP_MS + 6000))[0] == 0
+    assert (
+        groups_cli(
+            broker,
+            capsys,
+            "reset-offsets",
+            group,
+            "--topic",
+            topic,
+            "--to-timestamp",
+            str(BASE_TIMESTAMP_MS + 6000),
+        )[0]
+        == 0
+    )
     assert committed() == {(topic, 0): "6", (topic, 1): "6"}
-    assert groups_cli(broker, capsys, "reset-offsets", group, "--topic", topic, "--to-latest")[0] == 0
+    assert (
+        groups_cli(broker, capsys, "reset-offsets", group, "--topic", topic, "--to-latest")[0] == 0
+    )
     assert committed() == {(topic, 0): "10", (topic, 1): "10"}
 
     # A consumer of the group starts where the reset put it.
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
-    assert [tp.offset for tp in consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], 10)] == [10, 10]
+    assert [
+        tp.offset
+        for tp in consumer.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], 10)
+    ] == [10, 10]
     consumer.close()
 
     code, out, err = groups_cli(broker, capsys, "delete", group)
@@ -122,7 +172,9 @@ def test_groups_cli_list_describe_reset_delete(broker, capsys):
 def test_decode_assignment_reads_the_consumer_protocol_and_refuses_garbage():
     import struct
 
-    data = struct.pack(">hih", 0, 1, 3) + b"abc" + struct.pack(">iii", 2, 0, 5) + struct.pack(">i", -1)
+    data = (
+        struct.pack(">hih", 0, 1, 3) + b"abc" + struct.pack(">iii", 2, 0, 5) + struct.pack(">i", -1)
+    )
     assert decode_assignment(data) == [("abc", [0, 5])]
     assert decode_assignment(b"") == []
     assert decode_assignment(struct.pack(">hi", 0, 2**31 - 1)) == []

@@ -12,14 +12,17 @@ import pytest
 
 kafka = pytest.importorskip("kafka")
 aiokafka = pytest.importorskip("aiokafka")
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
-from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from aiokafka import AIOKafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
 
-from odradek.testing.process import BrokerProcess  # noqa: E402
+from odradek.testing.process import BrokerProcess
 
-OVERRIDES = {"group.initial.rebalance.delay.ms": "0", "group.min.session.timeout.ms": "1000",
-             "offsets.topic.num.partitions": "4"}
+OVERRIDES = {
+    "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
+    "offsets.topic.num.partitions": "4",
+}
 PARTITIONS = 3
 RECORDS = 300
 FIRST_BATCH = 120
@@ -50,10 +53,17 @@ ALL = sorted((i % PARTITIONS, i // PARTITIONS) for i in range(RECORDS))
 
 
 def kafka_python_consume(broker, topic, group, at_least, auto_commit):
-    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group,
-                             enable_auto_commit=auto_commit, auto_commit_interval_ms=200,
-                             auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=500,
-                             max_poll_records=MAX_POLL_RECORDS)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        group_id=group,
+        enable_auto_commit=auto_commit,
+        auto_commit_interval_ms=200,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+        max_poll_records=MAX_POLL_RECORDS,
+    )
     got = []
     deadline = time.monotonic() + 30
     try:
@@ -74,7 +84,9 @@ def test_kafka_python_group_consumer_resumes_at_committed_offsets(broker, topic,
     assert FIRST_BATCH <= len(first) < RECORDS
     second = kafka_python_consume(broker, topic, group, RECORDS - len(first), auto_commit)
     assert sorted(first + second) == ALL  # nothing read twice, nothing skipped
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
+    )
     from kafka import TopicPartition
 
     committed = [consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)]
@@ -83,15 +95,24 @@ def test_kafka_python_group_consumer_resumes_at_committed_offsets(broker, topic,
 
 
 async def aiokafka_consume(bootstrap, topic, group, at_least, auto_commit):
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
-                                enable_auto_commit=auto_commit, auto_commit_interval_ms=200,
-                                auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=500)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=auto_commit,
+        auto_commit_interval_ms=200,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
+    )
     await consumer.start()
     got = []
     try:
         async with asyncio.timeout(30):
             while len(got) < at_least:
-                for records in (await consumer.getmany(timeout_ms=200, max_records=MAX_POLL_RECORDS)).values():
+                for records in (
+                    await consumer.getmany(timeout_ms=200, max_records=MAX_POLL_RECORDS)
+                ).values():
                     got.extend((r.partition, r.offset) for r in records)
         if not auto_commit:
             await consumer.commit()
@@ -107,13 +128,19 @@ def test_aiokafka_group_consumer_resumes_at_committed_offsets(broker, topic, aut
     async def scenario():
         first = await aiokafka_consume(broker.bootstrap, topic, group, FIRST_BATCH, auto_commit)
         assert FIRST_BATCH <= len(first) < RECORDS
-        second = await aiokafka_consume(broker.bootstrap, topic, group, RECORDS - len(first), auto_commit)
-        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+        second = await aiokafka_consume(
+            broker.bootstrap, topic, group, RECORDS - len(first), auto_commit
+        )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
+        )
         await consumer.start()
         try:
             from aiokafka import TopicPartition
 
-            committed = [await consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)]
+            committed = [
+                await consumer.committed(TopicPartition(topic, p)) for p in range(PARTITIONS)
+            ]
         finally:
             await consumer.stop()
         return first, second, committed

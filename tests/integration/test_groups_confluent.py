@@ -15,17 +15,24 @@ import uuid
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek.testing.process import BrokerProcess  # noqa: E402
+from odradek.testing.process import BrokerProcess
 
 PARTITIONS = 6
 SESSION_TIMEOUT_MS = 6000
-OVERRIDES = {"group.initial.rebalance.delay.ms": "300", "group.min.session.timeout.ms": "1000",
-             "offsets.topic.num.partitions": "4"}
-CONSUMER_CONFIG = {"session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": 300,
-                   "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 1000}
+OVERRIDES = {
+    "group.initial.rebalance.delay.ms": "300",
+    "group.min.session.timeout.ms": "1000",
+    "offsets.topic.num.partitions": "4",
+}
+CONSUMER_CONFIG = {
+    "session.timeout.ms": SESSION_TIMEOUT_MS,
+    "heartbeat.interval.ms": 300,
+    "auto.offset.reset": "earliest",
+    "topic.metadata.refresh.interval.ms": 1000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +45,9 @@ def broker(tmp_path_factory):
 def topic(broker):
     name = f"t-{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[name].result(10)
+    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])[
+        name
+    ].result(10)
     return name
 
 
@@ -55,7 +64,9 @@ class Member:
     """One confluent-kafka group consumer polled by its own thread; tracks its assignment."""
 
     def __init__(self, bootstrap: str, group: str, topic: str, **config) -> None:
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, **CONSUMER_CONFIG, **config})
+        self.consumer = Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": group, **CONSUMER_CONFIG, **config}
+        )
         self.assignment: set[int] = set()
         self.rebalances = 0
         self.records: list[tuple[int, int]] = []
@@ -99,7 +110,9 @@ def assert_disjoint_cover(assignments: list[frozenset[int]]) -> None:
 
 def balanced(members: list, per_member: int) -> bool:
     owned = [m.owned() for m in members]
-    return all(len(a) == per_member for a in owned) and sorted(p for a in owned for p in a) == list(range(PARTITIONS))
+    return all(len(a) == per_member for a in owned) and sorted(p for a in owned for p in a) == list(
+        range(PARTITIONS)
+    )
 
 
 def describe(bootstrap: str, group: str):
@@ -114,7 +127,9 @@ def assert_described_assignments_disjoint(bootstrap: str, group: str) -> None:
     assert len(partitions) == len(set(partitions)), partitions
 
 
-def test_confluent_three_members_share_partitions_and_survivors_take_over_after_close(broker, topic):
+def test_confluent_three_members_share_partitions_and_survivors_take_over_after_close(
+    broker, topic
+):
     group = f"g-{uuid.uuid4().hex[:8]}"
     members = [Member(broker.bootstrap, group, topic) for _ in range(3)]
     try:
@@ -158,8 +173,19 @@ class KillableMember:
 
     def __init__(self, bootstrap: str, group: str, topic: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-c", KILLABLE_CONSUMER, bootstrap, group, topic, str(SESSION_TIMEOUT_MS)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                sys.executable,
+                "-c",
+                KILLABLE_CONSUMER,
+                bootstrap,
+                group,
+                topic,
+                str(SESSION_TIMEOUT_MS),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self.assignment: frozenset[int] = frozenset()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -167,7 +193,9 @@ class KillableMember:
         for line in self.process.stdout:
             if line.startswith("owned"):
                 parts = line.split()[1:]
-                self.assignment = frozenset(int(p) for p in parts[0].split(",")) if parts else frozenset()
+                self.assignment = (
+                    frozenset(int(p) for p in parts[0].split(",")) if parts else frozenset()
+                )
 
     def owned(self) -> frozenset[int]:
         return self.assignment
@@ -182,7 +210,9 @@ def test_confluent_survivors_take_over_after_a_member_is_killed(broker, topic):
     killable = KillableMember(broker.bootstrap, group, topic)
     members = [Member(broker.bootstrap, group, topic) for _ in range(2)]
     try:
-        wait_until(lambda: balanced([killable, *members], 2), 30, "three members with two partitions each")
+        wait_until(
+            lambda: balanced([killable, *members], 2), 30, "three members with two partitions each"
+        )
         assert_described_assignments_disjoint(broker.bootstrap, group)
         killed_at = time.monotonic()
         killable.kill()
@@ -197,18 +227,31 @@ def test_confluent_survivors_take_over_after_a_member_is_killed(broker, topic):
             m.close()
 
 
-def test_confluent_static_member_restart_within_session_timeout_keeps_partitions_without_rebalance(broker, topic):
+def test_confluent_static_member_restart_within_session_timeout_keeps_partitions_without_rebalance(
+    broker, topic
+):
     group = f"g-{uuid.uuid4().hex[:8]}"
     static = {"group.instance.id": "static-a", "session.timeout.ms": 10_000}
     first = Member(broker.bootstrap, group, topic, **static)
-    other = Member(broker.bootstrap, group, topic, **{"group.instance.id": "static-b", "session.timeout.ms": 10_000})
+    other = Member(
+        broker.bootstrap,
+        group,
+        topic,
+        **{"group.instance.id": "static-b", "session.timeout.ms": 10_000},
+    )
     try:
-        wait_until(lambda: balanced([first, other], 3), 30, "two static members with three partitions each")
+        wait_until(
+            lambda: balanced([first, other], 3), 30, "two static members with three partitions each"
+        )
         time.sleep(1)  # let both settle in Stable
         owned_before, other_rebalances = first.owned(), other.rebalances
         first.close()  # a static member does not send LeaveGroup on close
         restarted = Member(broker.bootstrap, group, topic, **static)
-        wait_until(lambda: restarted.owned() == owned_before, 15, "the restarted static member's old partitions")
+        wait_until(
+            lambda: restarted.owned() == owned_before,
+            15,
+            "the restarted static member's old partitions",
+        )
         time.sleep(2)  # several heartbeat intervals: a rebalance would show now
         assert other.rebalances == other_rebalances and len(other.owned()) == 3
         described = describe(broker.bootstrap, group)
@@ -222,15 +265,23 @@ def test_confluent_committed_offsets_survive_sigterm_and_kill_9(tmp_path):
     with BrokerProcess(str(tmp_path / "data"), overrides=OVERRIDES) as broker:
         name = "restart-topic"
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])[name].result(10)
+        admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])[name].result(
+            10
+        )
         producer = Producer({"bootstrap.servers": broker.bootstrap})
         for i in range(100):
             producer.produce(name, value=str(i).encode(), partition=i % 2)
         assert producer.flush(10) == 0
 
         def consume(n: int) -> list[tuple[int, int]]:
-            consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "resumer",
-                                 "enable.auto.commit": False, **CONSUMER_CONFIG})
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": broker.bootstrap,
+                    "group.id": "resumer",
+                    "enable.auto.commit": False,
+                    **CONSUMER_CONFIG,
+                }
+            )
             consumer.subscribe([name])
             got: list[tuple[int, int]] = []
             deadline = time.monotonic() + 30

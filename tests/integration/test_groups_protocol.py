@@ -14,8 +14,11 @@ from odradek.protocol.errors import ErrorCode
 from odradek.testing.process import BrokerProcess
 from odradek.testing.raw import RawConnection, request_module
 
-OVERRIDES = {"group.initial.rebalance.delay.ms": "0", "group.min.session.timeout.ms": "1000",
-             "offsets.topic.num.partitions": "3"}
+OVERRIDES = {
+    "group.initial.rebalance.delay.ms": "0",
+    "group.min.session.timeout.ms": "1000",
+    "offsets.topic.num.partitions": "3",
+}
 TOPIC = "orders"
 
 
@@ -24,10 +27,22 @@ def broker(tmp_path_factory):
     with BrokerProcess(str(tmp_path_factory.mktemp("groups")), overrides=OVERRIDES) as process:
         with RawConnection(process.bootstrap) as conn:
             m = request_module(19, 7)
-            topic = make(m.CreatableTopic, name=TOPIC, num_partitions=3, replication_factor=1,
-                         assignments=(), configs=())
-            response = conn.request(make(m.CreateTopicsRequest, topics=(topic,), timeout=timedelta(seconds=10),
-                                         validate_only=False))
+            topic = make(
+                m.CreatableTopic,
+                name=TOPIC,
+                num_partitions=3,
+                replication_factor=1,
+                assignments=(),
+                configs=(),
+            )
+            response = conn.request(
+                make(
+                    m.CreateTopicsRequest,
+                    topics=(topic,),
+                    timeout=timedelta(seconds=10),
+                    validate_only=False,
+                )
+            )
             assert response.topics[0].error_code is ErrorCode.none
         yield process
 
@@ -48,11 +63,13 @@ def new_group() -> str:
 
 def find(conn, version: int, group: str, key_type: int = 0):
     if version >= 4:
-        return conn.request(req(10, version, "FindCoordinatorRequest", key_type=key_type, coordinator_keys=(group,)))
+        return conn.request(
+            req(10, version, "FindCoordinatorRequest", key_type=key_type, coordinator_keys=(group,))
+        )
     return conn.request(req(10, version, "FindCoordinatorRequest", key=group, key_type=key_type))
 
 
-@pytest.mark.parametrize("version", range(0, 7))
+@pytest.mark.parametrize("version", range(7))
 def test_find_coordinator_names_this_broker(broker, conn, version):
     response = find(conn, version, new_group())
     entry = response.coordinators[0] if version >= 4 else response
@@ -62,7 +79,9 @@ def test_find_coordinator_names_this_broker(broker, conn, version):
 
 def test_find_coordinator_batched_keys_and_transaction_key(conn):
     groups = (new_group(), new_group())
-    response = conn.request(req(10, 6, "FindCoordinatorRequest", key_type=0, coordinator_keys=groups))
+    response = conn.request(
+        req(10, 6, "FindCoordinatorRequest", key_type=0, coordinator_keys=groups)
+    )
     assert [c.key for c in response.coordinators] == list(groups)
     assert all(c.error_code is ErrorCode.none for c in response.coordinators)
     txn = find(conn, 6, "my-transactional-id", key_type=1).coordinators[0]
@@ -73,20 +92,35 @@ def test_find_coordinator_batched_keys_and_transaction_key(conn):
 def join(conn, version: int, group: str, member_id: str = "", instance_id: str | None = None):
     m = request_module(11, version)
     protocol = make(m.JoinGroupRequestProtocol, name="range", metadata=b"\x00\x01meta")
-    return conn.request(make(m.JoinGroupRequest, group_id=group, session_timeout=timedelta(seconds=10),
-                             rebalance_timeout=timedelta(seconds=10), member_id=member_id,
-                             group_instance_id=instance_id, protocol_type="consumer",
-                             protocols=(protocol,), reason=None))
+    return conn.request(
+        make(
+            m.JoinGroupRequest,
+            group_id=group,
+            session_timeout=timedelta(seconds=10),
+            rebalance_timeout=timedelta(seconds=10),
+            member_id=member_id,
+            group_instance_id=instance_id,
+            protocol_type="consumer",
+            protocols=(protocol,),
+            reason=None,
+        )
+    )
 
 
 JOIN_TO = {  # JoinGroup version -> versions of the other APIs a client of that era uses
-    v: dict(sync=min(v, 5), heartbeat=min(v, 4), leave=min(v, 5), commit=max(2, min(v + 2, 9)),
-            fetch=max(1, min(v, 9)), describe=min(v, 6))
+    v: {
+        "sync": min(v, 5),
+        "heartbeat": min(v, 4),
+        "leave": min(v, 5),
+        "commit": max(2, min(v + 2, 9)),
+        "fetch": max(1, min(v, 9)),
+        "describe": min(v, 6),
+    }
     for v in range(10)
 }
 
 
-@pytest.mark.parametrize("version", range(0, 10))
+@pytest.mark.parametrize("version", range(10))
 def test_one_member_group_lifecycle_per_join_version(conn, version):
     v = JOIN_TO[version]
     group = new_group()
@@ -102,42 +136,103 @@ def test_one_member_group_lifecycle_per_join_version(conn, version):
 
     sm = request_module(14, v["sync"])
     assignment = make(sm.SyncGroupRequestAssignment, member_id=member, assignment=b"\x00\x01mine")
-    synced = conn.request(make(sm.SyncGroupRequest, group_id=group, generation_id=generation, member_id=member,
-                               group_instance_id=None, protocol_type="consumer", protocol_name="range",
-                               assignments=(assignment,)))
+    synced = conn.request(
+        make(
+            sm.SyncGroupRequest,
+            group_id=group,
+            generation_id=generation,
+            member_id=member,
+            group_instance_id=None,
+            protocol_type="consumer",
+            protocol_name="range",
+            assignments=(assignment,),
+        )
+    )
     assert synced.error_code is ErrorCode.none and synced.assignment == b"\x00\x01mine"
 
-    beat = conn.request(req(12, v["heartbeat"], "HeartbeatRequest", group_id=group, generation_id=generation,
-                            member_id=member, group_instance_id=None))
+    beat = conn.request(
+        req(
+            12,
+            v["heartbeat"],
+            "HeartbeatRequest",
+            group_id=group,
+            generation_id=generation,
+            member_id=member,
+            group_instance_id=None,
+        )
+    )
     assert beat.error_code is ErrorCode.none
 
     cm = request_module(8, v["commit"])
-    partition = make(cm.OffsetCommitRequestPartition, partition_index=1, committed_offset=42,
-                     committed_leader_epoch=0, committed_metadata="meta")
-    committed = conn.request(make(cm.OffsetCommitRequest, group_id=group, generation_id_or_member_epoch=generation,
-                                  member_id=member, group_instance_id=None, retention_time=timedelta(milliseconds=-1),
-                                  topics=(make(cm.OffsetCommitRequestTopic, name=TOPIC, partitions=(partition,)),)))
+    partition = make(
+        cm.OffsetCommitRequestPartition,
+        partition_index=1,
+        committed_offset=42,
+        committed_leader_epoch=0,
+        committed_metadata="meta",
+    )
+    committed = conn.request(
+        make(
+            cm.OffsetCommitRequest,
+            group_id=group,
+            generation_id_or_member_epoch=generation,
+            member_id=member,
+            group_instance_id=None,
+            retention_time=timedelta(milliseconds=-1),
+            topics=(make(cm.OffsetCommitRequestTopic, name=TOPIC, partitions=(partition,)),),
+        )
+    )
     assert committed.topics[0].partitions[0].error_code is ErrorCode.none
 
-    assert fetch_offsets(conn, v["fetch"], group, {TOPIC: (1, 2)}) == {(TOPIC, 1): 42, (TOPIC, 2): -1}
+    assert fetch_offsets(conn, v["fetch"], group, {TOPIC: (1, 2)}) == {
+        (TOPIC, 1): 42,
+        (TOPIC, 2): -1,
+    }
 
-    described = conn.request(req(15, v["describe"], "DescribeGroupsRequest", groups=(group,),
-                                 include_authorized_operations=False)).groups[0]
-    assert (described.error_code, described.group_state, described.protocol_data) == (ErrorCode.none, "Stable", "range")
+    described = conn.request(
+        req(
+            15,
+            v["describe"],
+            "DescribeGroupsRequest",
+            groups=(group,),
+            include_authorized_operations=False,
+        )
+    ).groups[0]
+    assert (described.error_code, described.group_state, described.protocol_data) == (
+        ErrorCode.none,
+        "Stable",
+        "range",
+    )
     assert described.members[0].member_id == member
     assert described.members[0].member_assignment == b"\x00\x01mine"
 
     lv = v["leave"]
     if lv >= 3:
         lm = request_module(13, lv)
-        left = conn.request(make(lm.LeaveGroupRequest, group_id=group, members=(
-            make(lm.MemberIdentity, member_id=member, group_instance_id=None, reason="done"),)))
+        left = conn.request(
+            make(
+                lm.LeaveGroupRequest,
+                group_id=group,
+                members=(
+                    make(
+                        lm.MemberIdentity, member_id=member, group_instance_id=None, reason="done"
+                    ),
+                ),
+            )
+        )
         assert left.members[0].error_code is ErrorCode.none
     else:
         left = conn.request(req(13, lv, "LeaveGroupRequest", group_id=group, member_id=member))
     assert left.error_code is ErrorCode.none
-    described = conn.request(req(15, v["describe"], "DescribeGroupsRequest", groups=(group,),
-                                 include_authorized_operations=False)).groups[0]
+    described = conn.request(
+        req(
+            15,
+            v["describe"],
+            "DescribeGroupsRequest",
+            groups=(group,),
+            include_authorized_operations=False,
+        )
+    ).groups[0]
     assert described.group_state == "Empty" and described.members == ()
 
     deleted = conn.request(req(42, min(version, 2), "DeleteGroupsRequest", groups_names=(group,)))
@@ -148,22 +243,50 @@ def test_one_member_group_lifecycle_per_join_version(conn, version):
 def fetch_offsets(conn, version: int, group: str, topics: dict | None) -> dict:
     m = request_module(9, version)
     if version >= 8:
-        wanted = None if topics is None else tuple(
-            make(m.OffsetFetchRequestTopics, name=t, partition_indexes=ps) for t, ps in topics.items())
-        response = conn.request(make(m.OffsetFetchRequest, groups=(
-            make(m.OffsetFetchRequestGroup, group_id=group, member_id=None, member_epoch=-1, topics=wanted),),
-            require_stable=False))
+        wanted = (
+            None
+            if topics is None
+            else tuple(
+                make(m.OffsetFetchRequestTopics, name=t, partition_indexes=ps)
+                for t, ps in topics.items()
+            )
+        )
+        response = conn.request(
+            make(
+                m.OffsetFetchRequest,
+                groups=(
+                    make(
+                        m.OffsetFetchRequestGroup,
+                        group_id=group,
+                        member_id=None,
+                        member_epoch=-1,
+                        topics=wanted,
+                    ),
+                ),
+                require_stable=False,
+            )
+        )
         (g,) = response.groups
         assert g.error_code is ErrorCode.none
         result_topics = g.topics
     else:
-        wanted = None if topics is None else tuple(
-            make(m.OffsetFetchRequestTopic, name=t, partition_indexes=ps) for t, ps in topics.items())
-        response = conn.request(make(m.OffsetFetchRequest, group_id=group, topics=wanted, require_stable=False))
+        wanted = (
+            None
+            if topics is None
+            else tuple(
+                make(m.OffsetFetchRequestTopic, name=t, partition_indexes=ps)
+                for t, ps in topics.items()
+            )
+        )
+        response = conn.request(
+            make(m.OffsetFetchRequest, group_id=group, topics=wanted, require_stable=False)
+        )
         if version >= 2:
             assert response.error_code is ErrorCode.none
         result_topics = response.topics
-    return {(t.name, p.partition_index): p.committed_offset for t in result_topics for p in t.partitions}
+    return {
+        (t.name, p.partition_index): p.committed_offset for t in result_topics for p in t.partitions
+    }
 
 
 @pytest.mark.parametrize("commit_version", range(2, 10))
@@ -171,13 +294,30 @@ def test_simple_commit_then_fetch_every_version(conn, commit_version):
     group = new_group()
     find(conn, 0, group)
     cm = request_module(8, commit_version)
-    partitions = tuple(make(cm.OffsetCommitRequestPartition, partition_index=p, committed_offset=100 + p,
-                            committed_leader_epoch=-1, committed_metadata=None) for p in range(3))
-    response = conn.request(make(cm.OffsetCommitRequest, group_id=group, generation_id_or_member_epoch=-1,
-                                 member_id="", group_instance_id=None, retention_time=timedelta(milliseconds=-1),
-                                 topics=(make(cm.OffsetCommitRequestTopic, name=TOPIC, partitions=partitions),
-                                         make(cm.OffsetCommitRequestTopic, name="no-such-topic",
-                                              partitions=partitions[:1]))))
+    partitions = tuple(
+        make(
+            cm.OffsetCommitRequestPartition,
+            partition_index=p,
+            committed_offset=100 + p,
+            committed_leader_epoch=-1,
+            committed_metadata=None,
+        )
+        for p in range(3)
+    )
+    response = conn.request(
+        make(
+            cm.OffsetCommitRequest,
+            group_id=group,
+            generation_id_or_member_epoch=-1,
+            member_id="",
+            group_instance_id=None,
+            retention_time=timedelta(milliseconds=-1),
+            topics=(
+                make(cm.OffsetCommitRequestTopic, name=TOPIC, partitions=partitions),
+                make(cm.OffsetCommitRequestTopic, name="no-such-topic", partitions=partitions[:1]),
+            ),
+        )
+    )
     errors = [[p.error_code for p in t.partitions] for t in response.topics]
     assert errors == [[ErrorCode.none] * 3, [ErrorCode.unknown_topic_or_partition]]
     expected = {(TOPIC, p): 100 + p for p in range(3)}
@@ -192,25 +332,64 @@ def test_offset_fetch_several_groups_in_one_request(conn):
     for i, group in enumerate(groups):
         find(conn, 0, group)
         cm = request_module(8, 9)
-        part = make(cm.OffsetCommitRequestPartition, partition_index=0, committed_offset=10 * (i + 1),
-                    committed_leader_epoch=-1, committed_metadata="")
-        conn.request(make(cm.OffsetCommitRequest, group_id=group, generation_id_or_member_epoch=-1, member_id="",
-                          group_instance_id=None,
-                          topics=(make(cm.OffsetCommitRequestTopic, name=TOPIC, partitions=(part,)),)))
+        part = make(
+            cm.OffsetCommitRequestPartition,
+            partition_index=0,
+            committed_offset=10 * (i + 1),
+            committed_leader_epoch=-1,
+            committed_metadata="",
+        )
+        conn.request(
+            make(
+                cm.OffsetCommitRequest,
+                group_id=group,
+                generation_id_or_member_epoch=-1,
+                member_id="",
+                group_instance_id=None,
+                topics=(make(cm.OffsetCommitRequestTopic, name=TOPIC, partitions=(part,)),),
+            )
+        )
     m = request_module(9, 9)
-    response = conn.request(make(m.OffsetFetchRequest, require_stable=True, groups=tuple(
-        make(m.OffsetFetchRequestGroup, group_id=g, member_id=None, member_epoch=-1, topics=None) for g in groups)))
-    got = {g.group_id: [(t.name, p.partition_index, p.committed_offset) for t in g.topics for p in t.partitions]
-           for g in response.groups}
+    response = conn.request(
+        make(
+            m.OffsetFetchRequest,
+            require_stable=True,
+            groups=tuple(
+                make(
+                    m.OffsetFetchRequestGroup,
+                    group_id=g,
+                    member_id=None,
+                    member_epoch=-1,
+                    topics=None,
+                )
+                for g in groups
+            ),
+        )
+    )
+    got = {
+        g.group_id: [
+            (t.name, p.partition_index, p.committed_offset) for t in g.topics for p in t.partitions
+        ]
+        for g in response.groups
+    }
     assert got == {groups[0]: [(TOPIC, 0, 10)], groups[1]: [(TOPIC, 0, 20)]}
 
 
-@pytest.mark.parametrize("version,error", [(0, ErrorCode.none), (5, ErrorCode.none), (6, ErrorCode.group_id_not_found)])
+@pytest.mark.parametrize(
+    "version,error", [(0, ErrorCode.none), (5, ErrorCode.none), (6, ErrorCode.group_id_not_found)]
+)
 def test_describe_unknown_group(conn, version, error):
     group = new_group()
     find(conn, 0, group)
-    described = conn.request(req(15, version, "DescribeGroupsRequest", groups=(group,),
-                                 include_authorized_operations=False)).groups[0]
+    described = conn.request(
+        req(
+            15,
+            version,
+            "DescribeGroupsRequest",
+            groups=(group,),
+            include_authorized_operations=False,
+        )
+    ).groups[0]
     assert (described.error_code, described.group_state) == (error, "Dead")
 
 
@@ -221,13 +400,34 @@ def test_list_groups_with_state_and_type_filters(conn):
         first = join(conn, 9, group)
         joined = join(conn, 9, group, first.member_id)
         sm = request_module(14, 5)
-        conn.request(make(sm.SyncGroupRequest, group_id=group, generation_id=joined.generation_id,
-                          member_id=joined.member_id, protocol_type="consumer", protocol_name="range",
-                          assignments=(make(sm.SyncGroupRequestAssignment, member_id=joined.member_id,
-                                            assignment=b""),)))
+        conn.request(
+            make(
+                sm.SyncGroupRequest,
+                group_id=group,
+                generation_id=joined.generation_id,
+                member_id=joined.member_id,
+                protocol_type="consumer",
+                protocol_name="range",
+                assignments=(
+                    make(sm.SyncGroupRequestAssignment, member_id=joined.member_id, assignment=b""),
+                ),
+            )
+        )
     lm = request_module(13, 5)
-    conn.request(make(lm.LeaveGroupRequest, group_id=empty, members=(
-        make(lm.MemberIdentity, member_id=joined.member_id, group_instance_id=None, reason=None),)))
+    conn.request(
+        make(
+            lm.LeaveGroupRequest,
+            group_id=empty,
+            members=(
+                make(
+                    lm.MemberIdentity,
+                    member_id=joined.member_id,
+                    group_instance_id=None,
+                    reason=None,
+                ),
+            ),
+        )
+    )
 
     def listed(version, **filters):
         response = conn.request(req(16, version, "ListGroupsRequest", **filters))
@@ -247,13 +447,40 @@ def test_offset_delete_and_delete_groups_errors(conn):
     group = new_group()
     find(conn, 0, group)
     cm = request_module(8, 9)
-    parts = tuple(make(cm.OffsetCommitRequestPartition, partition_index=p, committed_offset=5, committed_leader_epoch=-1,
-                       committed_metadata="") for p in range(2))
-    conn.request(make(cm.OffsetCommitRequest, group_id=group, generation_id_or_member_epoch=-1, member_id="",
-                      group_instance_id=None, topics=(make(cm.OffsetCommitRequestTopic, name=TOPIC, partitions=parts),)))
+    parts = tuple(
+        make(
+            cm.OffsetCommitRequestPartition,
+            partition_index=p,
+            committed_offset=5,
+            committed_leader_epoch=-1,
+            committed_metadata="",
+        )
+        for p in range(2)
+    )
+    conn.request(
+        make(
+            cm.OffsetCommitRequest,
+            group_id=group,
+            generation_id_or_member_epoch=-1,
+            member_id="",
+            group_instance_id=None,
+            topics=(make(cm.OffsetCommitRequestTopic, name=TOPIC, partitions=parts),),
+        )
+    )
     dm = request_module(47, 0)
-    response = conn.request(make(dm.OffsetDeleteRequest, group_id=group, topics=(
-        make(dm.OffsetDeleteRequestTopic, name=TOPIC, partitions=(make(dm.OffsetDeleteRequestPartition, partition_index=0),)),)))
+    response = conn.request(
+        make(
+            dm.OffsetDeleteRequest,
+            group_id=group,
+            topics=(
+                make(
+                    dm.OffsetDeleteRequestTopic,
+                    name=TOPIC,
+                    partitions=(make(dm.OffsetDeleteRequestPartition, partition_index=0),),
+                ),
+            ),
+        )
+    )
     assert response.error_code is ErrorCode.none
     assert response.topics[0].partitions[0].error_code is ErrorCode.none
     assert fetch_offsets(conn, 9, group, {TOPIC: (0, 1)}) == {(TOPIC, 0): -1, (TOPIC, 1): 5}
@@ -262,7 +489,10 @@ def test_offset_delete_and_delete_groups_errors(conn):
     find(conn, 0, missing)
     deleted = conn.request(req(42, 2, "DeleteGroupsRequest", groups_names=(group, missing, "")))
     assert [(r.group_id, r.error_code) for r in deleted.results] == [
-        (group, ErrorCode.none), (missing, ErrorCode.group_id_not_found), ("", ErrorCode.invalid_group_id)]
+        (group, ErrorCode.none),
+        (missing, ErrorCode.group_id_not_found),
+        ("", ErrorCode.invalid_group_id),
+    ]
 
 
 @pytest.fixture(autouse=True)

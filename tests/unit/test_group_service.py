@@ -25,10 +25,15 @@ PROTOCOLS = (("range", b"\x00\x00\x00\x00\x00\x01\x00\x01t\xff\xff\xff\xff"),)
 
 
 def config(tmp_path) -> BrokerConfig:
-    cfg, _ = BrokerConfig.load(None, {
-        "log.dirs": str(tmp_path), "offsets.topic.num.partitions": "3",
-        "group.initial.rebalance.delay.ms": "0", "group.min.session.timeout.ms": "200",
-    })
+    cfg, _ = BrokerConfig.load(
+        None,
+        {
+            "log.dirs": str(tmp_path),
+            "offsets.topic.num.partitions": "3",
+            "group.initial.rebalance.delay.ms": "0",
+            "group.min.session.timeout.ms": "200",
+        },
+    )
     return cfg
 
 
@@ -38,15 +43,27 @@ async def open_core(tmp_path) -> BrokerCore:
     return core
 
 
-async def join_and_sync(core: BrokerCore, group: str, session_timeout_ms: int = 10_000) -> tuple[str, int]:
-    req = JoinGroupRequest(group, "", session_timeout_ms, 10_000, "consumer", PROTOCOLS, client_id="c")
+async def join_and_sync(
+    core: BrokerCore, group: str, session_timeout_ms: int = 10_000
+) -> tuple[str, int]:
+    req = JoinGroupRequest(
+        group, "", session_timeout_ms, 10_000, "consumer", PROTOCOLS, client_id="c"
+    )
     first = await core.groups.call("join_group", req)
     assert first.error_code == ErrorCode.member_id_required.value
-    joined = await core.groups.call("join_group", JoinGroupRequest(
-        group, first.member_id, session_timeout_ms, 10_000, "consumer", PROTOCOLS, client_id="c"))
+    joined = await core.groups.call(
+        "join_group",
+        JoinGroupRequest(
+            group, first.member_id, session_timeout_ms, 10_000, "consumer", PROTOCOLS, client_id="c"
+        ),
+    )
     assert joined.error_code == NONE, joined
-    synced = await core.groups.call("sync_group", SyncGroupRequest(
-        group, joined.generation_id, joined.member_id, ((joined.member_id, b"a"),)))
+    synced = await core.groups.call(
+        "sync_group",
+        SyncGroupRequest(
+            group, joined.generation_id, joined.member_id, ((joined.member_id, b"a"),)
+        ),
+    )
     assert synced.error_code == NONE and synced.assignment == b"a"
     return joined.member_id, joined.generation_id
 
@@ -62,11 +79,21 @@ def test_commits_are_written_and_loaded_after_restart_with_load_in_progress_mean
         assert await core.auto_create_topic(OFFSETS_TOPIC) is ErrorCode.none
         assert core.groups.coordinator.owned == {0, 1, 2}
         member, generation = await join_and_sync(core, "g")
-        commit = OffsetCommitRequest("g", {"orders": (OffsetCommitPartition(0, 41), OffsetCommitPartition(1, 7))},
-                                     generation, member)
-        answers = await asyncio.gather(*(core.groups.call("offset_commit", commit) for _ in range(5)))
+        commit = OffsetCommitRequest(
+            "g",
+            {"orders": (OffsetCommitPartition(0, 41), OffsetCommitPartition(1, 7))},
+            generation,
+            member,
+        )
+        answers = await asyncio.gather(
+            *(core.groups.call("offset_commit", commit) for _ in range(5))
+        )
         assert all(e == NONE for a in answers for ps in a.topics.values() for _, e in ps)
-        records = sum(p.log.log_end_offset for (t, _), p in core.replica_manager.partitions.items() if t == OFFSETS_TOPIC)
+        records = sum(
+            p.log.log_end_offset
+            for (t, _), p in core.replica_manager.partitions.items()
+            if t == OFFSETS_TOPIC
+        )
         assert records >= 1 + 5 * 2  # the group's assignment, then every commit's two records
         core.close()
 
@@ -75,7 +102,9 @@ def test_commits_are_written_and_loaded_after_restart_with_load_in_progress_mean
         partition = core.groups.coordinator.partition_for("g")
         assert partition in core.groups.coordinator.loading
         assert fetch(core, "g")[0] == ErrorCode.coordinator_load_in_progress.value
-        joined = await core.groups.call("join_group", JoinGroupRequest("g", "", 10_000, 10_000, "consumer", PROTOCOLS))
+        joined = await core.groups.call(
+            "join_group", JoinGroupRequest("g", "", 10_000, 10_000, "consumer", PROTOCOLS)
+        )
         assert joined.error_code == ErrorCode.coordinator_load_in_progress.value
         for _ in range(100):
             if not core.groups.coordinator.loading:
@@ -83,7 +112,9 @@ def test_commits_are_written_and_loaded_after_restart_with_load_in_progress_mean
             await asyncio.sleep(0.01)
         assert fetch(core, "g") == (NONE, {("orders", 0): 41, ("orders", 1): 7})
         group = core.groups.coordinator.groups["g"]
-        assert group.state is GroupState.STABLE and group.generation_id == 1  # the stored assignment
+        assert (
+            group.state is GroupState.STABLE and group.generation_id == 1
+        )  # the stored assignment
         core.close()
 
     asyncio.run(first_life())
@@ -114,12 +145,20 @@ def test_a_parked_join_is_answered_when_the_join_phase_ends(tmp_path):
         await core.auto_create_topic(OFFSETS_TOPIC)
         member, _ = await join_and_sync(core, "g")
         # A second member's join starts a rebalance; its answer waits for the first to rejoin.
-        first = await core.groups.call("join_group", JoinGroupRequest("g", "", 10_000, 10_000, "consumer", PROTOCOLS))
-        parked = asyncio.ensure_future(core.groups.call("join_group", JoinGroupRequest(
-            "g", first.member_id, 10_000, 10_000, "consumer", PROTOCOLS)))
+        first = await core.groups.call(
+            "join_group", JoinGroupRequest("g", "", 10_000, 10_000, "consumer", PROTOCOLS)
+        )
+        parked = asyncio.ensure_future(
+            core.groups.call(
+                "join_group",
+                JoinGroupRequest("g", first.member_id, 10_000, 10_000, "consumer", PROTOCOLS),
+            )
+        )
         await asyncio.sleep(0.05)
         assert not parked.done()
-        rejoin = await core.groups.call("join_group", JoinGroupRequest("g", member, 10_000, 10_000, "consumer", PROTOCOLS))
+        rejoin = await core.groups.call(
+            "join_group", JoinGroupRequest("g", member, 10_000, 10_000, "consumer", PROTOCOLS)
+        )
         second = await asyncio.wait_for(parked, 5)
         assert (rejoin.error_code, second.error_code) == (NONE, NONE)
         assert rejoin.generation_id == second.generation_id == 2

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from odradek.coordinator.group import GroupConfig
 from odradek.coordinator.group_coordinator import CoordinatorResult, GroupCoordinator, PendingAppend
@@ -72,7 +73,7 @@ class GroupService:
     (`open`, `sync_partitions`, `close`), on the event loop only.
     """
 
-    def __init__(self, core: "BrokerCore") -> None:
+    def __init__(self, core: BrokerCore) -> None:
         self._core = core
         self.coordinator = GroupCoordinator(group_config(core.config))
         self._timer: asyncio.TimerHandle | None = None
@@ -133,13 +134,20 @@ class GroupService:
         """Groups map to partitions by the topic's real partition count (Kafka reads it from
         the metadata); only while no partition is owned, so no group is ever re-mapped."""
         topic = self._core.image.topics_by_name.get(OFFSETS_TOPIC)
-        if topic is None or len(topic.partitions) == self.coordinator.config.offsets_topic_num_partitions:
+        if (
+            topic is None
+            or len(topic.partitions) == self.coordinator.config.offsets_topic_num_partitions
+        ):
             return
         assert not self.coordinator.owned and not self.coordinator.loading
         self.coordinator = GroupCoordinator(group_config(self._core.config, len(topic.partitions)))
 
     def _hosted_partitions(self) -> set[int]:
-        return {index for (topic, index) in self._core.replica_manager.partitions if topic == OFFSETS_TOPIC}
+        return {
+            index
+            for (topic, index) in self._core.replica_manager.partitions
+            if topic == OFFSETS_TOPIC
+        }
 
     def _new_partitions(self) -> list[int]:
         known = self.coordinator.owned | self.coordinator.loading
@@ -152,13 +160,16 @@ class GroupService:
             if p not in self.coordinator.loading:
                 continue  # unloaded meanwhile
             await self._load_async(p)
-        log.info("loaded %d %s partitions in %d ms", len(partitions), OFFSETS_TOPIC, now_ms() - started_ms)
+        log.info(
+            "loaded %d %s partitions in %d ms",
+            len(partitions),
+            OFFSETS_TOPIC,
+            now_ms() - started_ms,
+        )
         self._after_call()
 
     async def _load_async(self, p: int) -> None:
-        reads = 0
-        for _ in self._replay_steps(p):
-            reads += 1
+        for reads, _ in enumerate(self._replay_steps(p), start=1):
             if reads % LOAD_YIELD_EVERY_READS == 0:
                 await asyncio.sleep(0)
         self.coordinator.finish_loading(p, now_ms())
@@ -179,9 +190,21 @@ class GroupService:
         end = partition_log.log_end_offset
         load_ms = now_ms()
         while offset < end:
-            result = partition_log.read(offset, LOAD_READ_BYTES, max_offset=end, min_one_message=True)
-            if result.error is not ErrorCode.none or result.region is None or result.region.size_bytes == 0:
-                log.warning("%s-%d: stopped loading at offset %d (%s)", OFFSETS_TOPIC, p, offset, result.error)
+            result = partition_log.read(
+                offset, LOAD_READ_BYTES, max_offset=end, min_one_message=True
+            )
+            if (
+                result.error is not ErrorCode.none
+                or result.region is None
+                or result.region.size_bytes == 0
+            ):
+                log.warning(
+                    "%s-%d: stopped loading at offset %d (%s)",
+                    OFFSETS_TOPIC,
+                    p,
+                    offset,
+                    result.error,
+                )
                 return
             data = result.region.read()
             advanced = False
@@ -190,15 +213,22 @@ class GroupService:
                     continue
                 advanced = True
                 if not header.is_control:
-                    batch = memoryview(data)[header.position:header.position + header.size_bytes]
+                    batch = memoryview(data)[header.position : header.position + header.size_bytes]
                     self._replay_batch(p, header, batch, offset, load_ms)
                 offset = header.next_offset
             if not advanced:
-                log.warning("%s-%d: no complete batch at offset %d; stopped loading", OFFSETS_TOPIC, p, offset)
+                log.warning(
+                    "%s-%d: no complete batch at offset %d; stopped loading",
+                    OFFSETS_TOPIC,
+                    p,
+                    offset,
+                )
                 return
             yield
 
-    def _replay_batch(self, p: int, header: Any, batch: memoryview, from_offset: int, load_ms: int) -> None:
+    def _replay_batch(
+        self, p: int, header: Any, batch: memoryview, from_offset: int, load_ms: int
+    ) -> None:
         try:
             for record in records.iter_records(batch):
                 if record.offset < from_offset or record.key is None:
@@ -206,10 +236,21 @@ class GroupService:
                 try:
                     self.coordinator.replay(record.key, record.value, load_ms)
                 except (ValueError, KeyError, AssertionError) as exc:
-                    log.warning("%s-%d: skipped record at offset %d: %r", OFFSETS_TOPIC, p, record.offset, exc)
+                    log.warning(
+                        "%s-%d: skipped record at offset %d: %r",
+                        OFFSETS_TOPIC,
+                        p,
+                        record.offset,
+                        exc,
+                    )
         except ValueError as exc:
-            log.warning("%s-%d: skipped malformed batch at offset %d: %s", OFFSETS_TOPIC, p,
-                        header.base_offset, exc)
+            log.warning(
+                "%s-%d: skipped malformed batch at offset %d: %s",
+                OFFSETS_TOPIC,
+                p,
+                header.base_offset,
+                exc,
+            )
 
     # -- requests ----------------------------------------------------------------------------
     async def call(self, method_name: str, *args: Any) -> Any:
@@ -247,7 +288,9 @@ class GroupService:
                 except Exception:  # a bug in the write path must still complete the append
                     log.exception("append to %s-%d failed", OFFSETS_TOPIC, p)
                     error = ErrorCode.unknown_server_error.value
-                self._process(self.coordinator.on_append_complete(append.append_id, error, now_ms()))
+                self._process(
+                    self.coordinator.on_append_complete(append.append_id, error, now_ms())
+                )
         finally:
             self._draining.discard(p)
 
@@ -258,9 +301,13 @@ class GroupService:
         if partition is None:
             return ErrorCode.not_leader_or_follower.value
         timestamp_ms = now_ms()
-        batch = records.build_batch([(key, value, [], timestamp_ms) for key, value in append.records])
+        batch = records.build_batch(
+            [(key, value, [], timestamp_ms) for key, value in append.records]
+        )
         header = records.read_header(batch)
-        result = await self._core.replica_manager.append(partition, bytearray(batch), header, timestamp_ms)
+        result = await self._core.replica_manager.append(
+            partition, bytearray(batch), header, timestamp_ms
+        )
         return result.error.value
 
     # -- timers ------------------------------------------------------------------------------
@@ -268,7 +315,9 @@ class GroupService:
         if self._closed:
             return
         deadline_ms = self.coordinator.next_deadline_ms()
-        if deadline_ms == self._timer_deadline_ms and (self._timer is not None or deadline_ms is None):
+        if deadline_ms == self._timer_deadline_ms and (
+            self._timer is not None or deadline_ms is None
+        ):
             return
         if self._timer is not None:
             self._timer.cancel()

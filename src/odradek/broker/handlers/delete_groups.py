@@ -22,6 +22,8 @@ async def handle(request, ctx):
         errors.update(dict(r.results))
     return ctx.response(
         throttle_time=timedelta(0),
-        results=tuple(ctx.entity("DeletableGroupResult", group_id=name, error_code=ErrorCode(errors[name]))
-                      for name in names),
+        results=tuple(
+            ctx.entity("DeletableGroupResult", group_id=name, error_code=ErrorCode(errors[name]))
+            for name in names
+        ),
     )

@@ -23,22 +23,35 @@ async def handle(request, ctx):
     groups = []
     for g in described:
         error = ErrorCode(g.error_code)
-        if error is ErrorCode.group_id_not_found and ctx.api_version < GROUP_ID_NOT_FOUND_MIN_VERSION:
+        if (
+            error is ErrorCode.group_id_not_found
+            and ctx.api_version < GROUP_ID_NOT_FOUND_MIN_VERSION
+        ):
             error = ErrorCode.none
-        groups.append(ctx.entity(
-            "DescribedGroup",
-            error_code=error,
-            error_message=None,
-            group_id=g.group_id,
-            group_state=g.group_state,
-            protocol_type=g.protocol_type,
-            protocol_data=g.protocol_data,
-            members=tuple(
-                ctx.entity("DescribedGroupMember", member_id=m.member_id, group_instance_id=m.group_instance_id,
-                           client_id=m.client_id, client_host=m.client_host, member_metadata=m.member_metadata,
-                           member_assignment=m.member_assignment)
-                for m in g.members
-            ),
-            authorized_operations=GROUP_OPERATIONS if include_ops else AUTHORIZED_OPERATIONS_OMITTED,
-        ))
+        groups.append(
+            ctx.entity(
+                "DescribedGroup",
+                error_code=error,
+                error_message=None,
+                group_id=g.group_id,
+                group_state=g.group_state,
+                protocol_type=g.protocol_type,
+                protocol_data=g.protocol_data,
+                members=tuple(
+                    ctx.entity(
+                        "DescribedGroupMember",
+                        member_id=m.member_id,
+                        group_instance_id=m.group_instance_id,
+                        client_id=m.client_id,
+                        client_host=m.client_host,
+                        member_metadata=m.member_metadata,
+                        member_assignment=m.member_assignment,
+                    )
+                    for m in g.members
+                ),
+                authorized_operations=GROUP_OPERATIONS
+                if include_ops
+                else AUTHORIZED_OPERATIONS_OMITTED,
+            )
+        )
     return ctx.response(throttle_time=timedelta(0), groups=tuple(groups))

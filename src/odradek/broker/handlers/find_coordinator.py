@@ -27,12 +27,27 @@ async def handle(request, ctx):
         coordinators = []
         for key in request.coordinator_keys:
             error, message, (node_id, host, port) = await _find(ctx, key_type, key)
-            coordinators.append(ctx.entity("Coordinator", key=key, node_id=node_id, host=host, port=port,
-                                           error_code=error, error_message=message))
+            coordinators.append(
+                ctx.entity(
+                    "Coordinator",
+                    key=key,
+                    node_id=node_id,
+                    host=host,
+                    port=port,
+                    error_code=error,
+                    error_message=message,
+                )
+            )
         return ctx.response(throttle_time=timedelta(0), coordinators=tuple(coordinators))
     error, message, (node_id, host, port) = await _find(ctx, key_type, request.key)
-    return ctx.response(throttle_time=timedelta(0), error_code=error, error_message=message,
-                        node_id=node_id, host=host, port=port)
+    return ctx.response(
+        throttle_time=timedelta(0),
+        error_code=error,
+        error_message=message,
+        node_id=node_id,
+        host=host,
+        port=port,
+    )
 
 
 async def _find(ctx, key_type: int, key: str):
@@ -50,6 +65,10 @@ async def _find(ctx, key_type: int, key: str):
         # hosting the partitions.
         error = await asyncio.shield(core.auto_create_topic(OFFSETS_TOPIC))
         if error is not ErrorCode.none:
-            return ErrorCode.coordinator_not_available, f"cannot create {OFFSETS_TOPIC}: {error.name}", no_node
+            return (
+                ErrorCode.coordinator_not_available,
+                f"cannot create {OFFSETS_TOPIC}: {error.name}",
+                no_node,
+            )
     host, port = core.advertised_endpoint(ctx.client.listener_name)
     return ErrorCode.none, None, (core.config.node_id, host, port)

@@ -15,8 +15,11 @@ from odradek.protocol.errors import ErrorCode
 
 
 async def handle(request, ctx):
-    req = HeartbeatRequest(group_id=request.group_id, generation_id=request.generation_id,
-                           member_id=request.member_id,
-                           group_instance_id=getattr(request, "group_instance_id", None))
+    req = HeartbeatRequest(
+        group_id=request.group_id,
+        generation_id=request.generation_id,
+        member_id=request.member_id,
+        group_instance_id=getattr(request, "group_instance_id", None),
+    )
     r = await ctx.broker.groups.call("heartbeat", req)
     return ctx.response(throttle_time=timedelta(0), error_code=ErrorCode(r.error_code))

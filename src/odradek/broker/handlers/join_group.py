@@ -25,7 +25,9 @@ async def handle(request, ctx):
     version = ctx.api_version
     session_timeout_ms = request.session_timeout // ONE_MS
     rebalance_timeout = getattr(request, "rebalance_timeout", None)
-    rebalance_timeout_ms = session_timeout_ms if rebalance_timeout is None else rebalance_timeout // ONE_MS
+    rebalance_timeout_ms = (
+        session_timeout_ms if rebalance_timeout is None else rebalance_timeout // ONE_MS
+    )
     req = JoinGroupRequest(
         group_id=request.group_id,
         member_id=request.member_id,
@@ -43,8 +45,12 @@ async def handle(request, ctx):
     r = await ctx.broker.groups.call("join_group", req)
     nullable = version >= PROTOCOL_NAME_NULLABLE_VERSION
     members = tuple(
-        ctx.entity("JoinGroupResponseMember", member_id=m.member_id, group_instance_id=m.group_instance_id,
-                   metadata=m.metadata)
+        ctx.entity(
+            "JoinGroupResponseMember",
+            member_id=m.member_id,
+            group_instance_id=m.group_instance_id,
+            metadata=m.metadata,
+        )
         for m in r.members
     )
     return ctx.response(

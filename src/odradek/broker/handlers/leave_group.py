@@ -20,8 +20,10 @@ BATCHED_MIN_VERSION = 3
 async def handle(request, ctx):
     batched = ctx.api_version >= BATCHED_MIN_VERSION
     if batched:
-        members = tuple(LeaveMember(m.member_id, m.group_instance_id, getattr(m, "reason", None))
-                        for m in request.members)
+        members = tuple(
+            LeaveMember(m.member_id, m.group_instance_id, getattr(m, "reason", None))
+            for m in request.members
+        )
     else:
         members = (LeaveMember(request.member_id),)
     r = await ctx.broker.groups.call("leave_group", LeaveGroupRequest(request.group_id, members))
@@ -34,8 +36,12 @@ async def handle(request, ctx):
         throttle_time=timedelta(0),
         error_code=ErrorCode(error),
         members=tuple(
-            ctx.entity("MemberResponse", member_id=m.member_id, group_instance_id=m.group_instance_id,
-                       error_code=ErrorCode(m.error_code))
+            ctx.entity(
+                "MemberResponse",
+                member_id=m.member_id,
+                group_instance_id=m.group_instance_id,
+                error_code=ErrorCode(m.error_code),
+            )
             for m in r.members
         ),
     )

@@ -26,8 +26,13 @@ async def handle(request, ctx):
         throttle_time=timedelta(0),
         error_code=error,
         groups=tuple(
-            ctx.entity("ListedGroup", group_id=g.group_id, protocol_type=g.protocol_type,
-                       group_state=g.group_state, group_type=g.group_type)
+            ctx.entity(
+                "ListedGroup",
+                group_id=g.group_id,
+                protocol_type=g.protocol_type,
+                group_state=g.group_state,
+                group_type=g.group_type,
+            )
             for g in groups
         ),
     )

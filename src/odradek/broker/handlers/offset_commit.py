@@ -33,12 +33,14 @@ async def handle(request, ctx):
             elif topic.name not in topics_image:
                 errors[(topic.name, p.partition_index)] = ErrorCode.unknown_topic_or_partition.value
             else:
-                known.setdefault(topic.name, []).append(OffsetCommitPartition(
-                    partition=p.partition_index,
-                    offset=p.committed_offset,
-                    leader_epoch=getattr(p, "committed_leader_epoch", -1),
-                    metadata=p.committed_metadata,
-                ))
+                known.setdefault(topic.name, []).append(
+                    OffsetCommitPartition(
+                        partition=p.partition_index,
+                        offset=p.committed_offset,
+                        leader_epoch=getattr(p, "committed_leader_epoch", -1),
+                        metadata=p.committed_metadata,
+                    )
+                )
     if known:
         retention = getattr(request, "retention_time", None)
         req = OffsetCommitRequest(
@@ -56,11 +58,18 @@ async def handle(request, ctx):
     return ctx.response(
         throttle_time=timedelta(0),
         topics=tuple(
-            ctx.entity("OffsetCommitResponseTopic", name=topic.name, partitions=tuple(
-                ctx.entity("OffsetCommitResponsePartition", partition_index=p.partition_index,
-                           error_code=ErrorCode(errors[(topic.name, p.partition_index)]))
-                for p in topic.partitions
-            ))
+            ctx.entity(
+                "OffsetCommitResponseTopic",
+                name=topic.name,
+                partitions=tuple(
+                    ctx.entity(
+                        "OffsetCommitResponsePartition",
+                        partition_index=p.partition_index,
+                        error_code=ErrorCode(errors[(topic.name, p.partition_index)]),
+                    )
+                    for p in topic.partitions
+                ),
+            )
             for topic in request.topics
         ),
     )

@@ -16,7 +16,9 @@ from odradek.protocol.errors import ErrorCode
 
 async def handle(request, ctx):
     if not request.group_id:
-        return ctx.response(throttle_time=timedelta(0), error_code=ErrorCode.invalid_group_id, topics=())
+        return ctx.response(
+            throttle_time=timedelta(0), error_code=ErrorCode.invalid_group_id, topics=()
+        )
     topics_image = ctx.broker.image.topics_by_name
     errors: dict[tuple[str, int], int] = {}
     known: dict[str, list[int]] = {}
@@ -29,7 +31,9 @@ async def handle(request, ctx):
     req = OffsetDeleteRequest(request.group_id, {name: tuple(ps) for name, ps in known.items()})
     r = await ctx.broker.groups.call("offset_delete", req)
     if r.error_code != NONE:
-        return ctx.response(throttle_time=timedelta(0), error_code=ErrorCode(r.error_code), topics=())
+        return ctx.response(
+            throttle_time=timedelta(0), error_code=ErrorCode(r.error_code), topics=()
+        )
     for name, partitions in r.topics.items():
         for index, error in partitions:
             errors[(name, index)] = error
@@ -37,11 +41,18 @@ async def handle(request, ctx):
         throttle_time=timedelta(0),
         error_code=ErrorCode.none,
         topics=tuple(
-            ctx.entity("OffsetDeleteResponseTopic", name=topic.name, partitions=tuple(
-                ctx.entity("OffsetDeleteResponsePartition", partition_index=p.partition_index,
-                           error_code=ErrorCode(errors[(topic.name, p.partition_index)]))
-                for p in topic.partitions
-            ))
+            ctx.entity(
+                "OffsetDeleteResponseTopic",
+                name=topic.name,
+                partitions=tuple(
+                    ctx.entity(
+                        "OffsetDeleteResponsePartition",
+                        partition_index=p.partition_index,
+                        error_code=ErrorCode(errors[(topic.name, p.partition_index)]),
+                    )
+                    for p in topic.partitions
+                ),
+            )
             for topic in request.topics
         ),
     )

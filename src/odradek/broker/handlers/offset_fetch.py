@@ -24,22 +24,40 @@ async def handle(request, ctx):
     if ctx.api_version >= MULTI_GROUP_MIN_VERSION:
         asked = [OffsetFetchGroup(g.group_id, _topics(g.topics)) for g in request.groups]
         results = _fetch(coordinator, asked)
-        return ctx.response(throttle_time=timedelta(0), groups=tuple(
-            ctx.entity("OffsetFetchResponseGroup", group_id=r.group_id, error_code=ErrorCode(r.error_code),
-                       topics=_response_topics(ctx, r, "OffsetFetchResponseTopics",
-                                               "OffsetFetchResponsePartitions"))
-            for r in results
-        ))
+        return ctx.response(
+            throttle_time=timedelta(0),
+            groups=tuple(
+                ctx.entity(
+                    "OffsetFetchResponseGroup",
+                    group_id=r.group_id,
+                    error_code=ErrorCode(r.error_code),
+                    topics=_response_topics(
+                        ctx, r, "OffsetFetchResponseTopics", "OffsetFetchResponsePartitions"
+                    ),
+                )
+                for r in results
+            ),
+        )
     (r,) = _fetch(coordinator, [OffsetFetchGroup(request.group_id, _topics(request.topics))])
     error = r.error_code
     topics = _response_topics(ctx, r, "OffsetFetchResponseTopic", "OffsetFetchResponsePartition")
     if error != NONE and ctx.api_version < TOP_LEVEL_ERROR_MIN_VERSION:
         topics = tuple(
-            ctx.entity("OffsetFetchResponseTopic", name=t.name, partitions=tuple(
-                ctx.entity("OffsetFetchResponsePartition", partition_index=i, committed_offset=-1,
-                           committed_leader_epoch=-1, metadata="", error_code=ErrorCode(error))
-                for i in t.partition_indexes
-            ))
+            ctx.entity(
+                "OffsetFetchResponseTopic",
+                name=t.name,
+                partitions=tuple(
+                    ctx.entity(
+                        "OffsetFetchResponsePartition",
+                        partition_index=i,
+                        committed_offset=-1,
+                        committed_leader_epoch=-1,
+                        metadata="",
+                        error_code=ErrorCode(error),
+                    )
+                    for i in t.partition_indexes
+                ),
+            )
             for t in request.topics or ()
         )
     return ctx.response(throttle_time=timedelta(0), error_code=ErrorCode(error), topics=topics)
@@ -65,11 +83,20 @@ def _fetch(coordinator, asked: list[OffsetFetchGroup]):
 
 def _response_topics(ctx, r, topic_class: str, partition_class: str):
     return tuple(
-        ctx.entity(topic_class, name=name, partitions=tuple(
-            ctx.entity(partition_class, partition_index=p.partition, committed_offset=p.offset,
-                       committed_leader_epoch=p.leader_epoch, metadata=p.metadata,
-                       error_code=ErrorCode(p.error_code))
-            for p in partitions
-        ))
+        ctx.entity(
+            topic_class,
+            name=name,
+            partitions=tuple(
+                ctx.entity(
+                    partition_class,
+                    partition_index=p.partition,
+                    committed_offset=p.offset,
+                    committed_leader_epoch=p.leader_epoch,
+                    metadata=p.metadata,
+                    error_code=ErrorCode(p.error_code),
+                )
+                for p in partitions
+            ),
+        )
         for name, partitions in r.topics.items()
     )

@@ -27,6 +27,10 @@ async def handle(request, ctx):
         protocol_name=getattr(request, "protocol_name", None),
     )
     r = await ctx.broker.groups.call("sync_group", req)
-    return ctx.response(throttle_time=timedelta(0), error_code=ErrorCode(r.error_code),
-                        protocol_type=r.protocol_type, protocol_name=r.protocol_name,
-                        assignment=r.assignment)
+    return ctx.response(
+        throttle_time=timedelta(0),
+        error_code=ErrorCode(r.error_code),
+        protocol_type=r.protocol_type,
+        protocol_name=r.protocol_name,
+        assignment=r.assignment,
+    )
