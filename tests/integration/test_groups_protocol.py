@@ -503,3 +503,18 @@ def broker_log_on_failure(broker, request):
     report = getattr(request.node, "rep_call", None)
     if report is None or report.failed:
         print("".join(broker.output[start:]))
+
+
+def test_offsets_topic_creation_completes_when_the_client_hangs_up_mid_find_coordinator(tmp_path):
+    """librdkafka drops its bootstrap connection while FindCoordinator creates __consumer_offsets;
+    the creation must still host the partitions, or every group gets NOT_COORDINATOR."""
+    with BrokerProcess(str(tmp_path / "data"), overrides=OVERRIDES) as fresh:
+        for attempt in range(3):
+            group = f"hangup-{attempt}"
+            with RawConnection(fresh.bootstrap) as first:
+                first.send(req(10, 3, "FindCoordinatorRequest", key=group, key_type=0))
+            # closed at once, most likely while the topic creation is in flight
+            with RawConnection(fresh.bootstrap) as second:
+                assert find(second, 3, group).error_code is ErrorCode.none
+                joined = join(second, 9, group)
+                assert joined.error_code is ErrorCode.member_id_required, joined

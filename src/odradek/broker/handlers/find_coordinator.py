@@ -59,7 +59,9 @@ async def _find(ctx, key_type: int, key: str):
         return ErrorCode.invalid_request, f"unknown coordinator key type {key_type}", no_node
     if not key:
         return ErrorCode.invalid_request, "empty group id", no_node
-    if OFFSETS_TOPIC not in core.image.topics_by_name:
+    # Not hosted yet (absent, or a creation in flight has published the image but not yet
+    # hosted the partitions): create it, which waits for a creation in flight to finish.
+    if core.replica_manager.get(OFFSETS_TOPIC, 0) is None:
         # Shielded: a client that hangs up mid-creation (librdkafka drops its bootstrap
         # connection early) must not cancel the creation between the metadata append and
         # hosting the partitions.
