@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     from odradek import cli_groups  # `odradek groups ...` (issue #3)
 
     cli_groups.add_parser(commands, _add_bootstrap)
+    from odradek import cli_configs  # `odradek configs ...` (issue #4)
+
+    cli_configs.add_parser(commands, _add_bootstrap)
     return parser
 
 
@@ -955,6 +958,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from odradek import cli_groups
 
                 return _run(cli_groups.run, args)
+            if args.command == "configs":
+                from odradek import cli_configs
+
+                return _run(cli_configs.run, args)
         except KafkaClientError as exc:
             print(f"odradek: {describe_error(exc)}", file=sys.stderr)
             return EXIT_ERROR
