@@ -165,3 +165,34 @@ def test_a_parked_join_is_answered_when_the_join_phase_ends(tmp_path):
         core.close()
 
     asyncio.run(scenario())
+
+
+def test_loading_reads_the_log_in_many_steps_and_keeps_the_last_commit(tmp_path, monkeypatch):
+    from odradek.broker import group_service
+
+    async def commit_many():
+        core = await open_core(tmp_path)
+        await core.auto_create_topic(OFFSETS_TOPIC)
+        for i in range(50):
+            for group in ("a", "b", "c", "d"):
+                req = OffsetCommitRequest(group, {"t": (OffsetCommitPartition(i % 3, 1000 + i),)})
+                answer = await core.groups.call("offset_commit", req)
+                assert answer.topics["t"][0][1] == NONE
+        core.close()
+
+    async def reload():
+        monkeypatch.setattr(group_service, "LOAD_READ_BYTES", 300)  # a few batches per read
+        monkeypatch.setattr(group_service, "LOAD_YIELD_EVERY_READS", 1)
+        core = await open_core(tmp_path)
+        yielded = 0
+        while core.groups.coordinator.loading:
+            yielded += 1
+            await asyncio.sleep(0)
+        assert yielded > 3  # the loader gave the loop many turns
+        result = {g: fetch(core, g) for g in ("a", "b", "c", "d")}
+        core.close()
+        return result
+
+    asyncio.run(commit_many())
+    expected = (NONE, {("t", 0): 1048, ("t", 1): 1049, ("t", 2): 1047})
+    assert asyncio.run(reload()) == dict.fromkeys("abcd", expected)

@@ -159,7 +159,12 @@ class GroupService:
         for p in partitions:
             if p not in self.coordinator.loading:
                 continue  # unloaded meanwhile
-            await self._load_async(p)
+            try:
+                await self._load_async(p)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # stays loading: its groups get COORDINATOR_LOAD_IN_PROGRESS
+                log.exception("loading %s-%d failed", OFFSETS_TOPIC, p)
         log.info(
             "loaded %d %s partitions in %d ms",
             len(partitions),
@@ -172,6 +177,8 @@ class GroupService:
         for reads, _ in enumerate(self._replay_steps(p), start=1):
             if reads % LOAD_YIELD_EVERY_READS == 0:
                 await asyncio.sleep(0)
+                if p not in self.coordinator.loading:
+                    return  # unloaded (or reloaded) while we yielded
         self.coordinator.finish_loading(p, now_ms())
 
     def _load(self, p: int) -> None:
