@@ -190,3 +190,39 @@ def test_a_crash_at_each_step_recovers_to_the_old_or_the_new_contents(fs, step):
     append(recovered, [(b"k1", b"after")])
     assert consume(recovered)[-1][2] == b"after"
     reopened.close()
+
+
+@pytest.mark.parametrize("crash_at_swap", [1, 2, 3])
+def test_a_crash_in_a_multi_segment_pass_leaves_each_segment_old_or_new_and_every_latest_value(fs, crash_at_swap):
+    manager = LogManager(fs, ["/data"], now_ms=0)
+    manager.open()
+    log = manager.get_or_create_log("t", 0, COMPACT, None)
+    written = fill(log, rounds=24)  # ~6 inactive segments
+    log.flush()
+    old_segments = {s.base_offset: bytes(fs.files[s.log_path].data) for s in log.segments[:-1]}
+    swaps = []
+
+    def hook(name):
+        if name == "swapped":
+            swaps.append(name)
+            if len(swaps) == crash_at_swap:
+                raise Crash(name)
+
+    with pytest.raises(Crash):
+        clean_log(log, now_ms=NOW_MS, first_dirty_offset=0, offset_map_memory_bytes=1 << 20,
+                  checkpoint=lambda offset: manager.checkpoint_cleaner_offset(log, offset), force=True,
+                  step_hook=hook)
+    fs.crash()
+    reopened = LogManager(fs, ["/data"], now_ms=0)
+    reopened.open()
+    recovered = reopened.get_log("t", 0)
+    changed = [base for base, data in old_segments.items()
+               if bytes(fs.files[f"/data/t-0/{base:020d}.log"].data) != data]
+    assert len(changed) == crash_at_swap  # the swapped ones are new, the others untouched
+    view = consume(recovered)
+    assert [o for o, *_ in view] == sorted({o for o, *_ in view})
+    last = {}
+    for _, key, value, _ in view:
+        last[key] = value
+    assert last == {k: v for _, k, v in latest(written)}
+    reopened.close()

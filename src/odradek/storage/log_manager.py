@@ -262,7 +262,7 @@ class LogManager:
             return
         the_log.allow_offset_gaps = True
         data_dir.cleaner_offsets[key] = offset
-        live = {k: v for k, v in data_dir.cleaner_offsets.items() if self._log_dir_of.get(k) is data_dir}
+        live = {k: v for k, v in list(data_dir.cleaner_offsets.items()) if self._log_dir_of.get(k) is data_dir}
         data_dir.cleaner_offsets_file.write(live)
 
     def log_dir_of(self, the_log: Log) -> str | None:
