@@ -26,6 +26,7 @@ def test_crashloop_20_kills_lose_and_duplicate_nothing_acknowledged(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_crashloop_200_kills(tmp_path):
     kills = int(os.environ.get("ODRADEK_CRASHLOOP_KILLS", "200"))
     loop = CrashLoop(str(tmp_path / "data"), kills=kills, partitions=8, producers=5, seed=SEED + 1,
