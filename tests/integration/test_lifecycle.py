@@ -8,8 +8,8 @@ import time
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import (  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,
@@ -18,7 +18,7 @@ from confluent_kafka.admin import (  # noqa: E402
     OffsetSpec,
 )
 
-from odradek.testing.process import BrokerProcess  # noqa: E402
+from odradek.testing.process import BrokerProcess
 
 SEGMENT_BYTES = 1024 * 1024  # the smallest segment.bytes Kafka allows
 VALUE = b"x" * 20_000
@@ -216,7 +216,7 @@ def test_kafka_python_alter_configs_and_delete_records_agree_with_list_offsets(l
         client.alter_configs([KConfigResource(ConfigResourceType.TOPIC, topic_name,
                                               configs={"retention.ms": "3600000"})])
         client.delete_records({KTopicPartition(topic_name, 0): 20})
-        with pytest.raises(Exception):
+        with pytest.raises(Exception, match="OffsetOutOfRange"):
             client.delete_records({KTopicPartition(topic_name, 0): 51})
     finally:
         client.close()
@@ -228,4 +228,6 @@ def test_kafka_python_alter_configs_and_delete_records_agree_with_list_offsets(l
     assert confluent.describe_configs([topic])[topic].result(10)["retention.ms"].value == "3600000"
     lifecycle_broker.restart()
     assert watermarks(bootstrap, topic_name)[0] == 20
+    confluent = admin(bootstrap)
+    assert confluent.describe_configs([topic])[topic].result(10)["retention.ms"].value == "3600000"
     assert consume_from(bootstrap, topic_name, 0, "earliest", until_offset=50)[0][0] == 20

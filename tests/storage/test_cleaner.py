@@ -66,8 +66,8 @@ def latest(entries):
 
 def run(log, **kwargs):
     checkpoints = []
-    args = dict(now_ms=NOW_MS, first_dirty_offset=0, offset_map_memory_bytes=1 << 20,
-                checkpoint=checkpoints.append, force=True)
+    args = {"now_ms": NOW_MS, "first_dirty_offset": 0, "offset_map_memory_bytes": 1 << 20,
+            "checkpoint": checkpoints.append, "force": True}
     args.update(kwargs)
     return clean_log(log, **args), checkpoints
 

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING
 
 from odradek.protocol import compression, records
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header
-from odradek.storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment, segment_file_name
+from odradek.storage.segment import INDEX_SUFFIX, TIME_INDEX_SUFFIX, LogSegment, segment_file_name
 
 if TYPE_CHECKING:
     from odradek.storage.log import Log
@@ -89,6 +89,8 @@ class OffsetMap:
 
 @dataclass(frozen=True, slots=True)
 class CleanResult:
+    """What one pass did (for logs and tests)."""
+
     first_dirty_offset: int
     cleaned_to_offset: int  # the new first dirty offset (checkpointed)
     segments_rewritten: int
@@ -261,10 +263,11 @@ def _clean_segment(the_log: Log, segment: LogSegment, size_bytes: int, offset_ma
             if not header.is_control:
                 kept, dropped = [], 0
                 for offset, timestamp_ms, key, is_tombstone, raw in _raw_records(batch, header):
-                    if key is not None:
-                        if offset_map.get(key) > offset or (is_tombstone and timestamp_ms <= tombstone_horizon_ms):
-                            dropped += 1
-                            continue
+                    superseded = key is not None and offset_map.get(key) > offset
+                    expired_tombstone = key is not None and is_tombstone and timestamp_ms <= tombstone_horizon_ms
+                    if superseded or expired_tombstone:
+                        dropped += 1
+                        continue
                     kept.append(raw)
                 if dropped:
                     removed += dropped
@@ -318,4 +321,4 @@ def _step(step_hook: Callable[[str], None] | None, name: str) -> None:
         step_hook(name)
 
 
-__all__ = ["CleanResult", "CleanerStopped", "OffsetMap", "STEPS", "clean_log", "LOG_SUFFIX"]
+__all__ = ["STEPS", "CleanResult", "CleanerStopped", "OffsetMap", "clean_log"]

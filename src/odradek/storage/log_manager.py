@@ -20,7 +20,9 @@ the default LogConfig until the broker asks for them with their topic's config i
 proportional to the data (see log_loader.py).
 
 Owned by the broker core; called on the event loop, except `flush_logs_due`, `checkpoint` and
-`close`, which the broker may run in its blocking-I/O pool (never concurrently with each other).
+`close`, which the broker may run in its blocking-I/O pool (never concurrently with each other),
+and `clean_logs`, which runs in the broker's cleaner thread (see cleaner.py for how it shares a
+log with the loop). `cleanup_logs` (retention) runs on the loop.
 """
 
 from __future__ import annotations

@@ -32,11 +32,11 @@ async def handle(request, ctx):
         operations = [(c.name, int(c.config_operation), c.value) for c in resource.configs]
         name, kind = resource.resource_name, int(resource.resource_type)
         if kind == RESOURCE_TOPIC:
-            error, message = await core.decide_and_apply(lambda image: _split(
-                controller.incremental_alter_topic_configs(image, name, operations, request.validate_only)))
+            error, message = await core.decide_and_apply(lambda image, name=name, ops=operations: _split(
+                controller.incremental_alter_topic_configs(image, name, ops, request.validate_only)))
         elif kind == RESOURCE_BROKER and (message := broker_resource_error(core, name)) is None:
-            error, message = await core.decide_and_apply(lambda image: _split(
-                controller.incremental_alter_broker_configs(image, name, operations, request.validate_only)))
+            error, message = await core.decide_and_apply(lambda image, name=name, ops=operations: _split(
+                controller.incremental_alter_broker_configs(image, name, ops, request.validate_only)))
         elif kind == RESOURCE_BROKER:
             error = ErrorCode.invalid_request
         else:
