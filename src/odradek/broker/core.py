@@ -212,8 +212,10 @@ class BrokerCore:
         if self.config.log_cleaner_enable and now >= self._next_cleaning_ms and (
                 self._cleaner_task is None or self._cleaner_task.done()):
             self._next_cleaning_ms = now + self.config.log_cleaner_backoff_ms
+            plans = self.log_manager.plan_cleaning()  # on the loop: segment state is the loop's
             self._cleaner_task = asyncio.get_running_loop().run_in_executor(
-                self._cleaner_executor, self.log_manager.clean_logs, now, self.config.log_cleaner_dedupe_buffer_size)
+                self._cleaner_executor, self.log_manager.clean_logs, now,
+                self.config.log_cleaner_dedupe_buffer_size, plans)
 
     async def checkpoint(self) -> None:
         await self.run_blocking(self.log_manager.checkpoint)

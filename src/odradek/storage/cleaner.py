@@ -154,40 +154,65 @@ def _rebuild_batch(batch: bytes, header: BatchHeader, kept: list[bytes]) -> byte
     return bytes(out)
 
 
+@dataclass(frozen=True, slots=True)
+class CleaningPlan:
+    """What the loop knows of a log when a pass starts: its inactive segments wholly below the
+    high watermark as (segment, end offset, size in bytes, largest timestamp), and its log start.
+    Made on the event loop (`plan_cleaning`), so the cleaner thread never touches a LogSegment's
+    lazily opened files or indexes (only their paths)."""
+
+    segments: tuple[tuple[LogSegment, int, int, int], ...]
+    log_start_offset: int
+
+
+def plan_cleaning(the_log: Log) -> CleaningPlan | None:
+    """The plan for one pass over `the_log` (on the loop); None when it is closed."""
+    if the_log.closed:
+        return None
+    segments = the_log.segments
+    entries = []
+    for i, segment in enumerate(segments[:-1]):
+        end_offset = segments[i + 1].base_offset
+        if end_offset > the_log.high_watermark:
+            break
+        max_timestamp_ms, _ = segment.load_max_timestamp()
+        entries.append((segment, end_offset, segment.size_bytes, max_timestamp_ms))
+    return CleaningPlan(tuple(entries), the_log.log_start_offset)
+
+
 def clean_log(the_log: Log, *, now_ms: int, first_dirty_offset: int, offset_map_memory_bytes: int,
               checkpoint: Callable[[int], None], should_stop: Callable[[], bool] = lambda: False,
-              force: bool = False, step_hook: Callable[[str], None] | None = None) -> CleanResult | None:
+              force: bool = False, step_hook: Callable[[str], None] | None = None,
+              plan: CleaningPlan | None = None) -> CleanResult | None:
     """One cleaning pass over `the_log` (see the module docs); None when nothing is due.
 
-    `checkpoint(offset)` durably records the cleaner offset; `force` ignores the dirty ratio.
-    Raises CleanerStopped when `should_stop()` turns true, OSError on I/O errors (the log stays
-    valid: each segment is either swapped or untouched).
+    `plan` comes from `plan_cleaning` on the loop (made here when None, for single-threaded
+    callers). `checkpoint(offset)` durably records the cleaner offset; `force` ignores the dirty
+    ratio. Raises CleanerStopped when `should_stop()` turns true, OSError on I/O errors (the log
+    stays valid: each segment is either swapped or untouched).
     """
     config = the_log.config
     fs = the_log.fs
-    with the_log._flush_lock:
-        if the_log.closed:
-            return None
-        segments = list(the_log.segments)
-        high_watermark = the_log.high_watermark
-        log_start_offset = the_log.log_start_offset
-    # (segment, end offset, size) of the cleanable prefix of inactive segments.
+    if plan is None:
+        plan = plan_cleaning(the_log)
+    if plan is None or the_log.closed:
+        return None
+    log_start_offset = plan.log_start_offset
+    # (segment, end offset, size) of the cleanable prefix: records older than min.compaction.lag.ms.
     cleanable: list[tuple[LogSegment, int, int]] = []
-    for i, segment in enumerate(segments[:-1]):
-        end_offset = segments[i + 1].base_offset
-        if end_offset > high_watermark:
-            break
-        max_timestamp_ms, _ = segment.load_max_timestamp()
+    max_timestamps: dict[int, int] = {}
+    for segment, end_offset, size, max_timestamp_ms in plan.segments:
         if now_ms - max_timestamp_ms < config.min_compaction_lag_ms:
             break
-        cleanable.append((segment, end_offset, segment.size_bytes))
+        cleanable.append((segment, end_offset, size))
+        max_timestamps[segment.base_offset] = max_timestamp_ms
     first_dirty_offset = max(first_dirty_offset, log_start_offset)
     dirty = [entry for entry in cleanable if entry[1] > first_dirty_offset]
     if not dirty:
         return None
     total_bytes = sum(size for _, _, size in cleanable)
     dirty_bytes = sum(size for _, _, size in dirty)
-    oldest_dirty_ms, _ = dirty[0][0].load_max_timestamp()
+    oldest_dirty_ms = max_timestamps[dirty[0][0].base_offset]
     overdue = now_ms - oldest_dirty_ms > config.max_compaction_lag_ms
     if not force and not overdue and dirty_bytes < config.min_cleanable_dirty_ratio * total_bytes:
         return None

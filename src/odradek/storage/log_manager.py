@@ -223,20 +223,33 @@ class LogManager:
             the_log.delete_expired_files(now_ms)
         return deleted
 
-    def clean_logs(self, now_ms: int, offset_map_memory_bytes: int) -> int:
-        """One cleaner pass over every log with cleanup.policy compact (in the cleaner thread).
-        Returns how many segments were rewritten; an I/O error on one log is logged and skipped."""
+    def plan_cleaning(self) -> list:
+        """(log, CleaningPlan) for every log with cleanup.policy compact; on the event loop."""
+        from odradek.storage.cleaner import plan_cleaning
+
+        plans = []
+        for the_log in list(self._logs.values()):
+            if "compact" in the_log.config.cleanup_policy:
+                plan = plan_cleaning(the_log)
+                if plan is not None:
+                    plans.append((the_log, plan))
+        return plans
+
+    def clean_logs(self, now_ms: int, offset_map_memory_bytes: int, plans: list | None = None) -> int:
+        """One cleaner pass over every planned log (`plan_cleaning`, made now when None), in the
+        cleaner thread. Returns how many segments were rewritten; an I/O error on one log is
+        logged and skipped."""
         from odradek.storage.cleaner import CleanerStopped, clean_log
 
         rewritten = 0
-        for the_log in list(self._logs.values()):
-            if self._stop_cleaning or the_log.closed or "compact" not in the_log.config.cleanup_policy:
+        for the_log, plan in (self.plan_cleaning() if plans is None else plans):
+            if self._stop_cleaning or the_log.closed:
                 continue
             try:
                 result = clean_log(the_log, now_ms=now_ms, first_dirty_offset=self.cleaner_offset(the_log),
                                    offset_map_memory_bytes=offset_map_memory_bytes,
                                    checkpoint=lambda offset, l=the_log: self.checkpoint_cleaner_offset(l, offset),
-                                   should_stop=lambda: self._stop_cleaning)
+                                   should_stop=lambda: self._stop_cleaning, plan=plan)
             except CleanerStopped:
                 break
             except (OSError, ValueError) as exc:
