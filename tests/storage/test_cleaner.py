@@ -226,3 +226,44 @@ def test_a_crash_in_a_multi_segment_pass_leaves_each_segment_old_or_new_and_ever
         last[key] = value
     assert last == {k: v for _, k, v in latest(written)}
     reopened.close()
+
+
+def test_appends_continue_while_the_cleaner_runs_in_a_thread_on_a_real_filesystem(tmp_path):
+    import threading
+
+    from odradek.storage.fs import RealFileSystem
+
+    manager = LogManager(RealFileSystem(), [str(tmp_path)], now_ms=0)
+    manager.open()
+    log = manager.get_or_create_log("t", 0, COMPACT, None)
+    written = fill(log, rounds=40)
+    plans = manager.plan_cleaning()  # on the "loop" (this thread), as the broker does
+    done = threading.Event()
+    outcome = []
+
+    def cleaner():
+        try:
+            outcome.append(manager.clean_logs(NOW_MS, 1 << 20, plans))
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=cleaner)
+    thread.start()
+    round_ = 0
+    while not done.is_set() or round_ < 10:
+        entries = [(b"k%d" % k, b"late%d-%d" % (k, round_)) for k in range(5)]
+        result = append(log, entries)
+        written += [(result.base_offset + i, k, v) for i, (k, v) in enumerate(entries)]
+        consume(log)  # reads race with the swaps
+        round_ += 1
+    thread.join()
+    assert outcome and outcome[0] > 0
+    view = consume(log)
+    assert [o for o, *_ in view] == sorted({o for o, *_ in view})
+    assert {k: v for _, k, v, _ in view} == {k: v for _, k, v in latest(written)}
+    assert view[-1][0] == log.log_end_offset - 1  # every late append is there
+    manager.close()
+    reopened = LogManager(RealFileSystem(), [str(tmp_path)], now_ms=0)
+    reopened.open()
+    assert consume(reopened.get_log("t", 0)) == view
+    reopened.close()
