@@ -718,6 +718,8 @@ def list_offsets(conn, topic, *timestamps, version=8, partition=0):
     m = conn.module("list_offsets", version)
     partitions = tuple(m.ListOffsetsPartition(partition_index=partition, timestamp=t) for t in timestamps)
     kwargs = {"isolation_level": 0} if version >= 2 else {}
+    if version >= 10:
+        kwargs["timeout"] = timedelta(seconds=5)
     response = conn.request(m.ListOffsetsRequest(replica_id=-1, topics=(
         m.ListOffsetsTopic(name=topic, partitions=partitions),), **kwargs))
     return response.topics[0].partitions
@@ -909,3 +911,54 @@ def test_sigterm_stops_cleanly_and_the_next_start_does_no_recovery(tmp_path, top
         assert any("recover" in line.lower() for line in process.output), process.output
     finally:
         process.stop()
+
+
+# -- every served version ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", range(3, 14))
+def test_produce_every_served_version(conn, topic, version):
+    topic_id = create_topic(conn, topic)
+    response = produce(conn, topic, batch([b"a", b"b"]), version=version, topic_id=topic_id)
+    assert (response.error_code, response.base_offset) == (NONE, 0)
+    assert values_in(fetch(conn, topic).records) == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("version", range(4, 19))
+def test_fetch_every_served_version(conn, topic, version):
+    topic_id = create_topic(conn, topic)
+    produce(conn, topic, batch([b"a", b"b"]))
+    m = conn.module("fetch", version)
+    fields = {f for f in m.FetchRequest.__dataclass_fields__}
+    key = {"topic_id": topic_id} if version >= 13 else {"topic": topic}
+    kwargs = {"max_wait": timedelta(0), "min_bytes": 1,
+              "topics": (m.FetchTopic(**key, partitions=(m.FetchPartition(
+                  partition=0, fetch_offset=1, partition_max_bytes=1 << 20),)),)}
+    if "forgotten_topics_data" in fields:
+        kwargs["forgotten_topics_data"] = ()
+    if "rack_id" in fields:
+        kwargs["rack_id"] = ""
+    if "replica_id" in fields and version >= 15:
+        kwargs.pop("replica_id", None)
+    response = conn.request(m.FetchRequest(**kwargs))
+    [partition] = response.responses[0].partitions
+    assert (partition.error_code, partition.high_watermark) == (NONE, 2)
+    [header] = batches_in(partition.records)
+    assert (header.base_offset, header.last_offset) == (0, 1)
+
+
+@pytest.mark.parametrize("version", range(0, 14))
+def test_metadata_every_served_version(conn, topic, version):
+    create_topic(conn, topic, partitions=2)
+    response = metadata(conn, [topic], version=version)
+    [described] = response.topics
+    assert (described.error_code, described.name, len(described.partitions)) == (NONE, topic, 2)
+    assert response.brokers[0].port == conn.sock.getpeername()[1]
+
+
+@pytest.mark.parametrize("version", range(1, 11))
+def test_list_offsets_every_served_version(conn, topic, version):
+    create_topic(conn, topic)
+    produce(conn, topic, batch([b"a", b"b", b"c"]))
+    [latest] = list_offsets(conn, topic, -1, version=version)
+    assert (latest.error_code, latest.offset) == (NONE, 3)
