@@ -328,6 +328,34 @@ def test_produce_two_batches_for_one_partition_is_invalid_record(conn, topic):
     assert fetch(conn, topic).high_watermark == 0
 
 
+def with_attributes(data: bytes, set_bits: int) -> bytes:
+    """`data` (one batch) with attribute bits set and its CRC made valid again."""
+    raw = bytearray(data)
+    attributes = struct.unpack_from(">h", raw, records.ATTRIBUTES_OFFSET)[0] | set_bits
+    struct.pack_into(">h", raw, records.ATTRIBUTES_OFFSET, attributes)
+    struct.pack_into(">I", raw, records.CRC_OFFSET, records.compute_crc(raw, 0, len(raw)))
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("codec", [5, 6, 7])
+def test_produce_unknown_compression_codec_is_refused_and_not_stored(conn, topic, codec):
+    # Kafka's CompressionType.forId refuses ids above 4; a stored batch no client can decode
+    # would stop every consumer of the partition at it.
+    create_topic(conn, topic)
+    response = produce(conn, topic, with_attributes(batch(b"x"), codec))
+    assert response.error_code == ErrorCode.invalid_record
+    assert fetch(conn, topic).high_watermark == 0
+
+
+def test_produce_zstd_before_v7_is_unsupported_compression_type(conn, topic):
+    from odradek.protocol.compression import Compression
+
+    create_topic(conn, topic)
+    zstd = batch(b"z" * 100, compression=Compression.ZSTD)
+    assert produce(conn, topic, zstd, version=6).error_code == ErrorCode.unsupported_compression_type
+    assert produce(conn, topic, zstd, version=7).error_code == NONE
+
+
 def test_produce_over_max_message_bytes_is_message_too_large(conn, topic):
     create_topic(conn, topic, max_message_bytes=1000)
     assert produce(conn, topic, batch(b"x" * 2000)).error_code == ErrorCode.message_too_large
@@ -804,6 +832,11 @@ def test_metadata_null_topics_lists_all_topics(conn, topic):
     # Metadata v0: an empty list means all topics.
     v0 = metadata(conn, [], version=0)
     assert topic in {t.name for t in v0.topics}
+
+
+def test_metadata_names_a_topic_asked_for_twice_once(conn, topic):
+    create_topic(conn, topic)
+    assert [t.name for t in metadata(conn, [topic, topic]).topics] == [topic]
 
 
 def test_metadata_auto_creates_a_missing_topic_when_allowed(conn, topic):

@@ -9,7 +9,8 @@ acks=-1 waits until the high watermark passes the append (at once on a single no
 topics by id (KIP-516).
 Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, CORRUPT_MESSAGE,
 INVALID_TOPIC_EXCEPTION (a client appending to an internal topic),
-INVALID_RECORD, UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, OUT_OF_ORDER_SEQUENCE_NUMBER,
+INVALID_RECORD (also an unknown compression codec), UNSUPPORTED_COMPRESSION_TYPE (zstd before v7),
+UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, OUT_OF_ORDER_SEQUENCE_NUMBER,
 INVALID_PRODUCER_EPOCH, TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactions are not served yet),
 KAFKA_STORAGE_ERROR.
 """
@@ -21,10 +22,12 @@ from datetime import datetime, timedelta, timezone
 from odradek.broker.connection import CloseConnection
 from odradek.broker.core import INTERNAL_TOPICS
 from odradek.protocol import records
+from odradek.protocol.compression import Compression
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import now_ms as clock_now_ms
 
 VALID_ACKS = (-1, 0, 1)
+FIRST_ZSTD_VERSION = 7  # KIP-110: older Produce versions may not carry zstd batches
 # Kafka lets only its own admin tooling (this client id) append to internal topics.
 ADMIN_CLIENT_ID = "__admin_client"
 
@@ -55,7 +58,7 @@ async def handle(request, ctx):
                 outcome = (ErrorCode.invalid_topic_exception,
                            f"Cannot append to internal topic {topic_image.name}", None)
             else:
-                outcome = await _append(core, topic_image, data, now_ms)
+                outcome = await _append(core, topic_image, data, now_ms, ctx.api_version)
             partition_responses.append(_partition_response(ctx, data.index, *outcome))
         topic_responses.append(ctx.entity(
             "TopicProduceResponse",
@@ -73,7 +76,7 @@ async def handle(request, ctx):
     return ctx.response(responses=tuple(topic_responses), throttle_time=timedelta(0))
 
 
-async def _append(core, topic_image, data, now_ms):
+async def _append(core, topic_image, data, now_ms, api_version):
     partition = core.replica_manager.get(topic_image.name, data.index)
     if partition is None:
         return ErrorCode.not_leader_or_follower, None, None
@@ -90,6 +93,13 @@ async def _append(core, topic_image, data, now_ms):
         return header.error, header.message, None
     if header.size_bytes != len(raw):
         return ErrorCode.invalid_record, "a produce request carries exactly one record batch per partition", None
+    if header.compression > Compression.ZSTD:
+        # Kafka's CompressionType.forId throws (the client sees UNKNOWN_SERVER_ERROR there);
+        # INVALID_RECORD says the same without suggesting a broker fault.
+        return ErrorCode.invalid_record, f"unknown compression type id {header.compression}", None
+    if header.compression == Compression.ZSTD and api_version < FIRST_ZSTD_VERSION:
+        return (ErrorCode.unsupported_compression_type,
+                f"zstd needs Produce v{FIRST_ZSTD_VERSION}+ (KIP-110)", None)
     if header.is_transactional or header.is_control:
         return (ErrorCode.transactional_id_authorization_failed,
                 "transactional and control batches are not supported yet", None)
