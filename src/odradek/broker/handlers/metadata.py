@@ -28,7 +28,9 @@ async def handle(request, ctx):
     if request.topics is None or (version == 0 and not request.topics):
         wanted = [(name, None) for name in sorted(core.image.topics_by_name)]
     else:
-        wanted = [(getattr(t, "name", None), getattr(t, "topic_id", None)) for t in request.topics]
+        # Kafka answers each topic once, however often it was asked for.
+        wanted = list(dict.fromkeys((getattr(t, "name", None), getattr(t, "topic_id", None))
+                                    for t in request.topics))
 
     topics = []
     for name, topic_id in wanted:
