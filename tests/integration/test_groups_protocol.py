@@ -518,3 +518,97 @@ def test_offsets_topic_creation_completes_when_the_client_hangs_up_mid_find_coor
                 assert find(second, 3, group).error_code is ErrorCode.none
                 joined = join(second, 9, group)
                 assert joined.error_code is ErrorCode.member_id_required, joined
+
+
+def test_offsets_load_after_the_cleaner_compacted_consumer_offsets_and_a_kill_9(tmp_path):
+    """The loader replays a compacted log (offset gaps, removed batches) to the latest commits."""
+    import glob
+    import os
+    import time
+
+    data_dir = str(tmp_path / "data")
+    overrides = {
+        "offsets.topic.num.partitions": "1",
+        "offsets.topic.segment.bytes": "1048576",  # Kafka's least segment size
+        "log.cleaner.backoff.ms": "100",
+        "log.cleaner.min.cleanable.ratio": "0.01",
+    }
+    partitions = 1000  # per commit: one batch of ~36 KB
+
+    def commit(conn, base: int) -> None:
+        m = request_module(8, 9)
+        parts = tuple(
+            make(
+                m.OffsetCommitRequestPartition,
+                partition_index=p,
+                committed_offset=base + p,
+                committed_leader_epoch=-1,
+                committed_metadata="",
+            )
+            for p in range(partitions)
+        )
+        topic = make(m.OffsetCommitRequestTopic, name=TOPIC, partitions=parts)
+        response = conn.request(
+            make(
+                m.OffsetCommitRequest,
+                group_id="g",
+                generation_id_or_member_epoch=-1,
+                member_id="",
+                group_instance_id=None,
+                topics=(topic,),
+            )
+        )
+        assert {p.error_code for p in response.topics[0].partitions} == {ErrorCode.none}
+
+    def first_segment_bytes() -> int:
+        return os.path.getsize(min(glob.glob(f"{data_dir}/__consumer_offsets-0/*.log")))
+
+    with BrokerProcess(data_dir, overrides=overrides) as fresh:
+        with RawConnection(fresh.bootstrap) as conn:
+            m = request_module(19, 7)
+            topic = make(
+                m.CreatableTopic,
+                name=TOPIC,
+                num_partitions=1,
+                replication_factor=1,
+                assignments=(),
+                configs=(),
+            )
+            conn.request(
+                make(
+                    m.CreateTopicsRequest,
+                    topics=(topic,),
+                    timeout=timedelta(seconds=10),
+                    validate_only=False,
+                )
+            )
+            assert find(conn, 3, "g").error_code is ErrorCode.none
+            for i in range(30):  # ~1.1 MB: the first segment rolls and becomes cleanable
+                commit(conn, i * 10_000)
+        full_bytes = first_segment_bytes()
+        deadline = time.monotonic() + 15
+        while first_segment_bytes() > full_bytes // 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first_segment_bytes() <= full_bytes // 4, (
+            "the cleaner did not compact __consumer_offsets"
+        )
+        fresh.kill()
+        fresh.start()
+        with RawConnection(fresh.bootstrap) as conn:
+            deadline = time.monotonic() + 10
+            while True:
+                m = request_module(9, 7)
+                response = conn.request(
+                    make(m.OffsetFetchRequest, group_id="g", topics=None, require_stable=False)
+                )
+                if (
+                    response.error_code is not ErrorCode.coordinator_load_in_progress
+                    or time.monotonic() > deadline
+                ):
+                    break
+                time.sleep(0.05)
+            assert response.error_code is ErrorCode.none
+            offsets = {
+                p.partition_index: p.committed_offset for t in response.topics for p in t.partitions
+            }
+            assert offsets == {p: 290_000 + p for p in range(partitions)}
