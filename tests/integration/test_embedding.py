@@ -20,8 +20,9 @@ def roundtrip_with_confluent(bootstrap: str, topic: str) -> list[bytes]:
     for i in range(3):
         producer.produce(topic, value=b"v%d" % i)
     assert producer.flush(10) == 0
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "embed",
-                                         "enable.auto.commit": False})
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "embed", "enable.auto.commit": False}
+    )
     consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
     got: list[bytes] = []
     deadline = time.monotonic() + 10
@@ -72,8 +73,17 @@ def test_broker_in_a_thread_serves_a_real_client(tmp_path):
         assert again.port > 0
         with RawConnection(again.bootstrap) as conn:
             m = conn.module("list_offsets", 1)
-            response = conn.request(m.ListOffsetsRequest(replica_id=-1, topics=(m.ListOffsetsTopic(
-                name="embedded", partitions=(m.ListOffsetsPartition(partition_index=0, timestamp=-1),)),)))
+            response = conn.request(
+                m.ListOffsetsRequest(
+                    replica_id=-1,
+                    topics=(
+                        m.ListOffsetsTopic(
+                            name="embedded",
+                            partitions=(m.ListOffsetsPartition(partition_index=0, timestamp=-1),),
+                        ),
+                    ),
+                )
+            )
             assert response.topics[0].partitions[0].offset == 3
 
 

@@ -19,7 +19,7 @@ from odradek.broker.embedded import Broker
 from odradek.protocol import records
 from odradek.protocol.errors import ErrorCode
 from odradek.testing.process import BrokerProcess
-from odradek.testing.raw import ConnectionClosed, RawConnection
+from odradek.testing.raw import RawConnection
 
 NONE = ErrorCode.none
 
@@ -50,14 +50,23 @@ def batch(values, *, timestamp_ms=1_700_000_000_000, **kwargs) -> bytes:
     """One RecordBatch v2 of (key None, value) records."""
     if isinstance(values, (bytes, bytearray)):
         values = [values]
-    return records.build_batch([(None, v, [], timestamp_ms + i) for i, v in enumerate(values)], **kwargs)
+    return records.build_batch(
+        [(None, v, [], timestamp_ms + i) for i, v in enumerate(values)], **kwargs
+    )
 
 
 def create_topic(conn, name, partitions=1, **configs):
     m = conn.module("create_topics", 7)
-    topic = m.CreatableTopic(name=name, num_partitions=partitions, replication_factor=1, assignments=(),
-                             configs=tuple(m.CreatableTopicConfig(name=k.replace("_", "."), value=str(v))
-                                           for k, v in configs.items()))
+    topic = m.CreatableTopic(
+        name=name,
+        num_partitions=partitions,
+        replication_factor=1,
+        assignments=(),
+        configs=tuple(
+            m.CreatableTopicConfig(name=k.replace("_", "."), value=str(v))
+            for k, v in configs.items()
+        ),
+    )
     response = conn.request(m.CreateTopicsRequest(topics=(topic,), timeout=timedelta(seconds=10)))
     result = response.topics[0]
     assert result.error_code == NONE, (result.error_code, result.error_message)
@@ -68,35 +77,66 @@ def produce(conn, topic, data, *, partition=0, acks=-1, version=9, topic_id=None
     """Send one Produce request for one partition; returns that partition's response."""
     m = conn.module("produce", version)
     if version >= 13:
-        topic_data = m.TopicProduceData(topic_id=topic_id, partition_data=(
-            m.PartitionProduceData(index=partition, records=data),))
+        topic_data = m.TopicProduceData(
+            topic_id=topic_id,
+            partition_data=(m.PartitionProduceData(index=partition, records=data),),
+        )
     else:
-        topic_data = m.TopicProduceData(name=topic, partition_data=(
-            m.PartitionProduceData(index=partition, records=data),))
-    response = conn.request(m.ProduceRequest(acks=acks, timeout=timedelta(seconds=5), topic_data=(topic_data,)))
+        topic_data = m.TopicProduceData(
+            name=topic, partition_data=(m.PartitionProduceData(index=partition, records=data),)
+        )
+    response = conn.request(
+        m.ProduceRequest(acks=acks, timeout=timedelta(seconds=5), topic_data=(topic_data,))
+    )
     return response.responses[0].partition_responses[0]
 
 
-def fetch_request(conn, partitions, *, version=12, max_wait_ms=0, min_bytes=1, max_bytes=2**31 - 1,
-                  session_id=0, session_epoch=-1, forgotten=()):
+def fetch_request(
+    conn,
+    partitions,
+    *,
+    version=12,
+    max_wait_ms=0,
+    min_bytes=1,
+    max_bytes=2**31 - 1,
+    session_id=0,
+    session_epoch=-1,
+    forgotten=(),
+):
     """A Fetch request; `partitions` is [(topic name or id, partition, fetch_offset, max_bytes[, epoch])]."""
     m = conn.module("fetch", version)
     by_topic: dict = {}
     for topic, index, offset, partition_max_bytes, *epoch in partitions:
-        by_topic.setdefault(topic, []).append(m.FetchPartition(
-            partition=index, fetch_offset=offset, partition_max_bytes=partition_max_bytes,
-            current_leader_epoch=epoch[0] if epoch else -1))
+        by_topic.setdefault(topic, []).append(
+            m.FetchPartition(
+                partition=index,
+                fetch_offset=offset,
+                partition_max_bytes=partition_max_bytes,
+                current_leader_epoch=epoch[0] if epoch else -1,
+            )
+        )
     key = "topic_id" if version >= 13 else "topic"
     topics = tuple(m.FetchTopic(**{key: t, "partitions": tuple(ps)}) for t, ps in by_topic.items())
-    forgotten_topics = tuple(m.ForgottenTopic(**{key: t, "partitions": tuple(ps)}) for t, ps in forgotten)
-    return m.FetchRequest(max_wait=timedelta(milliseconds=max_wait_ms), min_bytes=min_bytes,
-                          max_bytes=max_bytes, session_id=session_id, session_epoch=session_epoch,
-                          topics=topics, forgotten_topics_data=forgotten_topics, rack_id="")
+    forgotten_topics = tuple(
+        m.ForgottenTopic(**{key: t, "partitions": tuple(ps)}) for t, ps in forgotten
+    )
+    return m.FetchRequest(
+        max_wait=timedelta(milliseconds=max_wait_ms),
+        min_bytes=min_bytes,
+        max_bytes=max_bytes,
+        session_id=session_id,
+        session_epoch=session_epoch,
+        topics=topics,
+        forgotten_topics_data=forgotten_topics,
+        rack_id="",
+    )
 
 
 def fetch(conn, topic, offset=0, *, partition=0, partition_max_bytes=1 << 20, **kwargs):
     """Fetch one partition; returns its PartitionData."""
-    response = conn.request(fetch_request(conn, [(topic, partition, offset, partition_max_bytes)], **kwargs))
+    response = conn.request(
+        fetch_request(conn, [(topic, partition, offset, partition_max_bytes)], **kwargs)
+    )
     assert response.error_code == NONE
     return response.responses[0].partitions[0]
 
@@ -107,8 +147,11 @@ def batches_in(data) -> list:
 
 
 def values_in(data) -> list[bytes]:
-    return [r.value for h in batches_in(data)
-            for r in records.iter_records(bytes(data)[h.position:h.position + h.size_bytes])]
+    return [
+        r.value
+        for h in batches_in(data)
+        for r in records.iter_records(bytes(data)[h.position : h.position + h.size_bytes])
+    ]
 
 
 def assert_serves(conn, topic):
@@ -126,7 +169,9 @@ def header_v1(api_key, api_version, correlation_id=7, client_id=b"raw"):
 def api_versions_request(conn, version, name="odradek-tests", software_version="1.0"):
     m = conn.module("api_versions", version)
     if version >= 3:
-        return m.ApiVersionsRequest(client_software_name=name, client_software_version=software_version)
+        return m.ApiVersionsRequest(
+            client_software_name=name, client_software_version=software_version
+        )
     return m.ApiVersionsRequest()
 
 
@@ -149,8 +194,10 @@ def test_api_versions_records_a_valid_client_software_name(broker, conn):
     assert any((c.software_name, c.software_version) == ("my-client", "2.1.0-rc1") for c in clients)
 
 
-@pytest.mark.parametrize("name, software_version", [("", "1.0"), ("bad name", "1.0"), ("ok", "-1.0"),
-                                                     ("ok", "1.0!"), ("-lead", "1")])
+@pytest.mark.parametrize(
+    "name, software_version",
+    [("", "1.0"), ("bad name", "1.0"), ("ok", "-1.0"), ("ok", "1.0!"), ("-lead", "1")],
+)
 def test_api_versions_with_invalid_client_software_is_invalid_request(conn, name, software_version):
     response = conn.request(api_versions_request(conn, 3, name, software_version))
     assert response.error_code == ErrorCode.invalid_request
@@ -177,9 +224,9 @@ def test_api_versions_v3_response_carries_no_default_valued_tagged_fields(conn):
     # finalized_features_epoch -1, finalized_features or zk_migration_ready emitted).
     assert frame[-1] == 0
     # Every ApiVersion entry ends with an empty tagged section too: 2+2+2 bytes + 1 tag byte.
-    error_code, = struct.unpack_from(">h", frame, 4)
+    (error_code,) = struct.unpack_from(">h", frame, 4)
     count = frame[6] - 1  # compact array length is n + 1 (fits one byte for our table)
-    entries = frame[7:7 + count * 7]
+    entries = frame[7 : 7 + count * 7]
     assert error_code == 0
     assert all(entries[i * 7 + 6] == 0 for i in range(count))
     assert len(frame) == 4 + 2 + 1 + count * 7 + 4 + 1  # + throttle_time_ms + tag count
@@ -193,8 +240,12 @@ def _bad_inputs():
     metadata_v12 = header_v1(3, 12)[:-3] + b"\x00\x03raw\x00" + b"\x01\x01\x00"
     return {
         "unknown api key": struct.pack(">i", 12) + header_v1(9999, 0)[:-3] + b"\x00\x00",
-        "unsupported version of another api": struct.pack(">i", 10) + header_v1(3, 99)[:-3] + b"\x00\x00",
-        "version advertised but not served": struct.pack(">i", 10) + header_v1(0, 2)[:-3] + b"\x00\x00",
+        "unsupported version of another api": struct.pack(">i", 10)
+        + header_v1(3, 99)[:-3]
+        + b"\x00\x00",
+        "version advertised but not served": struct.pack(">i", 10)
+        + header_v1(0, 2)[:-3]
+        + b"\x00\x00",
         "truncated body": struct.pack(">i", len(metadata_v12) - 2) + metadata_v12[:-2],
         "garbage bytes": struct.pack(">i", 20) + b"\x00\x00\x00\x09" + bytes(range(200, 216)),
         "short frame": struct.pack(">i", 3) + b"\x00\x00\x00",
@@ -214,22 +265,30 @@ def test_bad_input_closes_that_connection_only(broker, topic, name):
 
 
 def _huge_count_frames() -> dict[str, bytes]:
-    uvarint_2_31 = b"\xff\xff\xff\xff\x07"   # compact count 2^31 - 2
-    uvarint_2_32 = b"\xff\xff\xff\xff\x0f"   # 2^32 - 1: the largest 32-bit varint
-    uvarint_2_33 = b"\xff\xff\xff\xff\x20"   # beyond 32 bits (kio reads up to 35)
-    produce_v8 = header_v1(0, 8)                                  # classic: int32 counts
-    produce_v9 = header_v1(0, 9) + b"\x00"                        # flexible: header v2
+    uvarint_2_31 = b"\xff\xff\xff\xff\x07"  # compact count 2^31 - 2
+    uvarint_2_32 = b"\xff\xff\xff\xff\x0f"  # 2^32 - 1: the largest 32-bit varint
+    uvarint_2_33 = b"\xff\xff\xff\xff\x20"  # beyond 32 bits (kio reads up to 35)
+    produce_v8 = header_v1(0, 8)  # classic: int32 counts
+    produce_v9 = header_v1(0, 9) + b"\x00"  # flexible: header v2
     fetch_v12 = header_v1(1, 12) + b"\x00" + struct.pack(">iiiibii", -1, 0, 1, 1 << 20, 0, 0, -1)
     return {
         "classic topic count 2^31-1": produce_v8 + struct.pack(">hhii", -1, -1, 1000, 2**31 - 1),
-        "classic nested count 2^31-1": produce_v8 + struct.pack(">hhiih", -1, -1, 1000, 1, 1) + b"t"
+        "classic nested count 2^31-1": produce_v8
+        + struct.pack(">hhiih", -1, -1, 1000, 1, 1)
+        + b"t"
         + struct.pack(">i", 2**31 - 1),
         "compact count 2^31": produce_v9 + b"\x00" + struct.pack(">hi", -1, 1000) + uvarint_2_31,
         "compact count 2^32": produce_v9 + b"\x00" + struct.pack(">hi", -1, 1000) + uvarint_2_32,
         "compact count 2^33": produce_v9 + b"\x00" + struct.pack(">hi", -1, 1000) + uvarint_2_33,
-        "compact nested count 2^33": produce_v9 + b"\x00" + struct.pack(">hi", -1, 1000) + b"\x02\x02t"
+        "compact nested count 2^33": produce_v9
+        + b"\x00"
+        + struct.pack(">hi", -1, 1000)
+        + b"\x02\x02t"
         + uvarint_2_33,
-        "compact string length 2^33": produce_v9 + b"\x00" + struct.pack(">hi", -1, 1000) + b"\x02"
+        "compact string length 2^33": produce_v9
+        + b"\x00"
+        + struct.pack(">hi", -1, 1000)
+        + b"\x02"
         + uvarint_2_33,
         "fetch topics count 2^32": fetch_v12 + uvarint_2_32,
         "metadata topics count 2^33": header_v1(3, 12) + b"\x00" + uvarint_2_33 + b"\x01\x00\x00",
@@ -262,7 +321,9 @@ def test_huge_count_in_a_small_frame_is_refused_without_allocating(broker_proces
             assert time.monotonic() - started < 2.0
         assert broker_process.process.poll() is None, "".join(broker_process.output[-20:])
         assert_serves(healthy, topic)
-    assert _peak_rss_kib(broker_process.process.pid) < 300 * 1024  # far below any 2^31-element array
+    assert (
+        _peak_rss_kib(broker_process.process.pid) < 300 * 1024
+    )  # far below any 2^31-element array
 
 
 # -- ordering and isolation between connections ---------------------------------------------
@@ -275,11 +336,21 @@ def test_pipelined_requests_are_answered_in_order(conn, topic):
         if i % 3 == 0:
             request = api_versions_request(conn, 3)
         elif i % 3 == 1:
-            request = conn.module("metadata", 12).MetadataRequest(topics=None, include_topic_authorized_operations=False)
+            request = conn.module("metadata", 12).MetadataRequest(
+                topics=None, include_topic_authorized_operations=False
+            )
         else:
             m = conn.module("produce", 9)
-            request = m.ProduceRequest(acks=1, timeout=timedelta(seconds=5), topic_data=(m.TopicProduceData(
-                name=topic, partition_data=(m.PartitionProduceData(index=0, records=batch(b"%d" % i)),)),))
+            request = m.ProduceRequest(
+                acks=1,
+                timeout=timedelta(seconds=5),
+                topic_data=(
+                    m.TopicProduceData(
+                        name=topic,
+                        partition_data=(m.PartitionProduceData(index=0, records=batch(b"%d" % i)),),
+                    ),
+                ),
+            )
         sent.append((conn.send(request), request))
     produced_offsets = []
     for correlation_id, request in sent:
@@ -352,7 +423,9 @@ def test_produce_zstd_before_v7_is_unsupported_compression_type(conn, topic):
 
     create_topic(conn, topic)
     zstd = batch(b"z" * 100, compression=Compression.ZSTD)
-    assert produce(conn, topic, zstd, version=6).error_code == ErrorCode.unsupported_compression_type
+    assert (
+        produce(conn, topic, zstd, version=6).error_code == ErrorCode.unsupported_compression_type
+    )
     assert produce(conn, topic, zstd, version=7).error_code == NONE
 
 
@@ -376,8 +449,16 @@ def test_max_message_bytes_bounds_the_whole_batch_as_in_kafka(conn, topic):
 def test_produce_acks_0_gets_no_response_but_is_stored(conn, topic):
     create_topic(conn, topic)
     m = conn.module("produce", 9)
-    request = m.ProduceRequest(acks=0, timeout=timedelta(seconds=5), topic_data=(
-        m.TopicProduceData(name=topic, partition_data=(m.PartitionProduceData(index=0, records=batch(b"fire")),)),))
+    request = m.ProduceRequest(
+        acks=0,
+        timeout=timedelta(seconds=5),
+        topic_data=(
+            m.TopicProduceData(
+                name=topic,
+                partition_data=(m.PartitionProduceData(index=0, records=batch(b"fire")),),
+            ),
+        ),
+    )
     conn.send(request)
     # The next frame on the connection answers the next request: nothing was sent for acks=0.
     fetched = fetch(conn, topic, max_wait_ms=2000)
@@ -388,8 +469,18 @@ def test_produce_acks_0_with_an_error_closes_the_connection(broker, conn, topic)
     # The client gets no response to learn the error from, so Kafka closes the connection;
     # the producer then refreshes its metadata and reconnects.
     m = conn.module("produce", 9)
-    conn.send(m.ProduceRequest(acks=0, timeout=timedelta(seconds=5), topic_data=(
-        m.TopicProduceData(name=topic, partition_data=(m.PartitionProduceData(index=0, records=batch(b"lost")),)),)))
+    conn.send(
+        m.ProduceRequest(
+            acks=0,
+            timeout=timedelta(seconds=5),
+            topic_data=(
+                m.TopicProduceData(
+                    name=topic,
+                    partition_data=(m.PartitionProduceData(index=0, records=batch(b"lost")),),
+                ),
+            ),
+        )
+    )
     assert conn.wait_closed(5)
     with RawConnection(broker.bootstrap) as other:
         create_topic(other, topic)
@@ -404,7 +495,10 @@ def test_produce_acks_2_is_invalid_required_acks(conn, topic):
 def test_produce_to_unknown_topic_is_unknown_topic_or_partition(conn, topic):
     assert produce(conn, topic, batch(b"a")).error_code == ErrorCode.unknown_topic_or_partition
     create_topic(conn, topic)
-    assert produce(conn, topic, batch(b"a"), partition=5).error_code == ErrorCode.unknown_topic_or_partition
+    assert (
+        produce(conn, topic, batch(b"a"), partition=5).error_code
+        == ErrorCode.unknown_topic_or_partition
+    )
 
 
 def test_produce_to_an_internal_topic_is_invalid_topic_exception():
@@ -439,8 +533,9 @@ def test_log_append_time_topic_returns_broker_time_and_consumers_see_it(broker, 
     append_ms = int(response.log_append_time.timestamp() * 1000)
     assert before_ms - 1 <= append_ms <= after_ms + 1
 
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "lat",
-                                         "enable.auto.commit": False})
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "lat", "enable.auto.commit": False}
+    )
     try:
         consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
         seen = []
@@ -459,7 +554,9 @@ def test_log_append_time_topic_returns_broker_time_and_consumers_see_it(broker, 
 
 def init_producer_id(conn):
     m = conn.module("init_producer_id", 4)
-    response = conn.request(m.InitProducerIdRequest(transactional_id=None, transaction_timeout=timedelta(seconds=60)))
+    response = conn.request(
+        m.InitProducerIdRequest(transactional_id=None, transaction_timeout=timedelta(seconds=60))
+    )
     assert response.error_code == NONE
     return response.producer_id, response.producer_epoch
 
@@ -578,7 +675,9 @@ def test_fetch_min_bytes_waits_for_enough_data_then_answers_with_what_there_is(c
     assert values_in(fetched.records) == [b"small"]
 
 
-def test_fetch_partition_max_bytes_bounds_the_response_but_the_first_batch_is_always_whole(conn, topic):
+def test_fetch_partition_max_bytes_bounds_the_response_but_the_first_batch_is_always_whole(
+    conn, topic
+):
     create_topic(conn, topic)
     for i in range(3):
         produce(conn, topic, batch(bytes([65 + i]) * 1000))
@@ -600,12 +699,15 @@ def test_fetch_max_bytes_bounds_the_whole_response_first_partition_gets_one_batc
         produce(conn, topic, batch(b"v" * 500), partition=p)
         produce(conn, topic, batch(b"w" * 500), partition=p)
     size = len(batch(b"v" * 500))
-    response = conn.request(fetch_request(conn, [(topic, 0, 0, 1 << 20), (topic, 1, 0, 1 << 20)], max_bytes=10))
+    response = conn.request(
+        fetch_request(conn, [(topic, 0, 0, 1 << 20), (topic, 1, 0, 1 << 20)], max_bytes=10)
+    )
     first, second = response.responses[0].partitions
     assert len(first.records) == size
     assert batches_in(second.records) == []
-    response = conn.request(fetch_request(conn, [(topic, 0, 0, 1 << 20), (topic, 1, 0, 1 << 20)],
-                                          max_bytes=3 * size))
+    response = conn.request(
+        fetch_request(conn, [(topic, 0, 0, 1 << 20), (topic, 1, 0, 1 << 20)], max_bytes=3 * size)
+    )
     first, second = response.responses[0].partitions
     assert len(values_in(first.records)) == 2 and len(values_in(second.records)) == 1
 
@@ -664,10 +766,21 @@ def fetch_epoch(conn, topic, current_leader_epoch):
 
 
 def session_fetch(conn, partitions, session_id, epoch, forgotten=(), version=12):
-    response = conn.request(fetch_request(conn, partitions, version=version, session_id=session_id,
-                                          session_epoch=epoch, forgotten=forgotten))
-    returned = {(t.topic_id if version >= 13 else t.topic, p.partition_index): p
-                for t in response.responses for p in t.partitions}
+    response = conn.request(
+        fetch_request(
+            conn,
+            partitions,
+            version=version,
+            session_id=session_id,
+            session_epoch=epoch,
+            forgotten=forgotten,
+        )
+    )
+    returned = {
+        (t.topic_id if version >= 13 else t.topic, p.partition_index): p
+        for t in response.responses
+        for p in t.partitions
+    }
     return response, returned
 
 
@@ -726,14 +839,16 @@ def test_fetch_session_errors_and_close(conn, topic):
 
 def test_fetch_session_v13_by_topic_id(conn, topic):
     topic_id = create_topic(conn, topic, partitions=2)
-    full, returned = session_fetch(conn, [(topic_id, p, 0, 1 << 20) for p in range(2)], 0, 0, version=13)
+    full, returned = session_fetch(
+        conn, [(topic_id, p, 0, 1 << 20) for p in range(2)], 0, 0, version=13
+    )
     assert set(returned) == {(topic_id, 0), (topic_id, 1)}
     produce(conn, topic, batch(b"x"), partition=1)
-    response, returned = session_fetch(conn, [], full.session_id, 1, version=13)
+    _, returned = session_fetch(conn, [], full.session_id, 1, version=13)
     assert set(returned) == {(topic_id, 1)}
-    response, returned = session_fetch(conn, [], full.session_id, 2, forgotten=[(topic_id, [1])], version=13)
+    session_fetch(conn, [], full.session_id, 2, forgotten=[(topic_id, [1])], version=13)
     produce(conn, topic, batch(b"y"), partition=1)
-    response, returned = session_fetch(conn, [], full.session_id, 3, version=13)
+    _, returned = session_fetch(conn, [], full.session_id, 3, version=13)
     assert returned == {}
 
 
@@ -744,19 +859,24 @@ T0 = 1_700_000_000_000
 
 def list_offsets(conn, topic, *timestamps, version=8, partition=0):
     m = conn.module("list_offsets", version)
-    partitions = tuple(m.ListOffsetsPartition(partition_index=partition, timestamp=t) for t in timestamps)
+    partitions = tuple(
+        m.ListOffsetsPartition(partition_index=partition, timestamp=t) for t in timestamps
+    )
     kwargs = {"isolation_level": 0} if version >= 2 else {}
     if version >= 10:
         kwargs["timeout"] = timedelta(seconds=5)
-    response = conn.request(m.ListOffsetsRequest(replica_id=-1, topics=(
-        m.ListOffsetsTopic(name=topic, partitions=partitions),), **kwargs))
+    response = conn.request(
+        m.ListOffsetsRequest(
+            replica_id=-1, topics=(m.ListOffsetsTopic(name=topic, partitions=partitions),), **kwargs
+        )
+    )
     return response.topics[0].partitions
 
 
 def test_list_offsets_earliest_latest_and_by_timestamp_inside_a_batch(conn, topic):
     create_topic(conn, topic)
-    produce(conn, topic, batch([b"a", b"b", b"c"], timestamp_ms=T0))        # offsets 0-2, T0..T0+2
-    produce(conn, topic, batch([b"d", b"e"], timestamp_ms=T0 + 100))        # offsets 3-4
+    produce(conn, topic, batch([b"a", b"b", b"c"], timestamp_ms=T0))  # offsets 0-2, T0..T0+2
+    produce(conn, topic, batch([b"d", b"e"], timestamp_ms=T0 + 100))  # offsets 3-4
     [earliest] = list_offsets(conn, topic, -2)
     [latest] = list_offsets(conn, topic, -1)
     assert (earliest.error_code, earliest.offset) == (NONE, 0)
@@ -773,8 +893,8 @@ def test_list_offsets_earliest_latest_and_by_timestamp_inside_a_batch(conn, topi
 
 def test_list_offsets_max_timestamp_finds_the_record_with_the_largest_timestamp(conn, topic):
     create_topic(conn, topic)
-    produce(conn, topic, batch([b"a", b"b", b"c"], timestamp_ms=T0))        # offsets 0-2, max T0+2
-    produce(conn, topic, batch([b"d"], timestamp_ms=T0 - 500))              # offset 3, older
+    produce(conn, topic, batch([b"a", b"b", b"c"], timestamp_ms=T0))  # offsets 0-2, max T0+2
+    produce(conn, topic, batch([b"d"], timestamp_ms=T0 - 500))  # offset 3, older
     [found] = list_offsets(conn, topic, -3)
     assert (found.error_code, found.offset, found.timestamp) == (NONE, 2, T0 + 2)
 
@@ -794,24 +914,54 @@ def test_offset_for_leader_epoch_answers_epoch_0_and_the_log_end_offset(conn, to
     create_topic(conn, topic)
     produce(conn, topic, batch([b"a", b"b"]))
     m = conn.module("offset_for_leader_epoch", 4)
-    response = conn.request(m.OffsetForLeaderEpochRequest(topics=(m.OffsetForLeaderTopic(topic=topic, partitions=(
-        m.OffsetForLeaderPartition(partition=0, leader_epoch=0, current_leader_epoch=0),)),)))
+    response = conn.request(
+        m.OffsetForLeaderEpochRequest(
+            topics=(
+                m.OffsetForLeaderTopic(
+                    topic=topic,
+                    partitions=(
+                        m.OffsetForLeaderPartition(
+                            partition=0, leader_epoch=0, current_leader_epoch=0
+                        ),
+                    ),
+                ),
+            )
+        )
+    )
     [answer] = response.topics[0].partitions
     assert (answer.error_code, answer.leader_epoch, answer.end_offset) == (NONE, 0, 2)
-    response = conn.request(m.OffsetForLeaderEpochRequest(topics=(m.OffsetForLeaderTopic(topic=topic, partitions=(
-        m.OffsetForLeaderPartition(partition=0, leader_epoch=0, current_leader_epoch=5),)),)))
+    response = conn.request(
+        m.OffsetForLeaderEpochRequest(
+            topics=(
+                m.OffsetForLeaderTopic(
+                    topic=topic,
+                    partitions=(
+                        m.OffsetForLeaderPartition(
+                            partition=0, leader_epoch=0, current_leader_epoch=5
+                        ),
+                    ),
+                ),
+            )
+        )
+    )
     assert response.topics[0].partitions[0].error_code == ErrorCode.unknown_leader_epoch
 
 
 # -- Metadata and DescribeCluster ----------------------------------------------------------------
 
 
-def metadata(conn, names=None, *, version=12, allow_auto_topic_creation=True, include_ops=False, ids=None):
+def metadata(
+    conn, names=None, *, version=12, allow_auto_topic_creation=True, include_ops=False, ids=None
+):
     m = conn.module("metadata", version)
     topics = None
     if names is not None or ids is not None:
-        topics = tuple(m.MetadataRequestTopic(name=n, **({"topic_id": uuid.UUID(int=0)} if version >= 10 else {}))
-                       for n in names or ())
+        topics = tuple(
+            m.MetadataRequestTopic(
+                name=n, **({"topic_id": uuid.UUID(int=0)} if version >= 10 else {})
+            )
+            for n in names or ()
+        )
         topics += tuple(m.MetadataRequestTopic(name=None, topic_id=i) for i in ids or ())
     kwargs = {}
     if version >= 4:
@@ -898,7 +1048,9 @@ def test_describe_cluster(conn):
     [node] = response.brokers
     assert (node.host, node.broker_id) == (conn.sock.getpeername()[0], response.controller_id)
     assert node.port == conn.sock.getpeername()[1]
-    bad = conn.request(m.DescribeClusterRequest(include_cluster_authorized_operations=False, endpoint_type=9))
+    bad = conn.request(
+        m.DescribeClusterRequest(include_cluster_authorized_operations=False, endpoint_type=9)
+    )
     assert bad.error_code == ErrorCode.unsupported_endpoint_type
 
 
@@ -914,8 +1066,21 @@ def test_second_broker_on_the_same_data_dir_exits_with_one_clear_line(tmp_path, 
         with RawConnection(first.bootstrap) as c:
             create_topic(c, topic)
         second = subprocess.run(
-            [sys.executable, "-m", "odradek", "serve", "--listeners", "PLAINTEXT://127.0.0.1:0",
-             "--log-dirs", data_dir], capture_output=True, text=True, timeout=30)
+            [
+                sys.executable,
+                "-m",
+                "odradek",
+                "serve",
+                "--listeners",
+                "PLAINTEXT://127.0.0.1:0",
+                "--log-dirs",
+                data_dir,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert second.returncode != 0
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert lines and lines[-1].startswith("odradek: "), second.stderr
@@ -964,9 +1129,18 @@ def test_fetch_every_served_version(conn, topic, version):
     m = conn.module("fetch", version)
     fields = {f for f in m.FetchRequest.__dataclass_fields__}
     key = {"topic_id": topic_id} if version >= 13 else {"topic": topic}
-    kwargs = {"max_wait": timedelta(0), "min_bytes": 1,
-              "topics": (m.FetchTopic(**key, partitions=(m.FetchPartition(
-                  partition=0, fetch_offset=1, partition_max_bytes=1 << 20),)),)}
+    kwargs = {
+        "max_wait": timedelta(0),
+        "min_bytes": 1,
+        "topics": (
+            m.FetchTopic(
+                **key,
+                partitions=(
+                    m.FetchPartition(partition=0, fetch_offset=1, partition_max_bytes=1 << 20),
+                ),
+            ),
+        ),
+    }
     if "forgotten_topics_data" in fields:
         kwargs["forgotten_topics_data"] = ()
     if "rack_id" in fields:
@@ -980,7 +1154,7 @@ def test_fetch_every_served_version(conn, topic, version):
     assert (header.base_offset, header.last_offset) == (0, 1)
 
 
-@pytest.mark.parametrize("version", range(0, 14))
+@pytest.mark.parametrize("version", range(14))
 def test_metadata_every_served_version(conn, topic, version):
     create_topic(conn, topic, partitions=2)
     response = metadata(conn, [topic], version=version)

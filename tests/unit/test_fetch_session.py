@@ -10,8 +10,13 @@ from odradek.protocol.errors import ErrorCode
 
 
 def cached(partition=0, offset=0):
-    return CachedPartition(topic="t", topic_id=None, partition=partition, fetch_offset=offset,
-                           partition_max_bytes=1 << 20)
+    return CachedPartition(
+        topic="t",
+        topic_id=None,
+        partition=partition,
+        fetch_offset=offset,
+        partition_max_bytes=1 << 20,
+    )
 
 
 def test_new_session_has_a_positive_id_and_expects_epoch_1():
@@ -79,12 +84,12 @@ def test_session_ids_are_distinct():
 
 def test_partition_is_reported_on_first_sight_then_only_when_something_changes():
     p = cached()
-    assert p.must_respond(ErrorCode.none, False, 10, 10, 0)       # first response: new values
-    assert not p.must_respond(ErrorCode.none, False, 10, 10, 0)   # nothing new
-    assert p.must_respond(ErrorCode.none, True, 10, 10, 0)        # records
-    assert p.must_respond(ErrorCode.none, False, 11, 10, 0)       # high watermark moved
-    assert p.must_respond(ErrorCode.none, False, 11, 11, 0)       # last stable offset moved
-    assert p.must_respond(ErrorCode.none, False, 11, 11, 5)       # log start offset moved
+    assert p.must_respond(ErrorCode.none, False, 10, 10, 0)  # first response: new values
+    assert not p.must_respond(ErrorCode.none, False, 10, 10, 0)  # nothing new
+    assert p.must_respond(ErrorCode.none, True, 10, 10, 0)  # records
+    assert p.must_respond(ErrorCode.none, False, 11, 10, 0)  # high watermark moved
+    assert p.must_respond(ErrorCode.none, False, 11, 11, 0)  # last stable offset moved
+    assert p.must_respond(ErrorCode.none, False, 11, 11, 5)  # log start offset moved
     assert not p.must_respond(ErrorCode.none, False, 11, 11, 5)
     assert p.must_respond(ErrorCode.offset_out_of_range, False, 11, 11, 5)  # errors always
     assert p.must_respond(ErrorCode.offset_out_of_range, False, 11, 11, 5)

@@ -20,7 +20,9 @@ TOPIC, BROKER = 2, 4
 
 @pytest.fixture
 def core(tmp_path):
-    config, _ = BrokerConfig.load(None, {"log.dirs": str(tmp_path), "listeners": "PLAINTEXT://127.0.0.1:0"})
+    config, _ = BrokerConfig.load(
+        None, {"log.dirs": str(tmp_path), "listeners": "PLAINTEXT://127.0.0.1:0"}
+    )
     core = BrokerCore(config)
     core.open()
     core.endpoints = {"PLAINTEXT": ("127.0.0.1", 9092)}
@@ -29,24 +31,39 @@ def core(tmp_path):
 
 
 def call(core, request, api_key=API_KEY, version=VERSION):
-    ctx = RequestContext(api_key=api_key, api_version=version, correlation_id=1, client_id="t",
-                         client=ClientInfo("c-1", "PLAINTEXT", "127.0.0.1", 1), broker=core)
+    ctx = RequestContext(
+        api_key=api_key,
+        api_version=version,
+        correlation_id=1,
+        client_id="t",
+        client=ClientInfo("c-1", "PLAINTEXT", "127.0.0.1", 1),
+        broker=core,
+    )
     return asyncio.run(apis.handler(api_key)(request, ctx))
 
 
 def describe(core, *resources):
     m = apis.request_codec(API_KEY, VERSION)[0]
     module = __import__(m.__module__, fromlist=["x"])
-    request = m(resources=tuple(module.DescribeConfigsResource(resource_type=t, resource_name=n,
-                                                               configuration_keys=keys)
-                                for t, n, keys in resources),
-                include_synonyms=False, include_documentation=False)
+    request = m(
+        resources=tuple(
+            module.DescribeConfigsResource(
+                resource_type=t, resource_name=n, configuration_keys=keys
+            )
+            for t, n, keys in resources
+        ),
+        include_synonyms=False,
+        include_documentation=False,
+    )
     return call(core, request).results
 
 
 def create(core, name, **configs):
     async def run():
-        return await core.create_topics([controller.CreatableTopic(name=name, configs=configs)], False)
+        return await core.create_topics(
+            [controller.CreatableTopic(name=name, configs=configs)], False
+        )
+
     [result] = asyncio.run(run())
     assert result.error is ErrorCode.none
 

@@ -30,11 +30,17 @@ import socket
 import struct
 from collections import deque
 from dataclasses import fields
-from functools import lru_cache
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from kio.serial._introspect import (EntityField, EntityTupleField, PrimitiveTupleField, classify_field,
-                                    get_field_tag, is_optional)
+from kio.serial._introspect import (
+    EntityField,
+    EntityTupleField,
+    PrimitiveTupleField,
+    classify_field,
+    get_field_tag,
+    is_optional,
+)
 
 from odradek.broker.context import ClientInfo, RequestContext
 from odradek.protocol import apis, framing
@@ -80,7 +86,7 @@ class CloseConnection:
 class KafkaConnection(asyncio.Protocol):
     _next_id = 0
 
-    def __init__(self, core: "BrokerCore", listener_name: str) -> None:
+    def __init__(self, core: BrokerCore, listener_name: str) -> None:
         self.core = core
         self.listener_name = listener_name
         self.transport: asyncio.Transport | None = None
@@ -305,7 +311,7 @@ def check_request_bounds(request_class: type, frame: bytes, position: int) -> No
     _check_entity(request_class, frame, position, len(frame))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _plan(entity_type: type) -> tuple[tuple, dict]:
     """(fields in wire order, tagged fields by tag), each as (kind, kafka type, nested, optional);
     runs of fixed-size fields are merged into one ("skip", size_bytes) step."""

@@ -22,7 +22,7 @@ import socket
 import struct
 import time
 from types import ModuleType
-from typing import Any
+from typing import Any, Self
 
 from kio.index import load_entity_module, load_payload_module
 from kio.serial import entity_reader, entity_writer
@@ -58,12 +58,20 @@ def _payload_class(module: ModuleType, entity_type: EntityType) -> type:
     raise LookupError(f"no {entity_type.name} class in {module.__name__}")
 
 
-def encode_request(request: Any, correlation_id: int, client_id: str | None = "odradek-raw") -> bytes:
+def encode_request(
+    request: Any, correlation_id: int, client_id: str | None = "odradek-raw"
+) -> bytes:
     """The frame (size prefix included) of a kio request entity with its request header."""
     header_version = 2 if request.__flexible__ else 1
-    header_class = load_entity_module("request_header", header_version, EntityType.header).RequestHeader
-    header = header_class(request_api_key=request.__api_key__, request_api_version=request.__version__,
-                          correlation_id=correlation_id, client_id=client_id)
+    header_class = load_entity_module(
+        "request_header", header_version, EntityType.header
+    ).RequestHeader
+    header = header_class(
+        request_api_key=request.__api_key__,
+        request_api_version=request.__version__,
+        correlation_id=correlation_id,
+        client_id=client_id,
+    )
     buffer = io.BytesIO()
     entity_writer(header_class)(buffer, header)
     entity_writer(type(request))(buffer, request)
@@ -87,8 +95,13 @@ def decode_response(api_key: int, api_version: int, frame: bytes) -> tuple[int, 
 class RawConnection:
     """One TCP connection to a broker, speaking exactly the bytes a test asks for."""
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                 client_id: str | None = "odradek-raw") -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        client_id: str | None = "odradek-raw",
+    ) -> None:
         host, _, port = bootstrap.rpartition(":")
         self.sock = socket.create_connection((host, int(port)), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -113,7 +126,9 @@ class RawConnection:
         self.sock.sendall(encode_request(request, correlation_id, self.client_id))
         return correlation_id
 
-    def receive(self, api_key: int, api_version: int, timeout_s: float | None = None) -> tuple[int, Any]:
+    def receive(
+        self, api_key: int, api_version: int, timeout_s: float | None = None
+    ) -> tuple[int, Any]:
         """(correlation_id, response) of the next response frame, decoded as that API version."""
         return decode_response(api_key, api_version, self.receive_frame(timeout_s))
 
@@ -154,7 +169,9 @@ class RawConnection:
             except ConnectionResetError:
                 chunk = b""
             if not chunk:
-                raise ConnectionClosed(f"connection closed with {len(self._buffer)} bytes of a frame")
+                raise ConnectionClosed(
+                    f"connection closed with {len(self._buffer)} bytes of a frame"
+                )
             self._buffer += chunk
 
     def wait_closed(self, timeout_s: float = 5.0) -> bool:
@@ -169,7 +186,7 @@ class RawConnection:
                 chunk = self.sock.recv(1 << 16)
             except ConnectionResetError:
                 return True
-            except (socket.timeout, TimeoutError):
+            except TimeoutError:
                 return False
             if not chunk:
                 return True
@@ -177,7 +194,7 @@ class RawConnection:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "RawConnection":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

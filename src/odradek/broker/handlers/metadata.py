@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from odradek.broker.authz import ALL_TOPIC_OPERATIONS, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS
+from odradek.broker.authz import (
+    ALL_TOPIC_OPERATIONS,
+    AUTHORIZED_OPERATIONS_OMITTED,
+    CLUSTER_OPERATIONS,
+)
 from odradek.broker.core import INTERNAL_TOPICS
 from odradek.metadata import controller
 from odradek.protocol.errors import ErrorCode

@@ -17,7 +17,7 @@ KAFKA_STORAGE_ERROR.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from odradek.broker.connection import CloseConnection
 from odradek.broker.core import INTERNAL_TOPICS
@@ -110,7 +110,7 @@ async def _append(core, topic_image, data, now_ms, api_version):
 def _partition_response(ctx, index, error, message, result):
     log_append_time = None
     if result is not None and result.log_append_time_ms >= 0:
-        log_append_time = datetime.fromtimestamp(result.log_append_time_ms / 1000, tz=timezone.utc)
+        log_append_time = datetime.fromtimestamp(result.log_append_time_ms / 1000, tz=UTC)
     ok = error is ErrorCode.none and result is not None
     return ctx.entity(
         "PartitionProduceResponse",
