@@ -314,7 +314,12 @@ async def _describe(client: Any, args: argparse.Namespace) -> int:
                 )
             )
         state = f"Consumer group '{group}' is {described.group_state} with {len(described.members)} member(s)."
-        outputs.append("\n\n".join([state, _table(rows), _table(member_rows)]))
+        members = (
+            _table(member_rows)
+            if described.members
+            else f"Consumer group '{group}' has no active members."
+        )
+        outputs.append("\n\n".join([state, _table(rows), members]))
     print("\n\n".join(outputs))
     return 0
 

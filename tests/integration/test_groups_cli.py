@@ -107,6 +107,8 @@ def test_groups_cli_list_describe_reset_delete(broker, capsys):
         assert code == 0, err
         return {k: r[3] for k, r in offsets_table(out, group).items()}
 
+    code, out, err = groups_cli(broker, capsys, "describe", group)
+    assert f"Consumer group '{group}' has no active members." in out
     code, out, err = groups_cli(
         broker, capsys, "reset-offsets", group, "--topic", topic, "--to-earliest", "--dry-run"
     )
