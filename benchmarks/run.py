@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -49,7 +50,7 @@ class Settings:
     group_members: int
 
 
-QUICK = Settings(QUICK_PRODUCE_MATRIX, 2.0, 512 << 20, 128 << 20, (20.0,), 3.0, 2, 3,
+QUICK = Settings(QUICK_PRODUCE_MATRIX, 2.0, 512 << 20, 256 << 20, (20.0,), 3.0, 2, 3,
                  10_000, 10, 1_000, 50)
 FULL = Settings(FULL_PRODUCE_MATRIX, 4.0, 1 << 30, 512 << 20, (5.0, 20.0), 8.0, 3, 5,
                 10_000, 10, 1_000, 50)
@@ -99,6 +100,18 @@ def topic_name(prefix: str) -> str:
     return f"{prefix}-{time.monotonic_ns()}"
 
 
+def warm_up(servers: list[Server]) -> None:
+    """One short produce and consume per server, discarded: first-use imports, page cache."""
+    for server in servers:
+        topic = topic_name("bench-warmup")
+        workload.create_topic(server.bootstrap, topic, 4)
+        t = workload.produce(server.bootstrap, topic, partitions=4, record_bytes=1024, acks="all",
+                             compression="none", duration_s=1.0)
+        workload.consume(server.bootstrap, topic, partitions=4, expected_records=t.records,
+                         record_bytes=1024)
+        workload.delete_topic(server.bootstrap, topic)
+
+
 def run_produce(servers: list[Server], s: Settings, results: Results) -> None:
     for size, parts, acks, codec in s.produce_matrix:
         label = f"{size} B, {parts} p, acks={acks}, {codec}"
@@ -127,6 +140,10 @@ def run_produce(servers: list[Server], s: Settings, results: Results) -> None:
                                 "<= peer" if (size, parts, acks, codec) == HEADLINE else "")
                     results.add("cost", f"produce {label}: client CPU", "CPU-s/GB", "lower",
                                 server.name, (client1 - client0) / gb)
+                if t.log_end_offsets != t.records:
+                    results.notes.append(f"{server.name} produce {label}: client counted "
+                                         f"{t.records} acknowledged records, ListOffsets(latest) "
+                                         f"summed to {t.log_end_offsets}")
                 if t.errors:
                     results.notes.append(f"{server.name} produce {label}: {t.errors} delivery errors")
                 print(f"  produce {label} on {server.name}: {t.records_per_s:,.0f} rec/s "
@@ -337,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_dir.mkdir(parents=True, exist_ok=True)
     results = Results()
     started = time.perf_counter()
+    load_before = tuple(round(x, 2) for x in os.getloadavg())
     print(f"work dir {work_dir}; servers {kinds}; {'quick' if args.quick else 'full'}", flush=True)
 
     if sections & {"produce", "consume", "latency"}:
@@ -344,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for server in servers:
                 server.start()
+            warm_up(servers)
             if "produce" in sections:
                 run_produce(servers, settings, results)
                 if profile_dir:
@@ -367,10 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nodradek broker, top self time during {what} (share of busy samples):")
         for leaf, share in top:
             print(f"  {share:6.1%}  {leaf}")
-    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    load_after = os.getloadavg()
+    print(f"\n{time.perf_counter() - started:.0f} s in all; load average (1, 5, 15 min) "
+          f"before {load_before}, after {tuple(round(x, 2) for x in load_after)}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "servers": names, "settings": asdict(settings),
+            "load_average_before": load_before, "load_average_after": load_after,
             "rows": [asdict(r) for r in results.rows.values()],
             "medians": {f"{r.section}: {r.name}": {n: r.median(n) for n in names}
                         for r in results.rows.values()},
