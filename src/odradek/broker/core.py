@@ -112,11 +112,17 @@ class BrokerCore:
     async def apply_metadata(self, records: list) -> None:
         """Make `records` durable in the metadata log, apply them, and host what they describe.
 
-        Callers hold the controller lock."""
+        Callers hold the controller lock. Once started, the append and the hosting of what it
+        describes complete together even if the caller is cancelled (its client hung up): the
+        image and the hosted partitions never disagree."""
         if not records:
             return
-        await self.run_blocking(self.metadata.append, records)
-        self._sync_partitions()
+
+        async def append_and_host() -> None:
+            await self.run_blocking(self.metadata.append, records)
+            self._sync_partitions()
+
+        await asyncio.shield(asyncio.ensure_future(append_and_host()))
 
     def _sync_partitions(self) -> None:
         image = self.image
