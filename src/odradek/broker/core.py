@@ -112,17 +112,11 @@ class BrokerCore:
     async def apply_metadata(self, records: list) -> None:
         """Make `records` durable in the metadata log, apply them, and host what they describe.
 
-        Callers hold the controller lock. Once started, the append and the hosting of what it
-        describes complete together even if the caller is cancelled (its client hung up): the
-        image and the hosted partitions never disagree."""
+        Callers run inside `_controlled`."""
         if not records:
             return
-
-        async def append_and_host() -> None:
-            await self.run_blocking(self.metadata.append, records)
-            self._sync_partitions()
-
-        await asyncio.shield(asyncio.ensure_future(append_and_host()))
+        await self.run_blocking(self.metadata.append, records)
+        self._sync_partitions()
 
     def _sync_partitions(self) -> None:
         image = self.image
@@ -151,23 +145,15 @@ class BrokerCore:
 
     async def create_topics(self, topics: list, validate_only: bool, *, allow_internal: bool = False) -> list:
         """CreateTopics through the controller; returns its per-topic results."""
-        async with self._controller_lock:
-            records, results = controller.create_topics(self.image, topics, self.config, validate_only,
-                                                        allow_internal=allow_internal)
-            await self.apply_metadata(records)
-        return results
+        return await self.decide_and_apply(lambda image: controller.create_topics(
+            image, topics, self.config, validate_only, allow_internal=allow_internal))
 
     async def delete_topics(self, topics: list) -> list:
-        async with self._controller_lock:
-            records, results = controller.delete_topics(self.image, topics, self.config)
-            await self.apply_metadata(records)
-        return results
+        return await self.decide_and_apply(lambda image: controller.delete_topics(image, topics, self.config))
 
     async def create_partitions(self, topics: list, validate_only: bool) -> list:
-        async with self._controller_lock:
-            records, results = controller.create_partitions(self.image, topics, self.config, validate_only)
-            await self.apply_metadata(records)
-        return results
+        return await self.decide_and_apply(lambda image: controller.create_partitions(
+            image, topics, self.config, validate_only))
 
     async def auto_create_topic(self, name: str) -> ErrorCode:
         """Create `name` with the broker's defaults (Metadata auto-creation); NONE if it exists."""
@@ -182,15 +168,27 @@ class BrokerCore:
     async def decide_and_apply(self, decide: Callable[[Any], tuple[list, Any]]) -> Any:
         """Run `decide(image) -> (records, result)` under the controller lock, apply its records,
         return its result (config changes: AlterConfigs, IncrementalAlterConfigs)."""
-        async with self._controller_lock:
+        async def decide_then_apply() -> Any:
             records, result = decide(self.image)
             await self.apply_metadata(records)
-        return result
+            return result
+
+        return await self._controlled(decide_then_apply)
+
+    async def _controlled(self, work: Callable[[], Any]) -> Any:
+        """Run `work()` under the controller lock, to completion even if the caller is cancelled
+        (a client that hangs up): a decision, its durable append and the hosting of what it
+        describes happen together, and the next decision sees their image."""
+
+        async def locked() -> Any:
+            async with self._controller_lock:
+                return await work()
+
+        return await asyncio.shield(asyncio.ensure_future(locked()))
 
     async def allocate_producer_id(self) -> int:
         """A producer id never handed out before; blocks of ids are reserved in the metadata log."""
-        async with self._controller_lock:
-            return await self._allocate_producer_id()
+        return await self._controlled(self._allocate_producer_id)
 
     async def _allocate_producer_id(self) -> int:
         if self._next_producer_id >= self._producer_id_block_end:
