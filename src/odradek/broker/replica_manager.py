@@ -84,14 +84,17 @@ class ReplicaManager:
             return self._core.storage_error(partition, exc)
         if result.error is not ErrorCode.none:
             return result
+        # Single node: every replica in the ISR (just us) has the batch once it is in the log.
+        # Advanced before any await, so a cancelled request (its client hung up) cannot leave
+        # appended data invisible. As in Kafka, the flush policy delays the acknowledgement,
+        # not the high watermark.
+        log.update_high_watermark(log.log_end_offset)
+        partition.wake_waiters()
         if result.needs_flush:
             try:
                 await self._core.run_blocking(log.flush)
             except OSError as exc:
                 return self._core.storage_error(partition, exc)
-        # Single node: every replica in the ISR (just us) has the batch once it is in the log.
-        log.update_high_watermark(log.log_end_offset)
-        partition.wake_waiters()
         return result
 
     async def wait_for_data(self, partitions: list[Partition], timeout_s: float) -> None:
