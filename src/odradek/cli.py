@@ -49,9 +49,9 @@ class CliError(Exception):
 class OffsetCommitter(Protocol):
     """The hook for `consume --group`: where a consumer group starts and what it has read.
 
-    Consumer groups (FindCoordinator, JoinGroup/SyncGroup, OffsetFetch/OffsetCommit) come in a
-    later issue. The consume loop calls `starting_offsets` once for partitions without an explicit
-    start and `commit` after each fetch's records are printed; a group implementation plugs in here.
+    The consume loop calls `starting_offsets` once (partitions it leaves out start as the flags
+    say) and `commit` after each fetch's records are printed. `cli_groups.GroupOffsets` is the
+    implementation.
     """
 
     async def starting_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
@@ -262,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kafka console consumer formatter properties: print.key, print.partition, "
         "print.offset, print.timestamp, print.headers, key.separator, null.literal",
     )
-    consume.add_argument("--group", metavar="G", help="consumer group (not available yet)")
+    consume.add_argument(
+        "--group",
+        metavar="G",
+        help="start at group G's committed offsets (the start flags apply to partitions without "
+        "one) and commit what is printed; reads every partition, without joining as a member",
+    )
     consume.add_argument(
         "--isolation-level",
         choices=("read_uncommitted", "read_committed"),
@@ -805,10 +810,9 @@ async def _consume(
     }
 
     if args.group is not None and committer is None:
-        raise CliError(
-            "consumer groups (--group) are not available yet; consume without --group, "
-            "choosing the start with --from-beginning, --offset or --timestamp"
-        )
+        from odradek.cli_groups import GroupOffsets
+
+        committer = GroupOffsets(client, args.group)
     if isinstance(args.offset, int) and args.partition is None:
         raise CliError("--offset N needs --partition (offsets are per partition)", EXIT_USAGE)
     render = (
@@ -824,7 +828,9 @@ async def _consume(
                 f"{len(partitions)} partitions"
             )
         partitions = [args.partition]
-    offsets = await _start_offsets(client, args, partitions)
+    committed = await committer.starting_offsets(args.topic, partitions) if committer else {}
+    offsets = {**await _start_offsets(client, args, [p for p in partitions if p not in committed]),
+               **committed}
     out = sys.stdout.buffer
     isolation_level = 1 if args.isolation_level == "read_committed" else 0
     reset = "earliest" if args.from_beginning or args.offset == "earliest" else "latest"

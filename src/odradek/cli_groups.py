@@ -380,51 +380,71 @@ async def _reset(client: Any, args: argparse.Namespace) -> int:
                 offset = latest if found < 0 else found
             targets[(topic, p)] = offset
     if not args.dry_run:
-        connection = await _coordinator(client, args.group)
-        by_topic: dict[str, list[Any]] = {}
-        for (topic, p), offset in sorted(targets.items()):
-            by_topic.setdefault(topic, []).append(
-                _entity(
-                    connection,
-                    OFFSET_COMMIT,
-                    "OffsetCommitRequestPartition",
-                    partition_index=p,
-                    committed_offset=offset,
-                    committed_leader_epoch=-1,
-                    committed_metadata="",
-                )
-            )
-        from datetime import timedelta
-
-        response = await connection.send(
-            _request(
-                connection,
-                OFFSET_COMMIT,
-                "OffsetCommitRequest",
-                group_id=args.group,
-                generation_id_or_member_epoch=-1,
-                member_id="",
-                group_instance_id=None,
-                retention_time=timedelta(milliseconds=-1),
-                topics=tuple(
-                    _entity(
-                        connection,
-                        OFFSET_COMMIT,
-                        "OffsetCommitRequestTopic",
-                        name=t,
-                        partitions=tuple(ps),
-                    )
-                    for t, ps in by_topic.items()
-                ),
-            )
-        )
-        for topic in response.topics:
-            for p in topic.partitions:
-                _check(p.error_code, f"commit offset of {topic.name}-{p.partition_index}")
+        await commit_offsets(client, args.group, targets)
     rows = [("GROUP", "TOPIC", "PARTITION", "NEW-OFFSET")]
     rows += [(args.group, t, str(p), str(o)) for (t, p), o in sorted(targets.items())]
     print(_table(rows))
     return 0
+
+
+async def commit_offsets(client: Any, group: str, offsets: dict[tuple[str, int], int]) -> None:
+    """A "simple" OffsetCommit (generation -1, no member id), as a consumer using `assign()`
+    makes: accepted by the coordinator only while the group has no active members."""
+    from datetime import timedelta
+
+    connection = await _coordinator(client, group)
+    by_topic: dict[str, list[Any]] = {}
+    for (topic, p), offset in sorted(offsets.items()):
+        by_topic.setdefault(topic, []).append(
+            _entity(
+                connection,
+                OFFSET_COMMIT,
+                "OffsetCommitRequestPartition",
+                partition_index=p,
+                committed_offset=offset,
+                committed_leader_epoch=-1,
+                committed_metadata="",
+            )
+        )
+    response = await connection.send(
+        _request(
+            connection,
+            OFFSET_COMMIT,
+            "OffsetCommitRequest",
+            group_id=group,
+            generation_id_or_member_epoch=-1,
+            member_id="",
+            group_instance_id=None,
+            retention_time=timedelta(milliseconds=-1),
+            topics=tuple(
+                _entity(connection, OFFSET_COMMIT, "OffsetCommitRequestTopic", name=t, partitions=tuple(ps))
+                for t, ps in by_topic.items()
+            ),
+        )
+    )
+    for topic in response.topics:
+        for p in topic.partitions:
+            _check(p.error_code, f"commit offset of {topic.name}-{p.partition_index}")
+
+
+class GroupOffsets:
+    """`consume --group G`: start where group G's committed offsets say, commit what was printed.
+
+    The CLI reads as an `assign()` consumer of every partition (it does not join the group as a
+    member), so its commits are "simple" commits, which the coordinator refuses while the group
+    has active members (the error says so). Implements `odradek.cli.OffsetCommitter`.
+    """
+
+    def __init__(self, client: Any, group: str) -> None:
+        self.client = client
+        self.group = group
+
+    async def starting_offsets(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        committed = await _committed(self.client, self.group)
+        return {p: committed[(topic, p)] for p in partitions if (topic, p) in committed}
+
+    async def commit(self, topic: str, offsets: dict[int, int]) -> None:
+        await commit_offsets(self.client, self.group, {(topic, p): o for p, o in offsets.items()})
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:

@@ -180,3 +180,32 @@ def test_decode_assignment_reads_the_consumer_protocol_and_refuses_garbage():
     assert decode_assignment(data) == [("abc", [0, 5])]
     assert decode_assignment(b"") == []
     assert decode_assignment(struct.pack(">hi", 0, 2**31 - 1)) == []
+
+
+def test_consume_with_group_resumes_where_the_group_committed(broker):
+    import subprocess
+    import sys
+
+    topic, group = f"t-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(10)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(6):
+        producer.produce(topic, value=f"v{i}".encode(), partition=i % 2)
+    producer.flush(10)
+
+    def consume(*extra):
+        result = subprocess.run(
+            [sys.executable, "-m", "odradek", "consume", topic, "--group", group, "--timeout-ms", "1500",
+             "--bootstrap-server", broker.bootstrap, *extra],
+            capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr.decode()
+        return sorted(result.stdout.decode().split())
+
+    # No committed offsets yet: --from-beginning applies; what was printed is committed.
+    assert consume("--from-beginning") == [f"v{i}" for i in range(6)]
+    assert consume("--from-beginning") == []  # the committed offsets win over the flag
+    for i in range(6, 8):
+        producer.produce(topic, value=f"v{i}".encode(), partition=i % 2)
+    producer.flush(10)
+    assert consume() == ["v6", "v7"]
