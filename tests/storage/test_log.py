@@ -155,7 +155,9 @@ def test_idempotent_producer_duplicate_gap_and_fencing_through_the_log(fs):
     fenced = append_values(log, [b"f"], producer_id=9, producer_epoch=0, base_sequence=3)
     assert fenced.error is ErrorCode.invalid_producer_epoch
     unknown = append_values(log, [b"g"], producer_id=10, producer_epoch=0, base_sequence=3)
-    assert unknown.error is ErrorCode.out_of_order_sequence_number
+    assert unknown.error is ErrorCode.none  # no state for producer 10: any first sequence (KIP-360)
+    after = append_values(log, [b"h"], producer_id=10, producer_epoch=0, base_sequence=5)
+    assert after.error is ErrorCode.out_of_order_sequence_number  # but then in order from there
 
 
 def test_flush_messages_policy_and_flush_advances_the_recovery_point(fs):

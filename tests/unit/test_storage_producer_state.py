@@ -23,9 +23,11 @@ def appended(state, h, first_offset):
     state.update(h, first_offset, first_offset + h.last_offset_delta, 0)
 
 
-def test_unknown_producer_must_start_at_sequence_zero():
+def test_unknown_producer_may_start_at_any_sequence_as_in_kafka():
+    # KIP-360: a producer the partition has no state for (expired, or removed with the log's
+    # head) is accepted at any sequence; its state starts from that batch.
     _, state = manager()
-    assert state.check(header(5), log_start_offset=0).error is ErrorCode.out_of_order_sequence_number
+    assert state.check(header(5), log_start_offset=0).error is ErrorCode.none
     assert state.check(header(0), log_start_offset=0).error is ErrorCode.none
 
 

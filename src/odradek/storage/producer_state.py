@@ -125,9 +125,8 @@ class ProducerStateManager:
         first_seq, last_seq = header.base_sequence, header.last_sequence
         entry = self.producers.get(pid)
         if entry is None:
-            if first_seq != 0 and log_start_offset == 0:
-                return ProducerCheck(ErrorCode.out_of_order_sequence_number,
-                                     f"unknown producer {pid}: first sequence {first_seq} is not 0")
+            # Kafka (since KIP-360) accepts any first sequence from a producer it has no state
+            # for: its state may have been removed by retention, DeleteRecords or expiry.
             return ACCEPT
         if epoch < entry.producer_epoch:
             return ProducerCheck(ErrorCode.invalid_producer_epoch,
