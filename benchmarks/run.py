@@ -23,7 +23,7 @@ from pathlib import Path
 
 from benchmarks import latency, procstat, scale, workload
 from benchmarks.profile import PySpy, top_self_time
-from benchmarks.servers import Server, make_server
+from benchmarks.servers import OdradekServer, Server, make_server
 
 # (record_bytes, partitions, acks, compression)
 FULL_PRODUCE_MATRIX = [(size, parts, acks, codec) for size in (100, 1024, 16384)
@@ -341,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="py-spy the Odradek broker during produce and consume; stacks into DIR")
     p.add_argument("--json", metavar="FILE", default=None, help="write all figures as JSON")
     p.add_argument("--work-dir", default=None, help="data dirs and logs (default: a temp dir)")
+    p.add_argument("--odradek-log-dirs", default=None, metavar="DIR",
+                   help="Odradek's log.dirs for the throughput sections (e.g. a tmpfs, to tell "
+                        "disk writeback from broker cost); default: under the work dir")
     args = p.parse_args(argv)
 
     settings = QUICK if args.quick else FULL
@@ -359,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if sections & {"produce", "consume", "latency"}:
         servers = [make_server(kind, work_dir / "throughput") for kind in kinds]
+        for server in servers:
+            if args.odradek_log_dirs and isinstance(server, OdradekServer):
+                server.log_dirs = Path(args.odradek_log_dirs)
         try:
             for server in servers:
                 server.start()

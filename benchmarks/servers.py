@@ -135,11 +135,12 @@ class OdradekServer(Server):
     def __init__(self, work_dir: Path, overrides: dict[str, str] | None = None) -> None:
         super().__init__(work_dir)
         self.overrides = dict(overrides or {})
+        self.log_dirs = self.work_dir / "data"
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "odradek", "serve",
                "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}",
-               "--log-dirs", str(self.work_dir / "data")]
+               "--log-dirs", str(self.log_dirs)]
         for key, value in self.overrides.items():
             cmd += ["--override", f"{key}={value}"]
         return cmd
