@@ -20,7 +20,9 @@ What is checked (`CrashLoopReport.check`), the broker's guarantees to an idempot
 - no value appears twice in the log (idempotence holds across restarts and resends);
 - per partition the log's offsets are contiguous from 0 and each producer's records are in
   the order it sent them;
-- the consumer saw no error (no CRC failure, no corrupt batch).
+- the consumer saw no error (no CRC failure, no corrupt batch);
+- with `group_id`, a committer commits growing offsets for the topic's partitions throughout the
+  run; every offset the broker acknowledged must still be committed (or a later one) at the end.
 
 Records a producer sent but never saw acknowledged may or may not be in the log; when they are,
 they still count for the duplicate and order checks. Runs in the test process; not thread-safe
@@ -64,6 +66,7 @@ class CrashLoopReport:
     restart_s: list = field(default_factory=list)  # time for each restart to serve
     committed_offset_regressions: list = field(default_factory=list)
     group_offsets_checked: bool = False
+    commits_acked: int = 0  # OffsetCommit requests the broker acknowledged (when group_id is set)
     broker_exits: list = field(default_factory=list)  # the broker died without being killed
 
     def summary(self) -> str:
@@ -73,7 +76,7 @@ class CrashLoopReport:
                 f"lost={len(self.lost)} duplicates={len(self.duplicates)} reordered={len(self.reordered)} "
                 f"gaps={len(self.gaps)} delivery_errors={self.delivery_errors} {self.error_names} "
                 f"consumer_errors={len(self.consumer_errors)} fatal={len(self.producer_fatal)} "
-                f"group_offsets_checked={self.group_offsets_checked} "
+                f"group_offsets_checked={self.group_offsets_checked} commits_acked={self.commits_acked} "
                 f"regressions={len(self.committed_offset_regressions)} "
                 f"restart_median_ms={median:.0f} elapsed_s={self.elapsed_s:.1f}")
 
@@ -221,6 +224,7 @@ class CrashLoop:
             if committer is not None:
                 report.group_offsets_checked = True
                 report.committed_offset_regressions = committer.verify()
+                report.commits_acked = committer.commits_acked
         finally:
             stop.set()
             self.broker.stop()
@@ -321,6 +325,7 @@ class _OffsetCommitter:
         self.group_id = group_id
         self.next_offset = 0
         self.acked: dict[int, int] = {}
+        self.commits_acked = 0
         self._consumer = None
 
     def _client(self):
@@ -340,6 +345,8 @@ class _OffsetCommitter:
             result = self._client().commit(offsets=offsets, asynchronous=False)
         except KafkaException:
             return
+        if result and all(tp.error is None for tp in result):
+            self.commits_acked += 1
         for tp in result or ():
             if tp.error is None:
                 self.acked[tp.partition] = max(self.acked.get(tp.partition, 0), tp.offset)
