@@ -29,7 +29,8 @@ TOPIC = "corrupt"
 PARTITIONS = 2
 RECORDS = 6000
 VALUE_BYTES = 900
-SEEDS = int(os.environ.get("ODRADEK_CORRUPTION_SEEDS", "10"))
+SEEDS = int(os.environ.get("ODRADEK_CORRUPTION_SEEDS", "8"))
+METADATA_SEEDS = int(os.environ.get("ODRADEK_METADATA_CORRUPTION_SEEDS", "4"))
 OVERRIDES = {"log.flush.offset.checkpoint.interval.ms": "3600000"}
 
 
@@ -162,7 +163,7 @@ def test_corrupted_segments_indexes_and_checkpoints_recover_to_a_prefix(pristine
 def test_corrupted_metadata_log_serves_or_refuses_with_one_line(pristine, tmp_path):
     source, logs = pristine
     outcomes = {"served": 0, "served_without_partitions": 0, "refused": 0}
-    for seed in range(6):
+    for seed in range(METADATA_SEEDS):
         rng = random.Random(1000 + seed)
         data_dir = str(tmp_path / f"seed-{seed}")
         shutil.copytree(source, data_dir)
