@@ -1030,7 +1030,8 @@ def describe_broker_configs(broker: BrokerConfig, keys: Iterable[str] | None = N
             value = format_value(definition.config_type, definition.default)
             source = ConfigSource.DEFAULT_CONFIG
         entries.append(ConfigEntry(
-            name=definition.name, value=value, source=int(source), read_only=True,
+            name=definition.name, value=value, source=int(source),
+            read_only=definition.name not in DYNAMIC_BROKER_CONFIGS,
             is_sensitive=definition.config_type is ConfigType.PASSWORD, synonyms=synonyms,
             config_type=int(definition.config_type), documentation=definition.doc))
     return entries

@@ -333,7 +333,9 @@ def test_describe_broker_configs():
     assert (by_name["num.partitions"].value, by_name["num.partitions"].source) == ("3", ConfigSource.STATIC_BROKER_CONFIG)
     assert (by_name["default.replication.factor"].value,
             by_name["default.replication.factor"].source) == ("1", ConfigSource.DEFAULT_CONFIG)
-    assert all(e.read_only for e in by_name.values())
+    # Dynamic broker configs are writable (AlterConfigs), the rest read-only, as Kafka reports.
+    assert by_name["num.partitions"].read_only
+    assert not by_name["log.retention.ms"].read_only and not by_name["message.max.bytes"].read_only
     assert by_name["log.retention.ms"].value is None
     assert by_name["log.retention.ms"].synonyms == [("log.retention.hours", "2", 4), ("log.retention.hours", "168", 5)]
     assert [e.name for e in describe_broker_configs(config, keys=["num.partitions"])] == ["num.partitions"]

@@ -203,7 +203,6 @@ class BrokerCore:
     # -- background work ---------------------------------------------------------------------
     async def flush_due(self) -> None:
         await self.run_blocking(self.log_manager.flush_logs_due, now_ms())
-        await self.log_lifecycle_due()
 
     async def log_lifecycle_due(self) -> None:
         """Retention every log.retention.check.interval.ms (then checkpoint the log start

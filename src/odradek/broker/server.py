@@ -81,6 +81,7 @@ class BrokerServer:
             try:
                 self.core.connections.close_idle()
                 await self.core.flush_due()
+                await self.core.log_lifecycle_due()  # retention, the cleaner
                 if monotonic_ms() >= next_checkpoint_ms:
                     await self.core.checkpoint()
                     next_checkpoint_ms = monotonic_ms() + checkpoint_interval_ms
