@@ -28,8 +28,8 @@ import select
 import signal
 import struct
 import time
-import tracemalloc
 import traceback
+import tracemalloc
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -49,15 +49,27 @@ HEAP_BYTES_PER_FRAME_BYTE = 512  # a 1-byte empty struct becomes a ~200-byte Pyt
 HEAP_CONSTANT_BYTES = 1024 * 1024
 MAX_RSS_GROWTH_KIB = 256 * 1024
 MAX_DECODE_S = 2.0
-HEAP_SAMPLE_EVERY = 8  # tracemalloc slows every allocation; native (kio) allocations are the RSS check's
+HEAP_SAMPLE_EVERY = (
+    8  # tracemalloc slows every allocation; native (kio) allocations are the RSS check's
+)
 CHILD_TIMEOUT_S = 60.0
 LAST_INPUT_BYTES = 1024 * 1024
 HOSTILE_INT32 = (0x7FFFFFFF, -0x80000000, -1, -2, 0x10000000, 0x00FFFFFF, 65_536)
 HOSTILE_INT16 = (0x7FFF, -0x8000, -1, -2)
-HOSTILE_VARINT = (b"\xff\xff\xff\xff\x0f", b"\xff\xff\xff\xff\x07", b"\x80\x80\x80\x80\x80\x01", b"\xfe\xff\xff\xff\x0f")
+HOSTILE_VARINT = (
+    b"\xff\xff\xff\xff\x0f",
+    b"\xff\xff\xff\xff\x07",
+    b"\x80\x80\x80\x80\x80\x01",
+    b"\xfe\xff\xff\xff\x0f",
+)
 
-settings.register_profile("odradek-fuzz", database=None, derandomize=True, deadline=None,
-                          suppress_health_check=list(HealthCheck))
+settings.register_profile(
+    "odradek-fuzz",
+    database=None,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def _records_strategy():
@@ -89,11 +101,19 @@ def decode_like_broker(frame: bytes):
 def encode_frame(request, correlation_id: int = 7, client_id: str | None = "fuzz") -> bytes:
     """Header and body, without the size prefix (what FrameReader hands the connection)."""
     header_version = 2 if request.__flexible__ else 1
-    header_class = load_entity_module("request_header", header_version, EntityType.header).RequestHeader
+    header_class = load_entity_module(
+        "request_header", header_version, EntityType.header
+    ).RequestHeader
     buffer = io.BytesIO()
-    entity_writer(header_class)(buffer, header_class(request_api_key=request.__api_key__,
-                                                     request_api_version=request.__version__,
-                                                     correlation_id=correlation_id, client_id=client_id))
+    entity_writer(header_class)(
+        buffer,
+        header_class(
+            request_api_key=request.__api_key__,
+            request_api_version=request.__version__,
+            correlation_id=correlation_id,
+            client_id=client_id,
+        ),
+    )
     entity_writer(type(request))(buffer, request)
     return buffer.getvalue()
 
@@ -108,7 +128,7 @@ def mutate(frame: bytes, rng: random.Random) -> bytes:
         for _ in range(rng.randint(1, 4)):
             data[rng.randrange(len(data))] = rng.randrange(256)
     elif kind == 2:  # truncate
-        del data[rng.randrange(len(data) + 1):]
+        del data[rng.randrange(len(data) + 1) :]
     elif kind == 3:  # garbage appended
         data += rng.randbytes(rng.randint(1, 64))
     elif kind == 4 and len(data) >= 4:  # a length or count read as int32
@@ -119,7 +139,7 @@ def mutate(frame: bytes, rng: random.Random) -> bytes:
         struct.pack_into(">h", data, position, rng.choice(HOSTILE_INT16))
     elif kind == 6 and data:  # a compact length or tag read as a huge uvarint
         position = rng.randrange(len(data))
-        data[position:position + 1] = rng.choice(HOSTILE_VARINT)
+        data[position : position + 1] = rng.choice(HOSTILE_VARINT)
     elif kind == 7 and len(data) > 8:  # a slice repeated
         start = rng.randrange(8, len(data))
         end = min(len(data), start + rng.randint(1, 32))
@@ -146,7 +166,7 @@ class Budget:
         traced = self.inputs % HEAP_SAMPLE_EVERY == 0
         if self.last_input is not None and len(frame) + 4 <= LAST_INPUT_BYTES:
             struct.pack_into(">i", self.last_input, 0, len(frame))
-            self.last_input[4:4 + len(frame)] = frame
+            self.last_input[4 : 4 + len(frame)] = frame
         if traced:
             tracemalloc.start()
         started = time.perf_counter()
@@ -157,7 +177,7 @@ class Budget:
             request = None
         except MemoryError:  # pragma: no cover - the failure this test exists to find
             pytest.fail(f"MemoryError decoding a {len(frame)}-byte frame: {frame[:64].hex()}")
-        except Exception as exc:  # what the connection catches and closes on
+        except Exception as exc:  # noqa: BLE001 - any failure is data here
             self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
             request = None
         else:
@@ -168,8 +188,11 @@ class Budget:
             tracemalloc.stop()
             allowed = HEAP_BYTES_PER_FRAME_BYTE * len(frame) + HEAP_CONSTANT_BYTES
             assert peak <= allowed, (
-                f"decoding a {len(frame)}-byte frame peaked at {peak} heap bytes: {frame[:64].hex()}")
-        assert elapsed_s < MAX_DECODE_S, f"decoding a {len(frame)}-byte frame took {elapsed_s:.2f} s"
+                f"decoding a {len(frame)}-byte frame peaked at {peak} heap bytes: {frame[:64].hex()}"
+            )
+        assert elapsed_s < MAX_DECODE_S, (
+            f"decoding a {len(frame)}-byte frame took {elapsed_s:.2f} s"
+        )
         return request
 
 
@@ -189,11 +212,13 @@ def in_child(fn, timeout_s: float = CHILD_TIMEOUT_S):
     pid = os.fork()
     if pid == 0:  # child: never returns into pytest
         os.close(read_fd)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # an abort should not spend seconds on a core
+        resource.setrlimit(
+            resource.RLIMIT_CORE, (0, 0)
+        )  # an abort should not spend seconds on a core
         code = 0
         try:
             payload = json.dumps({"result": fn(last_input)})
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - any failure is data here
             payload, code = json.dumps({"error": traceback.format_exc()}), 1
         with os.fdopen(write_fd, "w") as out:
             out.write(payload)
@@ -213,8 +238,10 @@ def in_child(fn, timeout_s: float = CHILD_TIMEOUT_S):
             chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
-        pytest.fail(f"the decoder killed the process with signal {os.WTERMSIG(status)}; "
-                    f"last input (frame without size prefix): {_last(last_input)}")
+        pytest.fail(
+            f"the decoder killed the process with signal {os.WTERMSIG(status)}; "
+            f"last input (frame without size prefix): {_last(last_input)}"
+        )
     outcome = json.loads(b"".join(chunks) or b"{}")
     if "error" in outcome:
         pytest.fail(outcome["error"])
@@ -223,14 +250,15 @@ def in_child(fn, timeout_s: float = CHILD_TIMEOUT_S):
 
 def _last(buffer: mmap.mmap) -> str:
     (size,) = struct.unpack_from(">i", buffer, 0)
-    return buffer[4:4 + size].hex()
+    return buffer[4 : 4 + size].hex()
 
 
 def fuzz_api(api_key: int, last_input: mmap.mmap) -> dict:
     api = apis.APIS[api_key]
     budget = Budget(last_input)
     requests = st.sampled_from(_versions(api)).flatmap(
-        lambda version: st.from_type(apis.request_codec(api_key, version)[0]))
+        lambda version: st.from_type(apis.request_codec(api_key, version)[0])
+    )
 
     @settings(settings.get_profile("odradek-fuzz"), max_examples=EXAMPLES_PER_API)
     @given(request=requests, seed=st.integers(0, 2**32 - 1))
@@ -245,8 +273,13 @@ def fuzz_api(api_key: int, last_input: mmap.mmap) -> dict:
     run()
     growth_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kib
     assert growth_kib < MAX_RSS_GROWTH_KIB, f"max RSS grew by {growth_kib} KiB"
-    return {"inputs": budget.inputs, "decoded": budget.decoded, "refused": budget.refused,
-            "errors": budget.errors, "rss_growth_kib": growth_kib}
+    return {
+        "inputs": budget.inputs,
+        "decoded": budget.decoded,
+        "refused": budget.refused,
+        "errors": budget.errors,
+        "rss_growth_kib": growth_kib,
+    }
 
 
 # History: before `check_request_bounds`, kio 0.6.5's native reader sized an array from the count
@@ -260,7 +293,7 @@ def test_hostile_array_count_is_refused_without_aborting():
     def decode(last_input):
         try:
             decode_like_broker(METADATA_V9_HOSTILE_COUNT)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is data here
             return type(exc).__name__
         return "decoded"
 
@@ -285,7 +318,9 @@ def test_fuzz_decode_advertised_but_unusable_versions_are_refused_before_decodin
     for api in apis.APIS.values():
         for version in range(api.min_version, api.min_usable_version):
             for _ in range(200):
-                frame = struct.pack(">hhih", api.key, version, 1, -1) + rng.randbytes(rng.randint(0, 64))
+                frame = struct.pack(">hhih", api.key, version, 1, -1) + rng.randbytes(
+                    rng.randint(0, 64)
+                )
                 assert budget.feed(frame) is None
     assert budget.decoded == 0
 
@@ -307,5 +342,9 @@ def random_frames(last_input: mmap.mmap) -> dict:
         client_id_length = rng.choice((-1, -2, 0, 4, 0x7FFF))
         frame = struct.pack(">hhih", api_key, version, rng.randrange(2**31), client_id_length)
         budget.feed(frame + rng.randbytes(rng.randint(0, 128)))
-    return {"inputs": budget.inputs, "decoded": budget.decoded, "refused": budget.refused,
-            "errors": budget.errors}
+    return {
+        "inputs": budget.inputs,
+        "decoded": budget.decoded,
+        "refused": budget.refused,
+        "errors": budget.errors,
+    }

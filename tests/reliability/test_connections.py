@@ -18,8 +18,9 @@ API_VERSIONS = 18
 
 
 def api_versions(conn: RawConnection, timeout_s: float = 5.0):
-    request = conn.module("api_versions", 3).ApiVersionsRequest(client_software_name="reliability",
-                                                               client_software_version="1")
+    request = conn.module("api_versions", 3).ApiVersionsRequest(
+        client_software_name="reliability", client_software_version="1"
+    )
     return conn.request(request, timeout_s)
 
 
@@ -36,8 +37,10 @@ def broker_with(tmp_path):
     started = []
 
     def start(**overrides):
-        broker = BrokerProcess(str(tmp_path / f"data{len(started)}"),
-                               overrides={k.replace("_", "."): str(v) for k, v in overrides.items()}).start()
+        broker = BrokerProcess(
+            str(tmp_path / f"data{len(started)}"),
+            overrides={k.replace("_", "."): str(v) for k, v in overrides.items()},
+        ).start()
         started.append(broker)
         return broker
 
@@ -78,7 +81,13 @@ def test_max_connections_per_ip_counts_each_address(broker_with):
         sock.bind(("127.0.0.2", 0))
         sock.connect(("127.0.0.1", port))
         raw = RawConnection.__new__(RawConnection)
-        raw.sock, raw.timeout_s, raw.client_id, raw._next_correlation_id, raw._buffer = sock, 5.0, "x", 1, bytearray()
+        raw.sock, raw.timeout_s, raw.client_id, raw._next_correlation_id, raw._buffer = (
+            sock,
+            5.0,
+            "x",
+            1,
+            bytearray(),
+        )
         conns.append(raw)
         assert answered(raw)
     finally:
@@ -101,7 +110,10 @@ def test_idle_connections_are_closed_and_busy_ones_kept(broker_with):
 def test_pipelined_requests_past_queued_max_requests_are_all_answered_in_order(broker_with):
     broker = broker_with(queued_max_requests=4)
     m = RawConnection.module("metadata", 12)
-    with RawConnection(broker.bootstrap, timeout_s=30) as pipelined, RawConnection(broker.bootstrap) as other:
+    with (
+        RawConnection(broker.bootstrap, timeout_s=30) as pipelined,
+        RawConnection(broker.bootstrap) as other,
+    ):
         frames = []
         request = m.MetadataRequest(topics=None, include_topic_authorized_operations=False)
         count = 5000
@@ -119,8 +131,10 @@ def test_pipelined_requests_past_queued_max_requests_are_all_answered_in_order(b
             assert correlation_id == expected
             frames.append(correlation_id)
         sender.join(10)
-        print(f"\nqueued.max.requests=4: {count} pipelined answered in order; other client's worst "
-              f"ApiVersions {max(latencies) * 1000:.1f} ms")
+        print(
+            f"\nqueued.max.requests=4: {count} pipelined answered in order; other client's worst "
+            f"ApiVersions {max(latencies) * 1000:.1f} ms"
+        )
         assert max(latencies) < 1.0
 
 
@@ -153,7 +167,9 @@ def test_two_thousand_connections_while_a_new_client_is_answered(broker_with):
         with RawConnection(broker.bootstrap) as fresh:
             assert answered(fresh)
         worst_s = max(worst_s, time.perf_counter() - t)
-        print(f"\n2000 connections open: a new client's worst ApiVersions round trip {worst_s * 1000:.1f} ms")
+        print(
+            f"\n2000 connections open: a new client's worst ApiVersions round trip {worst_s * 1000:.1f} ms"
+        )
         assert worst_s < 2.0
         assert broker.process.poll() is None
     finally:

@@ -20,10 +20,10 @@ import time
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek.testing.process import BrokerProcess  # noqa: E402
+from odradek.testing.process import BrokerProcess
 
 TOPIC = "corrupt"
 PARTITIONS = 2
@@ -42,18 +42,39 @@ def pristine(tmp_path_factory):
     try:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         admin.create_topics(
-            [NewTopic(TOPIC, num_partitions=PARTITIONS, replication_factor=1,
-                      config={"segment.bytes": str(1024 * 1024)})])[TOPIC].result(10)
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True,
-                             "linger.ms": 5, "compression.type": "none", "batch.size": 64 * 1024})
+            [
+                NewTopic(
+                    TOPIC,
+                    num_partitions=PARTITIONS,
+                    replication_factor=1,
+                    config={"segment.bytes": str(1024 * 1024)},
+                )
+            ]
+        )[TOPIC].result(10)
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "compression.type": "none",
+                "batch.size": 64 * 1024,
+            }
+        )
         acked: dict[int, dict[int, bytes]] = {p: {} for p in range(PARTITIONS)}
         for i in range(RECORDS):
             value = (f"{i:08d}-".encode() * (VALUE_BYTES // 9 + 1))[:VALUE_BYTES]
             while True:
                 try:
-                    producer.produce(TOPIC, value=value, partition=i % PARTITIONS,
-                                     on_delivery=lambda err, msg: err is None and acked[msg.partition()].__setitem__(
-                                         msg.offset(), msg.value()))
+                    producer.produce(
+                        TOPIC,
+                        value=value,
+                        partition=i % PARTITIONS,
+                        on_delivery=lambda err, msg: (
+                            err is None
+                            and acked[msg.partition()].__setitem__(msg.offset(), msg.value())
+                        ),
+                    )
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -107,12 +128,23 @@ def corrupt(data_dir: str, rng: random.Random, *, include_metadata: bool) -> lis
 
 
 def read_all(bootstrap: str) -> tuple[dict[int, list[tuple[int, bytes]]], list[str]]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "corruption-check", "check.crcs": True,
-                         "enable.auto.commit": False, "enable.partition.eof": True, "log_level": 0})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "corruption-check",
+            "check.crcs": True,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "log_level": 0,
+        }
+    )
     got: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(PARTITIONS)}
     errors: list[str] = []
     try:
-        high = {p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), 10)[1] for p in range(PARTITIONS)}
+        high = {
+            p: consumer.get_watermark_offsets(TopicPartition(TOPIC, p), 10)[1]
+            for p in range(PARTITIONS)
+        }
         pending = {p for p in range(PARTITIONS) if high[p] > 0}
         consumer.assign([TopicPartition(TOPIC, p, 0) for p in range(PARTITIONS)])
         deadline = time.monotonic() + 30
@@ -155,7 +187,9 @@ def test_corrupted_segments_indexes_and_checkpoints_recover_to_a_prefix(pristine
         for partition, records in got.items():
             offsets = [o for o, _ in records]
             assert offsets == list(range(len(records))), f"{context}: offsets are not a prefix"
-            assert [v for _, v in records] == logs[partition][:len(records)], f"{context}: values differ"
+            assert [v for _, v in records] == logs[partition][: len(records)], (
+                f"{context}: values differ"
+            )
             kept_total += len(records)
     print(f"\ncorruption: seeds={SEEDS} kept={kept_total} of {SEEDS * RECORDS} records (prefixes)")
 
@@ -188,13 +222,17 @@ def test_corrupted_metadata_log_serves_or_refuses_with_one_line(pristine, tmp_pa
                 try:
                     got, errors = read_all(broker.bootstrap)
                 except Exception as exc:
-                    raise AssertionError(f"seed {seed}: {done}: {metadata.topics[TOPIC].partitions} "
-                                         + "".join(broker.output[-20:])) from exc
+                    raise AssertionError(
+                        f"seed {seed}: {done}: {metadata.topics[TOPIC].partitions} "
+                        + "".join(broker.output[-20:])
+                    ) from exc
                 assert errors == [], f"seed {seed}: {done}"
                 for partition, records in got.items():
-                    assert [v for _, v in records] == logs[partition][:len(records)]
+                    assert [v for _, v in records] == logs[partition][: len(records)]
             outcomes["served"] += 1
         finally:
             broker.stop()
-        assert "Traceback" not in "".join(broker.output), f"seed {seed}: {done}\n" + "".join(broker.output)
+        assert "Traceback" not in "".join(broker.output), f"seed {seed}: {done}\n" + "".join(
+            broker.output
+        )
     print(f"\nmetadata corruption: {outcomes}")

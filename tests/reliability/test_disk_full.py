@@ -13,10 +13,10 @@ import time
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek.testing.process import BrokerProcess  # noqa: E402
+from odradek.testing.process import BrokerProcess
 
 TMPFS_BYTES = 6 * 1024 * 1024
 VALUE_BYTES = 50 * 1024
@@ -29,8 +29,12 @@ def small_disk(tmp_path):
     mount_point.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:
@@ -42,8 +46,17 @@ def small_disk(tmp_path):
 def produce(bootstrap, values):
     """Produce each value (no retries, no idempotence, so an error reaches us); returns
     [(offset or None, error code or None)]."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": False,
-                         "retries": 0, "linger.ms": 0, "compression.type": "none", "log_level": 0})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": False,
+            "retries": 0,
+            "linger.ms": 0,
+            "compression.type": "none",
+            "log_level": 0,
+        }
+    )
     results = []
 
     def on_delivery(err, msg):
@@ -56,8 +69,16 @@ def produce(bootstrap, values):
 
 
 def read_all(bootstrap):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "full-check", "check.crcs": True,
-                         "enable.auto.commit": False, "log_level": 0, "fetch.message.max.bytes": 1024 * 1024})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "full-check",
+            "check.crcs": True,
+            "enable.auto.commit": False,
+            "log_level": 0,
+            "fetch.message.max.bytes": 1024 * 1024,
+        }
+    )
     try:
         high = consumer.get_watermark_offsets(TopicPartition(TOPIC, 0), 10)[1]
         consumer.assign([TopicPartition(TOPIC, 0, 0)])
@@ -79,7 +100,9 @@ def test_disk_full_answers_storage_error_keeps_reads_and_recovers(small_disk):
     broker = BrokerProcess(data_dir, overrides={"log.segment.bytes": str(1024 * 1024)}).start()
     try:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-        admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])[TOPIC].result(10)
+        admin.create_topics([NewTopic(TOPIC, num_partitions=1, replication_factor=1)])[
+            TOPIC
+        ].result(10)
         filler = os.path.join(small_disk, "filler")
         with open(filler, "wb") as f:  # leave about 2 MiB for the broker
             f.write(b"\0" * (TMPFS_BYTES - 2 * 1024 * 1024 - 64 * 1024))
@@ -88,7 +111,9 @@ def test_disk_full_answers_storage_error_keeps_reads_and_recovers(small_disk):
         results = produce(broker.bootstrap, values)
         acked = [(offset, values[i]) for i, (offset, error) in enumerate(results) if error is None]
         errors = [error for _, error in results if error is not None]
-        print(f"\ndisk full: acked={len(acked)} refused={len(errors)} codes={sorted(set(map(str, errors)))}")
+        print(
+            f"\ndisk full: acked={len(acked)} refused={len(errors)} codes={sorted(set(map(str, errors)))}"
+        )
         assert acked and errors, "the tmpfs should have filled up part way"
         assert set(errors) == {KafkaError.KAFKA_STORAGE_ERROR}
         assert broker.process.poll() is None

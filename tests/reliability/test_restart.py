@@ -14,24 +14,35 @@ import time
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek.storage.checkpoints import RECOVERY_POINT_CHECKPOINT, OffsetCheckpointFile  # noqa: E402
-from odradek.storage.fs import RealFileSystem  # noqa: E402
-from odradek.testing.process import BrokerProcess  # noqa: E402
+from odradek.storage.checkpoints import RECOVERY_POINT_CHECKPOINT, OffsetCheckpointFile
+from odradek.storage.fs import RealFileSystem
+from odradek.testing.process import BrokerProcess
 
 RECOVERING = "no clean shutdown marker"
 
 
 def create(bootstrap, topic, partitions):
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[
+        topic
+    ].result(30)
 
 
 def produce(bootstrap, topic, partitions, records, value_bytes, codec="none"):
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20, "log_level": 0,
-                         "compression.type": codec, "batch.size": 1024 * 1024, "queue.buffering.max.kbytes": 512 * 1024})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 20,
+            "log_level": 0,
+            "compression.type": codec,
+            "batch.size": 1024 * 1024,
+            "queue.buffering.max.kbytes": 512 * 1024,
+        }
+    )
     value = b"r" * value_bytes
     for i in range(records):
         while True:
@@ -48,7 +59,10 @@ def produce(bootstrap, topic, partitions, records, value_bytes, codec="none"):
 def high_watermarks(bootstrap, topic, partitions):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hw", "log_level": 0})
     try:
-        return [consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in range(partitions)]
+        return [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1]
+            for p in range(partitions)
+        ]
     finally:
         consumer.close()
 
@@ -64,7 +78,9 @@ def test_sigterm_writes_checkpoints_and_the_next_start_skips_recovery(tmp_path):
         assert broker.stop() == 0  # SIGTERM
         assert any("stopped cleanly" in line for line in broker.output)
         assert os.path.exists(os.path.join(data_dir, ".kafka_cleanshutdown"))
-        recovery_points = OffsetCheckpointFile(RealFileSystem(), os.path.join(data_dir, RECOVERY_POINT_CHECKPOINT)).read()
+        recovery_points = OffsetCheckpointFile(
+            RealFileSystem(), os.path.join(data_dir, RECOVERY_POINT_CHECKPOINT)
+        ).read()
         assert [recovery_points[("g", p)] for p in range(4)] == before  # flushed up to the log end
 
         started = time.perf_counter()
@@ -79,8 +95,10 @@ def test_sigterm_writes_checkpoints_and_the_next_start_skips_recovery(tmp_path):
         unclean_restart_ms = (time.perf_counter() - started) * 1000
         assert any(RECOVERING in line for line in broker.output)
         assert high_watermarks(broker.bootstrap, "g", 4) == before
-        print(f"\nrestart: after SIGTERM {clean_restart_ms:.0f} ms (no recovery), after SIGKILL "
-              f"{unclean_restart_ms:.0f} ms (process start to ready line)")
+        print(
+            f"\nrestart: after SIGTERM {clean_restart_ms:.0f} ms (no recovery), after SIGKILL "
+            f"{unclean_restart_ms:.0f} ms (process start to ready line)"
+        )
     finally:
         broker.stop()
 
@@ -90,7 +108,7 @@ def test_sigterm_writes_checkpoints_and_the_next_start_skips_recovery(tmp_path):
 def test_restart_after_kill_of_a_broker_holding_1_gib_in_100_partitions(tmp_path):
     data_dir = str(tmp_path / "data")
     partitions, value_bytes = 100, 10 * 1024
-    records = (1024 ** 3) // value_bytes
+    records = (1024**3) // value_bytes
     broker = BrokerProcess(data_dir, overrides={"log.segment.bytes": str(64 * 1024 * 1024)}).start()
     try:
         create(broker.bootstrap, "big", partitions)
@@ -98,8 +116,12 @@ def test_restart_after_kill_of_a_broker_holding_1_gib_in_100_partitions(tmp_path
         produce(broker.bootstrap, "big", partitions, records, value_bytes)
         produce_s = time.perf_counter() - started
         before = high_watermarks(broker.bootstrap, "big", partitions)
-        stored = sum(os.path.getsize(os.path.join(root, n)) for root, _, names in os.walk(data_dir)
-                     for n in names if n.endswith(".log"))
+        stored = sum(
+            os.path.getsize(os.path.join(root, n))
+            for root, _, names in os.walk(data_dir)
+            for n in names
+            if n.endswith(".log")
+        )
         broker.kill()
         started = time.perf_counter()
         broker.start()
@@ -109,9 +131,11 @@ def test_restart_after_kill_of_a_broker_holding_1_gib_in_100_partitions(tmp_path
         answered_s = time.perf_counter() - started
         assert after == before
         ready_line = next(line for line in broker.output if "ready on" in line)
-        print(f"\n1 GiB restart: {stored / 1024 ** 3:.2f} GiB in {partitions} partitions (produced in "
-              f"{produce_s:.0f} s); after kill -9 ready in {ready_s:.2f} s, all high watermarks answered in "
-              f"{answered_s:.2f} s; broker says: {ready_line.strip()}")
+        print(
+            f"\n1 GiB restart: {stored / 1024**3:.2f} GiB in {partitions} partitions (produced in "
+            f"{produce_s:.0f} s); after kill -9 ready in {ready_s:.2f} s, all high watermarks answered in "
+            f"{answered_s:.2f} s; broker says: {ready_line.strip()}"
+        )
         broker.stop()
         started = time.perf_counter()
         broker.start()

@@ -17,11 +17,11 @@ from datetime import timedelta
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek.testing.process import BrokerProcess  # noqa: E402
-from odradek.testing.raw import RawConnection, encode_request  # noqa: E402
+from odradek.testing.process import BrokerProcess
+from odradek.testing.raw import RawConnection, encode_request
 
 MEASURE_S = 2.0
 BIG_VALUE_BYTES = 64 * 1024
@@ -31,10 +31,19 @@ MAX_BROKER_RSS_KIB = 600 * 1024
 
 
 def round_trips_per_s(bootstrap: str, seconds: float) -> float:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0, "log_level": 0})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "wb", "log_level": 0,
-                         "enable.auto.commit": False, "auto.offset.reset": "latest"})
-    low, high = consumer.get_watermark_offsets(TopicPartition("wb", 0), 10)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0, "log_level": 0}
+    )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "wb",
+            "log_level": 0,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "latest",
+        }
+    )
+    _, high = consumer.get_watermark_offsets(TopicPartition("wb", 0), 10)
     consumer.assign([TopicPartition("wb", 0, high)])
     count = 0
     try:
@@ -64,9 +73,17 @@ def broker(tmp_path_factory):
     with BrokerProcess(str(tmp_path_factory.mktemp("slow") / "data")) as process:
         admin = AdminClient({"bootstrap.servers": process.bootstrap})
         for name in ("wb", "big"):
-            admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[name].result(10)
-        producer = Producer({"bootstrap.servers": process.bootstrap, "acks": "all", "compression.type": "none",
-                             "log_level": 0})
+            admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])[
+                name
+            ].result(10)
+        producer = Producer(
+            {
+                "bootstrap.servers": process.bootstrap,
+                "acks": "all",
+                "compression.type": "none",
+                "log_level": 0,
+            }
+        )
         for i in range(BIG_RECORDS):
             producer.produce("big", value=bytes([i % 251]) * BIG_VALUE_BYTES, partition=0)
             producer.poll(0)
@@ -103,8 +120,10 @@ def test_clients_sending_one_byte_per_second_cost_only_their_connections(broker)
         for s in socks:
             s.close()
     ratio = during / baseline
-    print(f"\nslow clients: baseline={baseline:.0f}/s with 20 one-byte-per-second clients={during:.0f}/s "
-          f"ratio={ratio:.2f}")
+    print(
+        f"\nslow clients: baseline={baseline:.0f}/s with 20 one-byte-per-second clients={during:.0f}/s "
+        f"ratio={ratio:.2f}"
+    )
     assert ratio > MIN_RATIO
 
 
@@ -113,10 +132,27 @@ def test_a_client_that_never_reads_its_fetch_responses_costs_only_its_connection
     rss_before = broker_rss_kib(broker.process.pid)
     m = RawConnection.module("fetch", 12)
     request = m.FetchRequest(
-        max_wait=timedelta(0), min_bytes=1, max_bytes=64 * 1024 * 1024, session_id=0, session_epoch=-1,
-        topics=(m.FetchTopic(topic="big", partitions=(m.FetchPartition(
-            partition=0, fetch_offset=0, partition_max_bytes=64 * 1024 * 1024, current_leader_epoch=-1),)),),
-        forgotten_topics_data=(), rack_id="")
+        max_wait=timedelta(0),
+        min_bytes=1,
+        max_bytes=64 * 1024 * 1024,
+        session_id=0,
+        session_epoch=-1,
+        topics=(
+            m.FetchTopic(
+                topic="big",
+                partitions=(
+                    m.FetchPartition(
+                        partition=0,
+                        fetch_offset=0,
+                        partition_max_bytes=64 * 1024 * 1024,
+                        current_leader_epoch=-1,
+                    ),
+                ),
+            ),
+        ),
+        forgotten_topics_data=(),
+        rack_id="",
+    )
     stuck = socket.create_connection(("127.0.0.1", broker.port))
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     payload = b"".join(encode_request(request, cid) for cid in range(1, 201))
@@ -130,8 +166,10 @@ def test_a_client_that_never_reads_its_fetch_responses_costs_only_its_connection
         stuck.close()
         sender.join(5)
     ratio = during / baseline
-    print(f"\nstuck reader: baseline={baseline:.0f}/s with a never-reading fetcher={during:.0f}/s ratio={ratio:.2f} "
-          f"broker RSS {rss_before // 1024} -> {rss_after // 1024} MiB")
+    print(
+        f"\nstuck reader: baseline={baseline:.0f}/s with a never-reading fetcher={during:.0f}/s ratio={ratio:.2f} "
+        f"broker RSS {rss_before // 1024} -> {rss_after // 1024} MiB"
+    )
     assert ratio > MIN_RATIO
     assert rss_after < MAX_BROKER_RSS_KIB
     assert broker.process.poll() is None

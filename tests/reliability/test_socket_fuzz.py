@@ -19,11 +19,11 @@ import time
 import pytest
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from odradek.protocol import apis  # noqa: E402
-from odradek.testing.process import BrokerProcess  # noqa: E402
+from odradek.protocol import apis
+from odradek.testing.process import BrokerProcess
 
 GARBAGE_CONNECTIONS = 300
 
@@ -34,7 +34,9 @@ def framing_garbage(rng: random.Random) -> bytes:
     if kind == 0:  # noise
         return rng.randbytes(rng.randint(1, 2000))
     if kind == 1:  # a size prefix over socket.request.max.bytes, or negative
-        return struct.pack(">i", rng.choice((-1, -2**31, 2**31 - 1, 200 * 1024 * 1024))) + rng.randbytes(64)
+        return struct.pack(
+            ">i", rng.choice((-1, -(2**31), 2**31 - 1, 200 * 1024 * 1024))
+        ) + rng.randbytes(64)
     if kind == 2:  # a frame too short for a header
         body = rng.randbytes(rng.randint(0, 7))
         return struct.pack(">i", len(body)) + body
@@ -43,7 +45,9 @@ def framing_garbage(rng: random.Random) -> bytes:
         return struct.pack(">i", len(body)) + body
     if kind == 4:  # an unsupported version of a served API
         api = rng.choice(list(apis.APIS.values()))
-        body = struct.pack(">hhih", api.key, api.max_version + rng.randint(1, 50), 1, -1) + rng.randbytes(16)
+        body = struct.pack(
+            ">hhih", api.key, api.max_version + rng.randint(1, 50), 1, -1
+        ) + rng.randbytes(16)
         return struct.pack(">i", len(body)) + body
     if kind == 5:  # a frame that promises more than is sent, then the connection closes
         return struct.pack(">i", 10_000) + rng.randbytes(rng.randint(0, 9_999))
@@ -75,9 +79,17 @@ class WellBehavedClient(threading.Thread):
         self.worst_s = 0.0
 
     def run(self) -> None:
-        producer = Producer({"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 0, "log_level": 0})
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "wb", "log_level": 0,
-                             "enable.auto.commit": False})
+        producer = Producer(
+            {"bootstrap.servers": self.bootstrap, "acks": "all", "linger.ms": 0, "log_level": 0}
+        )
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "wb",
+                "log_level": 0,
+                "enable.auto.commit": False,
+            }
+        )
         consumer.assign([TopicPartition(self.topic, 0, 0)])
         try:
             while not self.stop.is_set():
@@ -127,8 +139,13 @@ def run_garbage(broker: BrokerProcess, make, connections: int, seed: int) -> dic
     during = client.round_trips - before
     client.stop.set()
     client.join(15)
-    return {"alive": broker.process.poll() is None, "round_trips_during": during, "failures": client.failures,
-            "worst_ms": round(client.worst_s * 1000, 1), "closed_by_broker": closed_by_broker}
+    return {
+        "alive": broker.process.poll() is None,
+        "round_trips_during": during,
+        "failures": client.failures,
+        "worst_ms": round(client.worst_s * 1000, 1),
+        "closed_by_broker": closed_by_broker,
+    }
 
 
 def test_framing_garbage_connections_leave_a_good_client_working(tmp_path):

@@ -55,7 +55,9 @@ class CrashLoopReport:
     acked: int = 0
     delivery_errors: int = 0
     stored: int = 0  # records read back
-    lost: list = field(default_factory=list)  # (partition, offset, value) acked but absent/different
+    lost: list = field(
+        default_factory=list
+    )  # (partition, offset, value) acked but absent/different
     duplicates: list = field(default_factory=list)  # values stored more than once
     reordered: list = field(default_factory=list)  # (partition, producer, seq before, seq after)
     gaps: list = field(default_factory=list)  # (partition, expected offset, got offset)
@@ -72,18 +74,28 @@ class CrashLoopReport:
     def summary(self) -> str:
         restart_ms = sorted(self.restart_s)
         median = restart_ms[len(restart_ms) // 2] * 1000 if restart_ms else 0.0
-        return (f"crashloop: kills={self.kills} sent={self.sent} acked={self.acked} stored={self.stored} "
-                f"lost={len(self.lost)} duplicates={len(self.duplicates)} reordered={len(self.reordered)} "
-                f"gaps={len(self.gaps)} delivery_errors={self.delivery_errors} {self.error_names} "
-                f"consumer_errors={len(self.consumer_errors)} fatal={len(self.producer_fatal)} "
-                f"group_offsets_checked={self.group_offsets_checked} commits_acked={self.commits_acked} "
-                f"regressions={len(self.committed_offset_regressions)} "
-                f"restart_median_ms={median:.0f} elapsed_s={self.elapsed_s:.1f}")
+        return (
+            f"crashloop: kills={self.kills} sent={self.sent} acked={self.acked} stored={self.stored} "
+            f"lost={len(self.lost)} duplicates={len(self.duplicates)} reordered={len(self.reordered)} "
+            f"gaps={len(self.gaps)} delivery_errors={self.delivery_errors} {self.error_names} "
+            f"consumer_errors={len(self.consumer_errors)} fatal={len(self.producer_fatal)} "
+            f"group_offsets_checked={self.group_offsets_checked} commits_acked={self.commits_acked} "
+            f"regressions={len(self.committed_offset_regressions)} "
+            f"restart_median_ms={median:.0f} elapsed_s={self.elapsed_s:.1f}"
+        )
 
     def check(self) -> None:
         problems = []
-        for name in ("lost", "duplicates", "reordered", "gaps", "consumer_errors", "producer_fatal",
-                     "committed_offset_regressions", "broker_exits"):
+        for name in (
+            "lost",
+            "duplicates",
+            "reordered",
+            "gaps",
+            "consumer_errors",
+            "producer_fatal",
+            "committed_offset_regressions",
+            "broker_exits",
+        ):
             found = getattr(self, name)
             if found:
                 problems.append(f"{name}: {len(found)}, first {found[:5]}")
@@ -94,8 +106,16 @@ class CrashLoopReport:
 
 
 class _ProducerThread(threading.Thread):
-    def __init__(self, index: int, bootstrap: str, topic: str, partitions: int, codec: str,
-                 records_per_s: float, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        index: int,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        codec: str,
+        records_per_s: float,
+        stop: threading.Event,
+    ) -> None:
         super().__init__(name=f"crashloop-producer-{index}", daemon=True)
         from confluent_kafka import Producer
 
@@ -108,23 +128,25 @@ class _ProducerThread(threading.Thread):
         self.acked: list[tuple[int, int, bytes]] = []  # (partition, offset, value)
         self.errors: dict[str, int] = defaultdict(int)
         self.fatal: list[str] = []
-        self.producer = Producer({
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "compression.type": codec,
-            "linger.ms": 5,
-            "batch.num.messages": 500,
-            "message.timeout.ms": 300_000,
-            "reconnect.backoff.ms": 50,
-            "reconnect.backoff.max.ms": 500,
-            "retry.backoff.ms": 50,
-            "retry.backoff.max.ms": 500,
-            "socket.connection.setup.timeout.ms": 5_000,
-            "topic.metadata.refresh.interval.ms": 5_000,
-            "error_cb": self._on_error,
-            "log_level": 0,  # reconnect noise during kills; errors reach error_cb and on_delivery
-        })
+        self.producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "compression.type": codec,
+                "linger.ms": 5,
+                "batch.num.messages": 500,
+                "message.timeout.ms": 300_000,
+                "reconnect.backoff.ms": 50,
+                "reconnect.backoff.max.ms": 500,
+                "retry.backoff.ms": 50,
+                "retry.backoff.max.ms": 500,
+                "socket.connection.setup.timeout.ms": 5_000,
+                "topic.metadata.refresh.interval.ms": 5_000,
+                "error_cb": self._on_error,
+                "log_level": 0,  # reconnect noise during kills; errors reach error_cb and on_delivery
+            }
+        )
 
     def _on_error(self, err) -> None:
         if err.fatal():
@@ -147,8 +169,12 @@ class _ProducerThread(threading.Thread):
                 continue
             value = f"{self.index}:{seq}".encode()
             try:
-                self.producer.produce(self.topic, value=value, partition=seq % self.partitions,
-                                      on_delivery=self._on_delivery)
+                self.producer.produce(
+                    self.topic,
+                    value=value,
+                    partition=seq % self.partitions,
+                    on_delivery=self._on_delivery,
+                )
             except BufferError:
                 self.producer.poll(0.05)
                 continue
@@ -163,11 +189,23 @@ class _ProducerThread(threading.Thread):
 class CrashLoop:
     """One crash-loop run against a broker subprocess on `data_dir` (see the module docstring)."""
 
-    def __init__(self, data_dir: str, *, kills: int = 20, partitions: int = 4, producers: int = 3,
-                 codecs: tuple[str, ...] = DEFAULT_CODECS, records_per_s: float = 1500.0,
-                 min_uptime_s: float = 0.3, max_uptime_s: float = 2.0, max_downtime_s: float = 0.3,
-                 seed: int = 0, topic: str = "crashloop", overrides: dict[str, str] | None = None,
-                 group_id: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        kills: int = 20,
+        partitions: int = 4,
+        producers: int = 3,
+        codecs: tuple[str, ...] = DEFAULT_CODECS,
+        records_per_s: float = 1500.0,
+        min_uptime_s: float = 0.3,
+        max_uptime_s: float = 2.0,
+        max_downtime_s: float = 0.3,
+        seed: int = 0,
+        topic: str = "crashloop",
+        overrides: dict[str, str] | None = None,
+        group_id: str | None = None,
+    ) -> None:
         self.broker = BrokerProcess(data_dir, overrides=overrides)
         self.kills = kills
         self.partitions = partitions
@@ -190,13 +228,25 @@ class CrashLoop:
         threads: list[_ProducerThread] = []
         try:
             self._create_topic()
-            threads = [_ProducerThread(i, self.broker.bootstrap, self.topic, self.partitions,
-                                       self.codecs[i % len(self.codecs)], self.records_per_s, stop)
-                       for i in range(self.producers)]
+            threads = [
+                _ProducerThread(
+                    i,
+                    self.broker.bootstrap,
+                    self.topic,
+                    self.partitions,
+                    self.codecs[i % len(self.codecs)],
+                    self.records_per_s,
+                    stop,
+                )
+                for i in range(self.producers)
+            ]
             for thread in threads:
                 thread.start()
-            committer = _OffsetCommitter(self.broker.bootstrap, self.topic, self.partitions,
-                                         self.group_id) if self.group_id else None
+            committer = (
+                _OffsetCommitter(self.broker.bootstrap, self.topic, self.partitions, self.group_id)
+                if self.group_id
+                else None
+            )
             for _ in range(self.kills):
                 self._sleep_up(committer)
                 self._check_alive(report)
@@ -218,7 +268,9 @@ class CrashLoop:
                     report.error_names[name] = report.error_names.get(name, 0) + count
                 report.producer_fatal += thread.fatal
                 if remaining:
-                    report.producer_fatal.append(f"{thread.name}: {remaining} records still queued after flush")
+                    report.producer_fatal.append(
+                        f"{thread.name}: {remaining} records still queued after flush"
+                    )
             self._verify(threads, report)
             self._check_alive(report)
             if committer is not None:
@@ -234,10 +286,12 @@ class CrashLoop:
     def _check_alive(self, report: CrashLoopReport) -> None:
         process = self.broker.process
         if process is not None and process.poll() is not None:
-            report.broker_exits.append(f"exit code {process.returncode}: " + "".join(self.broker.output[-20:]))
+            report.broker_exits.append(
+                f"exit code {process.returncode}: " + "".join(self.broker.output[-20:])
+            )
             self.broker.start()
 
-    def _sleep_up(self, committer: "_OffsetCommitter | None") -> None:
+    def _sleep_up(self, committer: _OffsetCommitter | None) -> None:
         deadline = time.monotonic() + self.random.uniform(self.min_uptime_s, self.max_uptime_s)
         while time.monotonic() < deadline:
             if committer is not None:
@@ -248,8 +302,9 @@ class CrashLoop:
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient({"bootstrap.servers": self.broker.bootstrap})
-        admin.create_topics([NewTopic(self.topic, num_partitions=self.partitions,
-                                      replication_factor=1)])[self.topic].result(ADMIN_TIMEOUT_S)
+        admin.create_topics(
+            [NewTopic(self.topic, num_partitions=self.partitions, replication_factor=1)]
+        )[self.topic].result(ADMIN_TIMEOUT_S)
 
     # -- checking -----------------------------------------------------------------------------
     def read_back(self) -> tuple[dict[int, list[tuple[int, bytes]]], list[str]]:
@@ -257,15 +312,24 @@ class CrashLoop:
         value)]}, and the errors the consumer reported."""
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": "crashloop-check",
-                             "enable.auto.commit": False, "check.crcs": True,
-                             "enable.partition.eof": True, "fetch.message.max.bytes": 4 * 1024 * 1024,
-                             "log_level": 0})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.broker.bootstrap,
+                "group.id": "crashloop-check",
+                "enable.auto.commit": False,
+                "check.crcs": True,
+                "enable.partition.eof": True,
+                "fetch.message.max.bytes": 4 * 1024 * 1024,
+                "log_level": 0,
+            }
+        )
         stored: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(self.partitions)}
         errors: list[str] = []
         try:
-            high = {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), ADMIN_TIMEOUT_S)[1]
-                    for p in range(self.partitions)}
+            high = {
+                p: consumer.get_watermark_offsets(TopicPartition(self.topic, p), ADMIN_TIMEOUT_S)[1]
+                for p in range(self.partitions)
+            }
             pending = {p for p in range(self.partitions) if high[p] > 0}
             consumer.assign([TopicPartition(self.topic, p, 0) for p in range(self.partitions)])
             deadline = time.monotonic() + CONSUME_TIMEOUT_S
@@ -282,7 +346,9 @@ class CrashLoop:
                     if msg.offset() + 1 >= high[msg.partition()]:
                         pending.discard(msg.partition())
             if pending:
-                errors.append(f"partitions {sorted(pending)} not read to their high watermark {high}")
+                errors.append(
+                    f"partitions {sorted(pending)} not read to their high watermark {high}"
+                )
         finally:
             consumer.close()
         return stored, errors
@@ -332,8 +398,14 @@ class _OffsetCommitter:
         from confluent_kafka import Consumer
 
         if self._consumer is None:
-            self._consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group_id,
-                                       "enable.auto.commit": False, "reconnect.backoff.max.ms": 500})
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "group.id": self.group_id,
+                    "enable.auto.commit": False,
+                    "reconnect.backoff.max.ms": 500,
+                }
+            )
         return self._consumer
 
     def commit_once(self) -> None:
@@ -355,8 +427,9 @@ class _OffsetCommitter:
         from confluent_kafka import TopicPartition
 
         regressions = []
-        committed = self._client().committed([TopicPartition(self.topic, p) for p in range(self.partitions)],
-                                             timeout=ADMIN_TIMEOUT_S)
+        committed = self._client().committed(
+            [TopicPartition(self.topic, p) for p in range(self.partitions)], timeout=ADMIN_TIMEOUT_S
+        )
         for tp in committed:
             if tp.partition in self.acked and tp.offset < self.acked[tp.partition]:
                 regressions.append((tp.partition, self.acked[tp.partition], tp.offset))
