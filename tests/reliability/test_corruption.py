@@ -3,10 +3,10 @@
 A broker holding several segments per partition is killed (SIGKILL, so the next start recovers
 from the recovery point, here 0: the offset checkpoint interval is never reached). For each seed,
 a copy of its data dir gets a few random corruptions in segments, indexes, time indexes, producer
-snapshots, checkpoints and leader-epoch files; the broker must then start, and a confluent-kafka
+snapshots, checkpoints, partition.metadata and leader-epoch files; the broker must then start, and a confluent-kafka
 consumer with `check.crcs=true` must read every partition without a CRC (or any) error, and what it
 reads must be a prefix of what was acknowledged, at the same offsets. Corrupting the metadata log
-may lose topics, but the broker must either serve or refuse to start with one clear line, never
+or meta.properties may lose topics, but the broker must either serve or refuse to start with one clear line, never
 with a traceback.
 """
 
@@ -93,11 +93,13 @@ def corrupt(data_dir: str, rng: random.Random, *, include_metadata: bool) -> lis
     """A few random corruptions of files in `data_dir`; returns what was done."""
     files = []
     for root, _, names in os.walk(data_dir):
-        if not include_metadata and "__cluster_metadata" in root:
-            continue
-        if include_metadata and "__cluster_metadata" not in root:
-            continue
-        files += [os.path.join(root, n) for n in names if n != ".lock"]
+        for name in names:
+            path = os.path.join(root, name)
+            # The metadata log and meta.properties (the node's identity): losing them may lose
+            # topics or refuse the start; everything else must recover to a prefix.
+            is_metadata = "__cluster_metadata" in root or name == "meta.properties"
+            if name != ".lock" and is_metadata == include_metadata:
+                files.append(path)
     done = []
     for _ in range(rng.randint(1, 4)):
         path = rng.choice(files)

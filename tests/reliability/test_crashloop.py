@@ -52,7 +52,7 @@ def test_crashloop_200_kills(tmp_path):
         partitions=8,
         producers=5,
         seed=SEED + 1,
-        records_per_s=1000,
+        records_per_s=400,
         min_uptime_s=0.2,
         max_uptime_s=2.5,
         max_downtime_s=0.5,
