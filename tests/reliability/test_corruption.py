@@ -207,6 +207,11 @@ def test_corrupted_metadata_log_serves_or_refuses_with_one_line(pristine, tmp_pa
         broker = BrokerProcess(data_dir, overrides=OVERRIDES)
         try:
             broker.start()
+            if not any("ready on" in line for line in broker.output):
+                # BrokerProcess.start can return for a broker that exited at start, when its
+                # stderr closes before the exit is reaped (reported); treat it as the refusal.
+                broker.process.wait(10)
+                raise RuntimeError("".join(broker.output))
         except RuntimeError as exc:
             output = str(exc)
             assert "Traceback" not in output, f"seed {seed}: {done}\n{output}"
@@ -215,7 +220,12 @@ def test_corrupted_metadata_log_serves_or_refuses_with_one_line(pristine, tmp_pa
             continue
         try:
             admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-            metadata = admin.list_topics(timeout=10)
+            try:
+                metadata = admin.list_topics(timeout=10)
+            except Exception as exc:
+                raise AssertionError(
+                    f"seed {seed}: {done}: {exc}\n" + "".join(broker.output[-20:])
+                ) from exc
             if TOPIC in metadata.topics and len(metadata.topics[TOPIC].partitions) < PARTITIONS:
                 # A cut inside a topic's creation records keeps the topic without its partitions
                 # (found here; reported): the broker serves, the partitions are gone.
