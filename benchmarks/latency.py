@@ -35,10 +35,17 @@ class Latency:
     lost: int
 
 
-def _consumer_main(bootstrap: str, topic: str, partitions: int, expected: int, timeout_s: float,
-                   ready, results) -> None:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "odradek-bench-latency",
-                         "enable.auto.commit": False, "enable.auto.offset.store": False})
+def _consumer_main(
+    bootstrap: str, topic: str, partitions: int, expected: int, timeout_s: float, ready, results
+) -> None:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "odradek-bench-latency",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     consumer.consume(1, 0.5)
     ready.set()
@@ -67,21 +74,37 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] / 1e6
 
 
-def measure(bootstrap: str, topic: str, *, partitions: int, rate_mb_s: float, record_bytes: int,
-            duration_s: float) -> Latency:
+def measure(
+    bootstrap: str,
+    topic: str,
+    *,
+    partitions: int,
+    rate_mb_s: float,
+    record_bytes: int,
+    duration_s: float,
+) -> Latency:
     ctx = multiprocessing.get_context("spawn")
     ready, results = ctx.Event(), ctx.Queue()
     per_tick = max(1, round(rate_mb_s * 1e6 / record_bytes * TICK_S))
     ticks = int((WARMUP_S + duration_s) / TICK_S)
     expected = per_tick * ticks
-    child = ctx.Process(target=_consumer_main, daemon=True,
-                        args=(bootstrap, topic, partitions, expected, duration_s + 30, ready, results))
+    child = ctx.Process(
+        target=_consumer_main,
+        daemon=True,
+        args=(bootstrap, topic, partitions, expected, duration_s + 30, ready, results),
+    )
     child.start()
     if not ready.wait(CONSUMER_READY_TIMEOUT_S):
         child.kill()
         raise RuntimeError("latency consumer did not start")
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 1,
-                         "queue.buffering.max.messages": 1_000_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 1,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
     body = bytearray(b"x" * record_bytes)
     started = time.perf_counter()
     warm_until = started + WARMUP_S
@@ -101,7 +124,13 @@ def measure(bootstrap: str, topic: str, *, partitions: int, rate_mb_s: float, re
     seen, latencies_ns = results.get(timeout=duration_s + 60)
     child.join(10)
     latencies_ns.sort()
-    return Latency(rate_mb_s, expected * record_bytes / elapsed_s / 1e6, len(latencies_ns),
-                   percentile(latencies_ns, 0.50), percentile(latencies_ns, 0.99),
-                   percentile(latencies_ns, 0.999),
-                   latencies_ns[-1] / 1e6 if latencies_ns else float("nan"), expected - seen)
+    return Latency(
+        rate_mb_s,
+        expected * record_bytes / elapsed_s / 1e6,
+        len(latencies_ns),
+        percentile(latencies_ns, 0.50),
+        percentile(latencies_ns, 0.99),
+        percentile(latencies_ns, 0.999),
+        latencies_ns[-1] / 1e6 if latencies_ns else float("nan"),
+        expected - seen,
+    )

@@ -23,7 +23,7 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         text = f.read()
     # Field 2 (comm) may contain spaces: split after its closing parenthesis.
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     utime_ticks, stime_ticks = int(fields[11]), int(fields[12])
     return (utime_ticks + stime_ticks) / CLOCK_TICKS_PER_S
 

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Self
 
 SAMPLE_RATE_HZ = 200
 
@@ -31,15 +32,28 @@ class PySpy:
         self.pid, self.out_path = pid, Path(out_path)
         self.process: subprocess.Popen | None = None
 
-    def __enter__(self) -> "PySpy":
+    def __enter__(self) -> Self:
         binary = py_spy_binary()
         if binary is None:
             print("  (py-spy not installed: pip install py-spy; no profile taken)")
             return self
         self.process = subprocess.Popen(
-            [binary, "record", "--pid", str(self.pid), "--rate", str(SAMPLE_RATE_HZ),
-             "--format", "raw", "--output", str(self.out_path), "--nonblocking"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                binary,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                str(SAMPLE_RATE_HZ),
+                "--format",
+                "raw",
+                "--output",
+                str(self.out_path),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from benchmarks import procstat
@@ -28,8 +28,11 @@ def startup(server: Server) -> dict:
     server.start()
     time.sleep(IDLE_SETTLE_S)
     s = procstat.sample(server.pid)
-    figures = {"startup_ms": server.startup_ms, "idle_rss_mb": s.rss_bytes / 1e6 if s else None,
-               "idle_fds": s.open_fds if s else None}
+    figures = {
+        "startup_ms": server.startup_ms,
+        "idle_rss_mb": s.rss_bytes / 1e6 if s else None,
+        "idle_fds": s.open_fds if s else None,
+    }
     server.stop()
     return figures
 
@@ -43,11 +46,12 @@ def many_partitions(server: Server, total_partitions: int, topics: int) -> dict:
     started = time.perf_counter()
     try:
         for i in range(0, topics, TOPIC_CREATE_BATCH):
-            batch = [NewTopic(n, per_topic, 1) for n in names[i:i + TOPIC_CREATE_BATCH]]
-            for future in admin.create_topics(batch, operation_timeout=ADMIN_TIMEOUT_S,
-                                              request_timeout=ADMIN_TIMEOUT_S).values():
+            batch = [NewTopic(n, per_topic, 1) for n in names[i : i + TOPIC_CREATE_BATCH]]
+            for future in admin.create_topics(
+                batch, operation_timeout=ADMIN_TIMEOUT_S, request_timeout=ADMIN_TIMEOUT_S
+            ).values():
                 future.result(ADMIN_TIMEOUT_S)
-    except Exception as exc:  # report how far it got, and why, rather than stop the run
+    except (KafkaException, TimeoutError) as exc:  # report how far it got, and go on
         error = f"CreateTopics failed: {exc}"
         time.sleep(IDLE_SETTLE_S)
     create_s = time.perf_counter() - started
@@ -56,10 +60,17 @@ def many_partitions(server: Server, total_partitions: int, topics: int) -> dict:
     metadata_ms = (time.perf_counter() - started) * 1000
     seen = sum(len(md.topics[n].partitions) for n in names if n in md.topics)
     s = procstat.sample(server.pid)
-    figures = {"partitions": seen, "create_s": create_s, "error": error, "metadata_all_ms": metadata_ms,
-               "rss_mb_after_create": s.rss_bytes / 1e6 if s else None,
-               "fds_after_create": s.open_fds if s else None,
-               "restart_startup_ms": None, "restart_rss_mb": None, "restart_metadata_all_ms": None}
+    figures = {
+        "partitions": seen,
+        "create_s": create_s,
+        "error": error,
+        "metadata_all_ms": metadata_ms,
+        "rss_mb_after_create": s.rss_bytes / 1e6 if s else None,
+        "fds_after_create": s.open_fds if s else None,
+        "restart_startup_ms": None,
+        "restart_rss_mb": None,
+        "restart_metadata_all_ms": None,
+    }
     if server.on_disk and server.pid is not None:
         started = time.perf_counter()
         server.stop()
@@ -75,8 +86,9 @@ def many_partitions(server: Server, total_partitions: int, topics: int) -> dict:
         admin = AdminClient({"bootstrap.servers": server.bootstrap})
         md = admin.list_topics(timeout=ADMIN_TIMEOUT_S)
         figures["restart_metadata_all_ms"] = (time.perf_counter() - started) * 1000
-        figures["restart_partitions"] = sum(len(md.topics[n].partitions) for n in names
-                                            if n in md.topics)
+        figures["restart_partitions"] = sum(
+            len(md.topics[n].partitions) for n in names if n in md.topics
+        )
         time.sleep(IDLE_SETTLE_S)
         figures["restart_rss_mb"] = procstat.rss_bytes(server.pid) / 1e6
     return figures
@@ -105,24 +117,40 @@ def idle_connections(server: Server, connections: int) -> dict:
     finally:
         for s in sockets:
             s.close()
-    figures = {"connections": len(sockets), "open_and_serve_s": open_s,
-               "new_connection_probe_ms": probe_ms}
+    figures = {
+        "connections": len(sockets),
+        "open_and_serve_s": open_s,
+        "new_connection_probe_ms": probe_ms,
+    }
     if before and after:
-        figures.update(rss_mb=after.rss_bytes / 1e6,
-                       rss_kb_per_connection=(after.rss_bytes - before.rss_bytes) / 1e3 / connections,
-                       fds=after.open_fds)
+        figures.update(
+            rss_mb=after.rss_bytes / 1e6,
+            rss_kb_per_connection=(after.rss_bytes - before.rss_bytes) / 1e3 / connections,
+            fds=after.open_fds,
+        )
     return figures
 
 
 def consumer_group(server: Server, members: int, topic: str, partitions: int) -> dict:
     """`members` confluent-kafka consumers subscribe to one topic; time until all are assigned."""
     if JOIN_GROUP_KEY not in server.api_keys:
-        return {"skipped": f"{server.name} does not advertise JoinGroup (api key 11) in ApiVersions"}
+        return {
+            "skipped": f"{server.name} does not advertise JoinGroup (api key 11) in ApiVersions"
+        }
     admin = AdminClient({"bootstrap.servers": server.bootstrap})
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(ADMIN_TIMEOUT_S)
-    consumers = [Consumer({"bootstrap.servers": server.bootstrap, "group.id": f"{topic}-group",
-                           "enable.auto.commit": False, "session.timeout.ms": 30_000,
-                           "heartbeat.interval.ms": 3_000}) for _ in range(members)]
+    consumers = [
+        Consumer(
+            {
+                "bootstrap.servers": server.bootstrap,
+                "group.id": f"{topic}-group",
+                "enable.auto.commit": False,
+                "session.timeout.ms": 30_000,
+                "heartbeat.interval.ms": 3_000,
+            }
+        )
+        for _ in range(members)
+    ]
     started = time.perf_counter()
     stable_s = None
     try:
@@ -141,8 +169,13 @@ def consumer_group(server: Server, members: int, topic: str, partitions: int) ->
     finally:
         for c in consumers:
             c.close()
-    figures = {"members": members, "partitions": partitions,
-               "all_assigned_s": stable_s if stable_s is not None else f">{GROUP_TIMEOUT_S:.0f} (not stable)"}
+    figures = {
+        "members": members,
+        "partitions": partitions,
+        "all_assigned_s": stable_s
+        if stable_s is not None
+        else f">{GROUP_TIMEOUT_S:.0f} (not stable)",
+    }
     if s:
         figures["rss_mb"] = s.rss_bytes / 1e6
     return figures

@@ -88,15 +88,19 @@ class Server:
     def command(self) -> list[str]:
         raise NotImplementedError
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         if self.port == 0:
             self.port = free_port()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.work_dir / f"{self.name}.log", "ab")
-        started = time.perf_counter()
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=self.env())
-        log.close()
+        with open(self.work_dir / f"{self.name}.log", "ab") as log:  # the child keeps its copy
+            started = time.perf_counter()
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env(),
+            )
         deadline = started + START_TIMEOUT_S
         while True:
             try:
@@ -138,9 +142,16 @@ class OdradekServer(Server):
         self.log_dirs = self.work_dir / "data"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "odradek", "serve",
-               "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}",
-               "--log-dirs", str(self.log_dirs)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "odradek",
+            "serve",
+            "--listeners",
+            f"PLAINTEXT://127.0.0.1:{self.port}",
+            "--log-dirs",
+            str(self.log_dirs),
+        ]
         for key, value in self.overrides.items():
             cmd += ["--override", f"{key}={value}"]
         return cmd
@@ -159,8 +170,16 @@ class TansuServer(Server):
 
     def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
-        return [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        return [
+            tansu_binary(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -184,11 +203,9 @@ class ExternalServer(Server):
     def pid(self) -> int | None:
         return self._pid
 
-    def start(self) -> "Server":
-        started = time.perf_counter()
+    def start(self) -> Server:
         self.api_keys = api_versions_v0("127.0.0.1", self.port)
-        self.startup_ms = None
-        _ = started
+        self.startup_ms = None  # not started by us: no startup figure
         return self
 
     def stop(self) -> None:
