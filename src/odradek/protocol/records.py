@@ -382,3 +382,82 @@ def iter_records(
         timestamp = header.max_timestamp if log_append_time else header.base_timestamp + timestamp_delta
         yield Record(header.base_offset + offset_delta, timestamp, key, value, tuple(headers))
         position = record_end
+
+
+# --- Control records: end-transaction markers ------------------------------------------------
+# A control batch (attributes: transactional | control) holds exactly one record whose key and
+# value are (Kafka's ControlRecordType / EndTransactionMarker):
+#   key    version int16 (0) | type int16 (0 = ABORT, 1 = COMMIT)
+#   value  version int16 (0) | coordinator_epoch int32
+# Only the transaction coordinator's WriteTxnMarkers path writes them (Log.append_control_marker);
+# clients may not produce control batches.
+
+CONTROL_RECORD_KEY_VERSION = 0
+END_TXN_MARKER_VALUE_VERSION = 0
+
+
+class ControlRecordType:
+    ABORT = 0
+    COMMIT = 1
+
+
+_CONTROL_KEY = struct.Struct(">hh")
+_END_TXN_VALUE = struct.Struct(">hi")
+
+
+@dataclass(frozen=True, slots=True)
+class EndTransactionMarker:
+    """The decoded record of an end-transaction control batch."""
+
+    commit: bool
+    coordinator_epoch: int
+
+
+def build_end_txn_marker(
+    *,
+    producer_id: int,
+    producer_epoch: int,
+    commit: bool,
+    coordinator_epoch: int,
+    timestamp_ms: int,
+    base_offset: int = 0,
+    partition_leader_epoch: int = NO_PARTITION_LEADER_EPOCH,
+) -> bytes:
+    """One control batch holding an end-transaction marker, CRC included (Kafka's
+    MemoryRecords.withEndTransactionMarker: base sequence -1, one record at offset delta 0)."""
+    key = _CONTROL_KEY.pack(CONTROL_RECORD_KEY_VERSION, ControlRecordType.COMMIT if commit else ControlRecordType.ABORT)
+    value = _END_TXN_VALUE.pack(END_TXN_MARKER_VALUE_VERSION, coordinator_epoch)
+    payload = encode_records([(key, value, [], timestamp_ms)], timestamp_ms)
+    batch = bytearray(RECORDS_OFFSET) + payload
+    _HEADER.pack_into(
+        batch, 0, base_offset, len(batch) - LOG_OVERHEAD, partition_leader_epoch, CURRENT_MAGIC, 0,
+        TRANSACTIONAL_MASK | CONTROL_MASK, 0, timestamp_ms, timestamp_ms, producer_id, producer_epoch,
+        NO_SEQUENCE, 1,
+    )
+    _UINT32.pack_into(batch, CRC_OFFSET, compute_crc(batch, 0, len(batch)))
+    return bytes(batch)
+
+
+def control_record_type(key: bytes | None) -> int | None:
+    """The type of a control record from its key (None when the key is too short to hold one)."""
+    if key is None or len(key) < _CONTROL_KEY.size:
+        return None
+    return _CONTROL_KEY.unpack_from(key, 0)[1]
+
+
+def parse_end_txn_marker(batch: bytes | memoryview) -> EndTransactionMarker | None:
+    """The marker of a complete control batch, or None when it is not an end-transaction marker.
+
+    Raises ValueError on malformed records (the caller validated the batch's CRC)."""
+    header = read_header(batch, 0)
+    if not header.is_control:
+        return None
+    for record in iter_records(batch):
+        record_type = control_record_type(record.key)
+        if record_type not in (ControlRecordType.ABORT, ControlRecordType.COMMIT):
+            return None
+        if record.value is None or len(record.value) < _END_TXN_VALUE.size:
+            raise ValueError("end-transaction marker value too short")
+        _, coordinator_epoch = _END_TXN_VALUE.unpack_from(record.value, 0)
+        return EndTransactionMarker(record_type == ControlRecordType.COMMIT, coordinator_epoch)
+    return None

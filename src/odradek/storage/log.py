@@ -12,13 +12,15 @@ from dataclasses import dataclass
 
 from odradek.protocol import records
 from odradek.protocol.errors import ErrorCode
-from odradek.protocol.records import BatchHeader
+from odradek.protocol.records import BatchHeader, EndTransactionMarker
 from odradek.storage.checkpoints import LEADER_EPOCH_CHECKPOINT
 from odradek.storage.fs import FileSystem
 from odradek.storage.leader_epoch import LeaderEpochFileCache
 from odradek.storage.log_config import LogConfig
-from odradek.storage.producer_state import ProducerStateManager
+from odradek.storage.index import CorruptIndexError
+from odradek.storage.producer_state import CompletedTxn, ProducerStateManager
 from odradek.storage.segment import FileRegion, LogSegment
+from odradek.storage.txn_index import AbortedTxn
 
 __all__ = ["AppendResult", "FileRegion", "InconsistentTopicIdError", "Log", "ReadResult", "parse_partition_dir"]
 
@@ -73,6 +75,8 @@ class Log:
         partition.metadata             `version: 0` / `topic_id: <base64 uuid>`
         leader-epoch-checkpoint        see leader_epoch.py
         <offset:020d>.log/.index/.timeindex   segments (see segment.py)
+        <offset:020d>.txnindex         aborted transactions whose marker is in that segment
+                                       (see txn_index.py; only for segments that have one)
         <offset:020d>.snapshot         producer state (see producer_state.py)
 
     Offsets: log_start_offset <= high_watermark <= log_end_offset, recovery_point <= log_end_offset.
@@ -91,6 +95,16 @@ class Log:
     the log start offset then moves to the first kept segment. DeleteRecords (`delete_records`)
     only moves the log start offset; retention removes the segments below it. The log manager
     checkpoints the new log start offset.
+
+    Transactions (Kafka's UnifiedLog): `append` opens or continues a producer's transaction with
+    a transactional batch; `append_control_marker` (the WriteTxnMarkers path) ends it with a
+    COMMIT or ABORT marker batch, and an aborted one is added to the active segment's .txnindex.
+    The first unstable offset is the first offset of the earliest transaction that is still open,
+    or whose marker is not yet below the high watermark (`_unreplicated_txns`, Kafka's
+    unreplicatedTxns), clamped to the log start offset; the last stable offset (LSO) is
+    min(first unstable offset, high watermark). A read_committed fetch reads with
+    `max_offset=last_stable_offset` and sends `collect_aborted_transactions(fetch_offset, LSO)`.
+    Invariants: log_start_offset <= last_stable_offset <= high_watermark.
     """
 
     def __init__(self, fs: FileSystem, dir: str, config: LogConfig, topic: str, partition: int) -> None:
@@ -108,6 +122,9 @@ class Log:
         self.recovery_point = 0
         self.leader_epoch_cache = LeaderEpochFileCache(fs, os.path.join(dir, LEADER_EPOCH_CHECKPOINT))
         self.producer_state = ProducerStateManager(fs, dir)
+        # Completed transactions whose marker is not yet below the high watermark, as
+        # (first offset, marker offset) in marker order; they hold the LSO back (Kafka).
+        self._unreplicated_txns: list[tuple[int, int]] = []
         # flush.messages bookkeeping with one writer each, so no lock is needed: the loop thread
         # counts appended records, a flush (any thread) records how many it covered.
         self._messages_appended = 0
@@ -191,6 +208,8 @@ class Log:
         """
         assert not self.closed
         assert header.position == 0 and len(batch) == header.size_bytes, "exactly one batch"
+        if header.is_control:
+            return self._failed(ErrorCode.invalid_record, "clients may not write control batches")
         size = header.size_bytes
         if size > self.config.segment_bytes:
             return self._failed(ErrorCode.record_list_too_large,
@@ -201,6 +220,57 @@ class Log:
         if check.duplicate is not None:
             return AppendResult(ErrorCode.none, check.duplicate.first_offset, check.duplicate.last_offset, -1,
                                 self.log_start_offset, None, False)
+        base_offset, last_offset, log_append_time_ms, max_timestamp_ms = self._write(batch, header, leader_epoch,
+                                                                                      now_ms)
+        self.producer_state.update(header, base_offset, last_offset, max_timestamp_ms)
+        return AppendResult(ErrorCode.none, base_offset, last_offset, log_append_time_ms, self.log_start_offset,
+                            None, self.unflushed_messages >= self.config.flush_messages)
+
+    def append_control_marker(self, producer_id: int, producer_epoch: int, commit: bool, coordinator_epoch: int,
+                              leader_epoch: int, now_ms: int) -> AppendResult:
+        """Write an end-transaction marker (COMMIT or ABORT) for `producer_id` as leader.
+
+        The WriteTxnMarkers handler calls this for each partition of a marker request. Errors:
+        INVALID_PRODUCER_EPOCH (older producer epoch than the log knows), TRANSACTION_COORDINATOR_FENCED
+        (older coordinator epoch than the producer's last marker). Ends the producer's open
+        transaction (an empty one when none is open, as Kafka); an aborted one is added to the
+        active segment's .txnindex. base_offset == last_offset == the marker's offset. Raises
+        OSError when the write fails (the broker answers KAFKA_STORAGE_ERROR).
+        """
+        assert not self.closed
+        check = self.producer_state.check_end_txn_marker(producer_id, producer_epoch, coordinator_epoch)
+        if check.error is not ErrorCode.none:
+            return self._failed(check.error, check.message)
+        batch = bytearray(records.build_end_txn_marker(producer_id=producer_id, producer_epoch=producer_epoch,
+                                                       commit=commit, coordinator_epoch=coordinator_epoch,
+                                                       timestamp_ms=now_ms))
+        header = records.read_header(batch, 0)
+        base_offset, last_offset, log_append_time_ms, _ = self._write(batch, header, leader_epoch, now_ms)
+        completed = self.producer_state.complete_txn(producer_id, producer_epoch,
+                                                     EndTransactionMarker(commit, coordinator_epoch), base_offset)
+        assert completed is not None
+        self._on_txn_completed(self.active_segment, completed, self.producer_state)
+        if completed.last_offset >= self.high_watermark:
+            self._unreplicated_txns.append((completed.first_offset, completed.last_offset))
+        return AppendResult(ErrorCode.none, base_offset, last_offset, log_append_time_ms, self.log_start_offset,
+                            None, self.unflushed_messages >= self.config.flush_messages)
+
+    def _on_txn_completed(self, segment: LogSegment, completed: CompletedTxn, state: ProducerStateManager) -> None:
+        """Index an aborted transaction in the segment holding its marker (Kafka's updateTxnIndex);
+        `state` has already applied the marker, so its first unstable offset excludes it."""
+        if not completed.is_aborted:
+            return
+        first_unstable = state.first_unstable_offset()
+        last_stable_offset = completed.last_offset + 1 if first_unstable is None else first_unstable
+        self._loaded_txn_index(segment).append(AbortedTxn(completed.producer_id, completed.first_offset, completed.last_offset,
+                                            last_stable_offset))
+
+    def _write(self, batch: bytearray, header: BatchHeader, leader_epoch: int, now_ms: int
+               ) -> tuple[int, int, int, int]:
+        """Roll if due, patch, write one checked batch at the log end and advance it.
+
+        Returns (base offset, last offset, log append time or -1, max timestamp)."""
+        size = header.size_bytes
         base_offset = self.log_end_offset
         last_offset = base_offset + header.last_offset_delta
         segment = self.active_segment
@@ -217,11 +287,9 @@ class Log:
         # entry starting at the log end offset is harmless if the batch write then fails.
         self.leader_epoch_cache.assign(leader_epoch, base_offset)
         segment.append(batch, last_offset, max_timestamp_ms, now_ms)
-        self.producer_state.update(header, base_offset, last_offset, max_timestamp_ms)
         self.log_end_offset = last_offset + 1
         self._messages_appended += header.records_count
-        return AppendResult(ErrorCode.none, base_offset, last_offset, log_append_time_ms, self.log_start_offset,
-                            None, self.unflushed_messages >= self.config.flush_messages)
+        return base_offset, last_offset, log_append_time_ms, max_timestamp_ms
 
     @property
     def unflushed_messages(self) -> int:
@@ -255,6 +323,73 @@ class Log:
                 return ReadResult(ErrorCode.none, region)
             i += 1
         return ReadResult(ErrorCode.none, self._empty_region(self.segments[min(i, len(self.segments) - 1)]))
+
+    # -- transactions: last stable offset and aborted transactions -------------------------------
+    @property
+    def first_unstable_offset(self) -> int | None:
+        """First offset of the earliest open or not yet replicated transaction (>= log start), or None."""
+        unreplicated = self._unreplicated_txns
+        while unreplicated and unreplicated[0][1] < self.high_watermark:
+            unreplicated.pop(0)
+        firsts = [first for first, _ in unreplicated]
+        ongoing = self.producer_state.first_unstable_offset()
+        if ongoing is not None:
+            firsts.append(ongoing)
+        if not firsts:
+            return None
+        return max(min(firsts), self.log_start_offset)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The LSO: min(first unstable offset, high watermark); read_committed reads below it."""
+        first_unstable = self.first_unstable_offset
+        if first_unstable is None:
+            return self.high_watermark
+        return min(first_unstable, self.high_watermark)
+
+    def collect_aborted_transactions(self, start_offset: int, upper_bound_offset: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of every aborted transaction overlapping
+        [start_offset, upper_bound_offset), ordered by marker offset (the Fetch response's
+        AbortedTransactions). Reads the .txnindex of the segment holding `start_offset` and of
+        later segments until an entry's last stable offset reaches the upper bound (Kafka's
+        collectAbortedTransactions). A corrupt .txnindex is rebuilt from the log first."""
+        found: list[tuple[int, int]] = []
+        if upper_bound_offset <= start_offset:
+            return found
+        for segment in self.segments[self._segment_index_for(start_offset):]:
+            entries, complete = self._loaded_txn_index(segment).collect(start_offset, upper_bound_offset)
+            found.extend((entry.producer_id, entry.first_offset) for entry in entries)
+            if complete:
+                break
+        return found
+
+    def _loaded_txn_index(self, segment: LogSegment):
+        """The segment's TransactionIndex, loaded; rebuilt from the log if it fails its check."""
+        try:
+            segment.txn_index.load()
+        except CorruptIndexError as exc:
+            log.warning("rebuilding %s: %s", segment.txn_index.path, exc)
+            self._rebuild_txn_index(segment)
+        return segment.txn_index
+
+    def _rebuild_txn_index(self, segment: LogSegment) -> None:
+        """Recreate one segment's .txnindex by replaying producer state up to it (from the latest
+        snapshot at or below its base offset) and then through its batches, in a scratch state."""
+        segment.txn_index.reset()
+        state = ProducerStateManager(self.fs, self.dir)
+        replay_from = max(state.load(segment.base_offset), self.log_start_offset)
+        end_offset = segment.next_offset if segment.next_offset is not None else self.log_end_offset
+        i = self.segments.index(segment)
+        if i + 1 < len(self.segments):
+            end_offset = self.segments[i + 1].base_offset
+        self.replay_batches(state, replay_from, end_offset, index_from_offset=segment.base_offset)
+
+    def _read_marker(self, segment: LogSegment, position: int, header: BatchHeader) -> EndTransactionMarker | None:
+        try:
+            return records.parse_end_txn_marker(segment.read_batch(position, header))
+        except ValueError as exc:
+            log.warning("%s: unreadable control batch at offset %d: %s", segment, header.base_offset, exc)
+            return None
 
     def _empty_region(self, segment: LogSegment) -> FileRegion:
         return FileRegion(segment.fd, 0, 0, self.fs)
@@ -311,6 +446,8 @@ class Log:
     # -- offsets and truncation ----------------------------------------------------------------
     def update_high_watermark(self, offset: int) -> None:
         self.high_watermark = min(max(offset, self.log_start_offset), self.log_end_offset)
+        while self._unreplicated_txns and self._unreplicated_txns[0][1] < self.high_watermark:
+            self._unreplicated_txns.pop(0)
 
     def update_config(self, config: LogConfig) -> None:
         self.config = config
@@ -437,6 +574,7 @@ class Log:
         del self._base_offsets[keep + 1:]
         active = self.active_segment
         active.ensure_indexes()
+        self._loaded_txn_index(active)
         active.truncate_to(offset)
         if active.next_offset is None:
             active.open_as_active()
@@ -461,20 +599,37 @@ class Log:
         self.log_start_offset = min(self.log_start_offset, log_end_offset)
         self.leader_epoch_cache.truncate_from_end(log_end_offset)
         self._position_cache = None
+        self._unreplicated_txns = [t for t in self._unreplicated_txns if t[1] < log_end_offset]
         replay_from = self.producer_state.truncate_and_reload(log_end_offset)
         self.replay_producer_state(replay_from)
 
     def replay_producer_state(self, from_offset: int) -> None:
-        """Rebuild producer state from batch headers at/after `from_offset` (no record parsing)."""
-        if from_offset >= self.log_end_offset:
+        """Rebuild producer state from batch headers at/after `from_offset` (no record parsing,
+        except the one record of each control batch)."""
+        self.replay_batches(self.producer_state, from_offset, self.log_end_offset)
+
+    def replay_batches(self, state: ProducerStateManager, from_offset: int, end_offset: int, *,
+                       index_from_offset: int | None = None) -> None:
+        """Replay the batches in [from_offset, end_offset) into `state`; with `index_from_offset`,
+        aborted transactions whose marker is at or above it are added to their segment's
+        .txnindex (rebuilding it: the caller reset those indexes)."""
+        if from_offset >= end_offset:
             return
         for segment in self.segments[self._segment_index_for(from_offset):]:
+            if segment.base_offset >= end_offset:
+                return
             found = segment.translate_offset(from_offset)
             if found is None:
                 continue
-            for _, header in segment.iter_batch_headers(found[0]):
-                if header.base_offset >= from_offset:
-                    self.producer_state.replay(header)
+            for position, header in segment.iter_batch_headers(found[0]):
+                if header.base_offset >= end_offset:
+                    return
+                if header.base_offset < from_offset:
+                    continue
+                marker = self._read_marker(segment, position, header) if header.is_control else None
+                completed = state.replay(header, marker)
+                if completed is not None and index_from_offset is not None and completed.last_offset >= index_from_offset:
+                    self._on_txn_completed(segment, completed, state)
 
     # -- durability ----------------------------------------------------------------------------
     def flush(self, up_to_offset: int | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Idempotent producer state of one partition: producer id -> epoch and its last batches.
+"""Producer state of one partition: producer id -> epoch, its last batches and its open transaction.
 
 Kafka's rules (ProducerStateManager / ProducerAppendInfo, 2.5+), applied before an append:
 - a batch with a lower producer epoch than known: INVALID_PRODUCER_EPOCH;
@@ -26,9 +26,21 @@ big-endian:
       coordinator_epoch       int32   transactions (-1 until they land)
       current_txn_first_offset int64  transactions (-1: none open)
 
+Transactions (Kafka's ProducerAppendInfo.appendDataBatch / appendEndTxnMarker):
+- a transactional data batch (attributes bit 4) from a producer with no open transaction opens
+  one at the batch's first offset (`current_txn_first_offset`); later ones continue it;
+- a non-transactional batch from a producer with an open transaction: INVALID_TXN_STATE;
+- an end-transaction marker (a control batch written by `Log.append_control_marker`) with an older
+  producer epoch than known: INVALID_PRODUCER_EPOCH; with an older coordinator epoch than the
+  producer's last marker: TRANSACTION_COORDINATOR_FENCED; otherwise it closes the transaction
+  (a marker without an open transaction closes an empty one starting at the marker) and becomes
+  the producer's coordinator epoch. `complete_txn` returns the CompletedTxn for the .txnindex.
+The open transactions (`ongoing_txns`: producer id -> first offset) give the first unstable
+offset, and with it the log's last stable offset.
+
 As in Kafka, a snapshot keeps only each producer's last batch, so after a restart only that one
-is recognised as a duplicate. Transactions are a later issue: `coordinator_epoch` and
-`current_txn_first_offset` are carried through so that the transaction code can fill them in.
+is recognised as a duplicate; it keeps the coordinator epoch and the open transaction's first
+offset of every producer, so open transactions survive a restart.
 
 Owned by the partition's Log; called on the event loop.
 """
@@ -44,7 +56,7 @@ from dataclasses import dataclass, field
 import crc32c as _crc32c
 
 from odradek.protocol.errors import ErrorCode
-from odradek.protocol.records import NO_SEQUENCE, BatchHeader
+from odradek.protocol.records import NO_SEQUENCE, BatchHeader, EndTransactionMarker
 from odradek.storage.fs import FileSystem
 
 log = logging.getLogger(__name__)
@@ -99,6 +111,17 @@ class ProducerStateEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class CompletedTxn:
+    """A transaction ended by a marker at `last_offset`; `first_offset` is its first data offset
+    (the marker's own offset for an empty transaction)."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    is_aborted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ProducerCheck:
     """The verdict on an incoming batch: accept (error none, no duplicate), duplicate, or refuse."""
 
@@ -111,19 +134,47 @@ ACCEPT = ProducerCheck(ErrorCode.none)
 
 
 class ProducerStateManager:
+    """Producer id -> ProducerStateEntry for one partition, and the open transactions.
+
+    Invariant: `ongoing_txns[pid] == producers[pid].current_txn_first_offset` for exactly the
+    producers whose `current_txn_first_offset` is not -1.
+    """
+
     def __init__(self, fs: FileSystem, dir: str) -> None:
         self.fs = fs
         self.dir = dir
         self.producers: dict[int, ProducerStateEntry] = {}
+        self.ongoing_txns: dict[int, int] = {}  # producer id -> first offset of its open transaction
+
+    def first_unstable_offset(self) -> int | None:
+        """The first offset of the earliest open transaction, or None when none is open."""
+        return min(self.ongoing_txns.values()) if self.ongoing_txns else None
+
+    def first_unstable_offset_excluding(self, producer_id: int) -> int | None:
+        """As first_unstable_offset, ignoring `producer_id`'s transaction (for a completing one)."""
+        firsts = [first for pid, first in self.ongoing_txns.items() if pid != producer_id]
+        return min(firsts) if firsts else None
+
+    def _set_producers(self, producers: dict[int, ProducerStateEntry]) -> None:
+        self.producers = producers
+        self.ongoing_txns = {pid: e.current_txn_first_offset for pid, e in producers.items()
+                             if e.current_txn_first_offset >= 0}
 
     # -- the append path -------------------------------------------------------------------
     def check(self, header: BatchHeader, *, log_start_offset: int) -> ProducerCheck:
         """Apply Kafka's sequence and epoch rules to a not yet appended idempotent batch."""
-        if not header.has_producer_id or header.base_sequence == NO_SEQUENCE:
+        if not header.has_producer_id:
+            return ACCEPT
+        entry = self.producers.get(header.producer_id)
+        if (entry is not None and not header.is_transactional and entry.current_txn_first_offset >= 0
+                and header.producer_epoch >= entry.producer_epoch):
+            return ProducerCheck(ErrorCode.invalid_txn_state,
+                                 f"producer {header.producer_id} has an open transaction; expected a "
+                                 "transactional batch")
+        if header.base_sequence == NO_SEQUENCE:
             return ACCEPT
         pid, epoch = header.producer_id, header.producer_epoch
         first_seq, last_seq = header.base_sequence, header.last_sequence
-        entry = self.producers.get(pid)
         if entry is None:
             # Kafka (since KIP-360) accepts any first sequence from a producer it has no state
             # for: its state may have been removed by retention, DeleteRecords or expiry.
@@ -150,24 +201,71 @@ class ProducerStateManager:
 
     def update(self, header: BatchHeader, first_offset: int, last_offset: int, timestamp_ms: int) -> None:
         """Record an appended (or replayed) batch. `header` gives producer id, epoch, sequences."""
-        if not header.has_producer_id:
+        if not header.has_producer_id or header.is_control:
             return
-        pid, epoch = header.producer_id, header.producer_epoch
-        entry = self.producers.get(pid)
-        if entry is None or epoch != entry.producer_epoch:
-            if entry is not None and epoch < entry.producer_epoch:
-                return  # replaying an old, fenced batch: state already newer
-            entry = ProducerStateEntry(pid, epoch)
-            self.producers[pid] = entry
+        entry = self._entry_for_epoch(header.producer_id, header.producer_epoch)
+        if entry is None:
+            return  # replaying an old, fenced batch: state already newer
         if header.base_sequence != NO_SEQUENCE:
             entry.batches.append(BatchMetadata(header.base_sequence, header.last_sequence,
                                                first_offset, last_offset, timestamp_ms))
-        # Transactions (later): a transactional batch would set current_txn_first_offset here and
-        # a control batch would end it; this is the extension point.
+        if header.is_transactional and entry.current_txn_first_offset < 0:
+            entry.current_txn_first_offset = first_offset
+            self.ongoing_txns[entry.producer_id] = first_offset
 
-    def replay(self, header: BatchHeader) -> None:
-        """Rebuild state from a batch header already in the log (recovery: no checks)."""
+    def _entry_for_epoch(self, pid: int, epoch: int) -> ProducerStateEntry | None:
+        """The producer's entry moved to `epoch` (batches dropped on an epoch change, as Kafka's
+        maybeUpdateProducerEpoch; coordinator epoch and open transaction kept); None if older."""
+        entry = self.producers.get(pid)
+        if entry is None:
+            entry = ProducerStateEntry(pid, epoch)
+            self.producers[pid] = entry
+        elif epoch != entry.producer_epoch:
+            if epoch < entry.producer_epoch:
+                return None
+            entry.producer_epoch = epoch
+            entry.batches.clear()
+        return entry
+
+    # -- end-transaction markers --------------------------------------------------------------
+    def check_end_txn_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int) -> ProducerCheck:
+        """Kafka's fencing rules for a marker about to be written (see the module docs)."""
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            return ACCEPT
+        if producer_epoch < entry.producer_epoch:
+            return ProducerCheck(ErrorCode.invalid_producer_epoch,
+                                 f"marker for producer {producer_id} has epoch {producer_epoch}, older than "
+                                 f"current {entry.producer_epoch}")
+        if coordinator_epoch < entry.coordinator_epoch:
+            return ProducerCheck(ErrorCode.transaction_coordinator_fenced,
+                                 f"marker for producer {producer_id} has coordinator epoch {coordinator_epoch}, "
+                                 f"older than {entry.coordinator_epoch}")
+        return ACCEPT
+
+    def complete_txn(self, producer_id: int, producer_epoch: int, marker: EndTransactionMarker,
+                     marker_offset: int) -> CompletedTxn | None:
+        """Apply an appended (or replayed) marker at `marker_offset`; the transaction it ended.
+
+        None when replaying a marker of an epoch older than the state (already superseded)."""
+        entry = self._entry_for_epoch(producer_id, producer_epoch)
+        if entry is None:
+            return None
+        first_offset = entry.current_txn_first_offset if entry.current_txn_first_offset >= 0 else marker_offset
+        entry.current_txn_first_offset = -1
+        entry.coordinator_epoch = marker.coordinator_epoch
+        self.ongoing_txns.pop(producer_id, None)
+        return CompletedTxn(producer_id, first_offset, marker_offset, not marker.commit)
+
+    def replay(self, header: BatchHeader, marker: EndTransactionMarker | None = None) -> CompletedTxn | None:
+        """Rebuild state from a batch already in the log (recovery: no checks). A control batch
+        needs its decoded `marker`; returns the transaction a marker completed."""
+        if header.is_control:
+            if marker is None or not header.has_producer_id:
+                return None
+            return self.complete_txn(header.producer_id, header.producer_epoch, marker, header.base_offset)
         self.update(header, header.base_offset, header.last_offset, header.max_timestamp)
+        return None
 
     # -- snapshots --------------------------------------------------------------------------
     def snapshot_offsets(self, names: list[str] | None = None) -> list[int]:
@@ -231,12 +329,12 @@ class ProducerStateManager:
         Corrupt snapshots are deleted with a warning and an older one is tried. The caller replays
         the log's batch headers from the returned offset.
         """
-        self.producers = {}
+        self._set_producers({})
         for offset in reversed(self.snapshot_offsets(names)):
             if offset > max_offset:
                 continue
             try:
-                self.producers = self._read_snapshot(offset)
+                self._set_producers(self._read_snapshot(offset))
                 return offset
             except (ValueError, struct.error) as exc:
                 log.warning("deleting unreadable producer snapshot: %s", exc)

@@ -1,4 +1,4 @@
-"""LogSegment: one `.log` file of a partition plus its `.index` and `.timeindex`."""
+"""LogSegment: one `.log` file of a partition plus its `.index`, `.timeindex` and `.txnindex`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header
 from odradek.storage.fs import FileSystem, RealFileSystem
 from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 from odradek.storage.log_config import LogConfig
+from odradek.storage.txn_index import TXN_INDEX_SUFFIX, TransactionIndex
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class LogSegment:
     .log        record batches exactly as on the wire, base offsets absolute
     .index      8-byte entries: relative offset (int32), file position (int32)  (see index.py)
     .timeindex  12-byte entries: timestamp ms (int64), relative offset (int32)
+    .txnindex   34-byte aborted-transaction entries, only when a marker here aborted one
+                (see txn_index.py; the Log appends them, this class moves and removes the file)
 
     Invariants: batches are contiguous and their offsets strictly increase, all >= base_offset
     and < base_offset + 2^31; an index entry never points past the last complete batch;
@@ -87,6 +90,8 @@ class LogSegment:
                                         base_offset, config.segment_index_bytes)
         self.time_index = TimeIndex(fs, os.path.join(dir, segment_file_name(base_offset, TIME_INDEX_SUFFIX)),
                                     base_offset, config.segment_index_bytes)
+        self.txn_index = TransactionIndex(fs, os.path.join(dir, segment_file_name(base_offset, TXN_INDEX_SUFFIX)),
+                                          base_offset)
         self._fd: int | None = None
         self._size_bytes = 0
         self._indexes_loaded = False
@@ -110,6 +115,7 @@ class LogSegment:
         fs.truncate(segment._fd, 0)
         segment.offset_index.reset()
         segment.time_index.reset()
+        segment.txn_index.reset()
         segment._indexes_loaded = True
         segment.next_offset = base_offset
         segment._max_timestamp_known = True
@@ -344,13 +350,16 @@ class LogSegment:
             position += header.size_bytes
 
     # -- recovery and truncation -------------------------------------------------------------------
-    def recover(self, expected_next_offset: int, on_batch: Callable[[BatchHeader], None] | None = None,
+    def recover(self, expected_next_offset: int,
+                on_batch: Callable[[BatchHeader, memoryview], None] | None = None,
                 *, allow_gaps: bool = False) -> RecoveryResult:
         """Validate every batch (length, magic, CRC, offsets) and truncate at the first bad one.
 
         Rebuilds both indexes from the valid batches. `expected_next_offset` is the base offset the
         first batch must have (the previous segment's next offset, or this segment's base); each
-        later batch must start where the previous one ended. `on_batch` sees each valid header.
+        later batch must start where the previous one ended. `on_batch` sees each valid header and
+        its bytes (a view valid during the call only): the Log rebuilds producer state and the
+        .txnindex with it.
         """
         fd = self._ensure_open()
         self.offset_index.reset()
@@ -397,7 +406,8 @@ class LogSegment:
                 break
             self._index_batch(position, checked.last_offset, checked.max_timestamp, size)
             if on_batch is not None:
-                on_batch(checked)
+                start = position - chunk_start
+                on_batch(checked, memoryview(chunk)[start:start + size])
             next_offset = checked.next_offset
             found_any = True
             position += size
@@ -424,6 +434,7 @@ class LogSegment:
         self._size_bytes = position
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(header.base_offset)
+        self.txn_index.truncate_to(header.base_offset)
         self._scan_tail(self.offset_index.last_entry()[1])
         if self._size_bytes == 0:
             self.rolling_base_ms = None
@@ -436,12 +447,13 @@ class LogSegment:
             self.time_index.maybe_append(self.max_timestamp_ms, self.offset_of_max_timestamp, skip_full_check=True)
 
     def flush(self) -> None:
-        """fsync the .log and both indexes (blocking; may run off the loop thread)."""
+        """fsync the .log and the indexes (blocking; may run off the loop thread)."""
         fd = self._fd
         if fd is not None:
             self.fs.fsync(fd)
         self.offset_index.flush()
         self.time_index.flush()
+        self.txn_index.flush()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -449,16 +461,17 @@ class LogSegment:
             self._fd = None
         self.offset_index.close()
         self.time_index.close()
+        self.txn_index.close()
         self._indexes_loaded = False
 
     def delete(self) -> None:
-        """Close and remove the three files."""
+        """Close and remove the files."""
         self.close()
-        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+        for path in (self.log_path, self.offset_index.path, self.time_index.path, self.txn_index.path):
             self.fs.unlink(path)
 
     def rename_to_deleted(self) -> list[str]:
-        """First step of an asynchronous delete (retention, compaction): rename the three files
+        """First step of an asynchronous delete (retention, compaction): rename the files
         `<name>.deleted` and close the indexes, keeping the .log descriptor open so a FileRegion
         handed out earlier stays readable. Returns the new paths for `delete_renamed`.
 
@@ -466,9 +479,10 @@ class LogSegment:
         """
         self.offset_index.close()
         self.time_index.close()
+        self.txn_index.close()
         self._indexes_loaded = False
         renamed = []
-        for path in (self.log_path, self.offset_index.path, self.time_index.path):
+        for path in (self.log_path, self.offset_index.path, self.time_index.path, self.txn_index.path):
             if self.fs.exists(path):
                 self.fs.rename(path, path + DELETED_SUFFIX)
                 renamed.append(path + DELETED_SUFFIX)
