@@ -299,6 +299,9 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # kio registers hypothesis strategies for its types whenever hypothesis is importable (as it
+    # is in a test environment), which costs ~150 ms of start-up; a broker process never needs it.
+    sys.modules.setdefault("hypothesis", None)  # type: ignore[arg-type]
     try:
         from odradek.broker.server import serve
     except ImportError as exc:

@@ -112,6 +112,7 @@ class KafkaConnection(asyncio.Protocol):
             transport.abort()
             return
         self._worker = asyncio.get_running_loop().create_task(self._run())
+        self.core.connections.track_worker(self._worker)
 
     def data_received(self, data: bytes) -> None:
         try:

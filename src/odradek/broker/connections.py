@@ -22,6 +22,8 @@ class ConnectionRegistry:
         self._idle_ms = config.connections_max_idle_ms
         self._last_active_ms: dict = {}
         self._per_ip: Counter[str] = Counter()
+        # Request workers, including those finishing a request after their client hung up.
+        self._workers: set = set()
 
     def __len__(self) -> int:
         return len(self._last_active_ms)
@@ -55,6 +57,13 @@ class ConnectionRegistry:
             connection.close()
         return len(idle)
 
+    def track_worker(self, task) -> None:
+        self._workers.add(task)
+        task.add_done_callback(self._workers.discard)
+
     def close_all(self) -> None:
+        """Close every connection and stop every request still running (broker shutdown)."""
         for connection in list(self._last_active_ms):
             connection.close()
+        for task in list(self._workers):
+            task.cancel()

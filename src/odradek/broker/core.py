@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 from odradek.broker.connections import ConnectionRegistry
 from odradek.broker.fetch_session import FetchSessionCache
-from odradek.broker.group_service import GroupService
 from odradek.broker.replica_manager import Partition, ReplicaManager
 from odradek.config import BrokerConfig
 from odradek.metadata import controller
@@ -36,7 +35,8 @@ log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
 METADATA_DIR = "__cluster_metadata-0"
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+OFFSETS_TOPIC = "__consumer_offsets"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
 
 
 class BrokerCore:
@@ -63,8 +63,10 @@ class BrokerCore:
         self._next_cleaning_ms = 0
         self._cleaner_task: asyncio.Future | None = None
         self._cleaner_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="odradek-cleaner")
-        # Group coordinator (issue #3): classic groups and offsets on __consumer_offsets.
-        self.groups = GroupService(self)
+        # Group coordinator (issue #3): classic groups and offsets on __consumer_offsets, built
+        # on first use (a group request, or __consumer_offsets on disk) to keep start-up light.
+        self._groups = None
+        self._opened = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -73,8 +75,8 @@ class BrokerCore:
         data_dir = Path(self.config.log_dirs[0])
         self.metadata = MetadataStore.open(data_dir / METADATA_DIR, node_id=self.config.node_id,
                                            cluster_id=self.config.cluster_id, fs=self.fs)
+        self._opened = True
         self._sync_partitions()
-        self.groups.open()  # group coordinator: load __consumer_offsets (issue #3)
         block = self.image.producer_ids_next
         self._next_producer_id = self._producer_id_block_end = block
 
@@ -82,11 +84,23 @@ class BrokerCore:
         """Flush and checkpoint every log and write the clean-shutdown marker."""
         self.log_manager.stop_cleaning()  # a running cleaner pass stops at its next step
         self._cleaner_executor.shutdown(wait=True)
-        self.groups.close()  # group coordinator: stop its timer and tasks (issue #3)
+        if self._groups is not None:
+            self._groups.close()  # group coordinator: stop its timer and tasks (issue #3)
         self.log_manager.close()
         if self.metadata is not None:
             self.metadata.close()
         self._executor.shutdown(wait=True)
+
+    @property
+    def groups(self):
+        """The GroupService, created (and opened: loading __consumer_offsets) on first use."""
+        if self._groups is None:
+            from odradek.broker.group_service import GroupService
+
+            self._groups = GroupService(self)
+            if self._opened:
+                self._groups.open()
+        return self._groups
 
     @property
     def image(self):
@@ -129,7 +143,15 @@ class BrokerCore:
                 wanted.add((topic.name, index))
                 hosted = self.replica_manager.get(topic.name, index)
                 if hosted is None:
-                    partition_log = self.log_manager.get_or_create_log(topic.name, index, log_config, topic.topic_id)
+                    try:
+                        partition_log = self.log_manager.get_or_create_log(topic.name, index, log_config,
+                                                                           topic.topic_id)
+                    except OSError as exc:
+                        # Out of file descriptors or disk: the partition stays in the image but
+                        # is not hosted (clients get NOT_LEADER_OR_FOLLOWER and retry); the next
+                        # metadata change tries again. One bad partition never stops the rest.
+                        log.error("cannot open the log of %s-%d: %s", topic.name, index, exc)
+                        continue
                     partition_log.update_high_watermark(partition_log.log_end_offset)
                     self.replica_manager.add(Partition(topic.name, index, topic.topic_id, partition_log,
                                                        leader_epoch=p.leader_epoch))
@@ -141,7 +163,8 @@ class BrokerCore:
             if key not in wanted:
                 self.replica_manager.remove(*key)
                 self.log_manager.delete_log(*key)
-        self.groups.sync_partitions()  # group coordinator follows __consumer_offsets (issue #3)
+        if self._groups is not None or OFFSETS_TOPIC in image.topics_by_name:
+            self.groups.sync_partitions()  # the coordinator follows __consumer_offsets (issue #3)
 
     async def create_topics(self, topics: list, validate_only: bool, *, allow_internal: bool = False) -> list:
         """CreateTopics through the controller; returns its per-topic results."""

@@ -107,6 +107,20 @@ class BrokerServer:
         log.info("Odradek broker %d stopped cleanly", self.config.node_id)
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit: every hosted partition keeps its active
+    segment's files open, as Kafka does (whose docs ask for a limit of 100,000 or more)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        if soft != resource.RLIM_INFINITY and target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError) as exc:
+        log.warning("could not raise the open file limit: %s", exc)
+
+
 def install_event_loop_policy() -> None:
     """uvloop when installed (faster per request); the stock loop otherwise. For `serve` only:
     the policy is process-wide, so an embedded broker uses `new_event_loop()` instead."""
@@ -140,6 +154,7 @@ def serve(config_path: str | None, overrides: dict[str, str]) -> int:
         return 2
     for warning in warnings:
         log.warning("%s", warning)
+    raise_open_file_limit()
     install_event_loop_policy()
     try:
         asyncio.run(_serve_until_signalled(config))
