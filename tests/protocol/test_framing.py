@@ -62,3 +62,15 @@ def test_garbage_headers_raise_frame_error_or_parse(data):
         except framing.FrameError:
             continue
         assert 0 <= header.body_offset <= len(data)
+
+
+@given(bodies=st.lists(st.binary(max_size=50), max_size=8), cuts=st.lists(st.integers(0, 500), max_size=10))
+@settings(max_examples=500, deadline=None)
+def test_any_split_of_a_stream_yields_the_same_frames(bodies, cuts):
+    stream = b"".join(frame(b) for b in bodies)
+    points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+    reader = framing.FrameReader(1024)
+    out = []
+    for a, b in zip(points, points[1:]):
+        out += reader.feed(stream[a:b])
+    assert out == bodies and reader.buffered_bytes == 0

@@ -128,24 +128,34 @@ class FrameReader:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer
-        buffer += data
+        if self._buffer:
+            self._buffer += data
+            source: bytes | bytearray = self._buffer
+        else:
+            # Common case: nothing partial is held, so frames are sliced straight out of `data`
+            # (one copy each) and only a trailing partial frame is kept.
+            source = data
         frames: list[bytes] = []
         position = 0
-        available = len(buffer)
-        while available - position >= 4:
-            (size,) = _SIZE.unpack_from(buffer, position)
-            if size < 0 or size > self._max_frame_bytes:
-                buffer.clear()
-                raise FrameError(
-                    f"request of {size} bytes exceeds socket.request.max.bytes "
-                    f"({self._max_frame_bytes})" if size > 0 else f"invalid frame size {size}"
-                )
-            end = position + 4 + size
-            if end > available:
-                break
-            frames.append(bytes(buffer[position + 4 : end]))
-            position = end
+        available = len(source)
+        with memoryview(source) as view:
+            while available - position >= 4:
+                (size,) = _SIZE.unpack_from(view, position)
+                if size < 0 or size > self._max_frame_bytes:
+                    self._buffer.clear()
+                    raise FrameError(
+                        f"request of {size} bytes exceeds socket.request.max.bytes "
+                        f"({self._max_frame_bytes})" if size > 0 else f"invalid frame size {size}"
+                    )
+                end = position + 4 + size
+                if end > available:
+                    break
+                frames.append(bytes(view[position + 4 : end]))
+                position = end
+            if source is data:
+                if position < available:
+                    self._buffer += view[position:]
+                return frames
         if position:
-            del buffer[:position]
+            del self._buffer[:position]
         return frames
