@@ -115,7 +115,7 @@ class LogManager:
         if data_dir.clean_shutdown:
             self.fs.unlink(marker)
             self.fs.fsync_dir(data_dir.path)
-        else:
+        elif any(parse_partition_dir(name) for name in self.fs.listdir(data_dir.path)):
             log.info("%s: no clean shutdown marker; recovering logs from their recovery points", data_dir.path)
         for name in sorted(self.fs.listdir(data_dir.path)):
             path = os.path.join(data_dir.path, name)
