@@ -202,3 +202,21 @@ def test_confluent_idempotent_producer_gets_a_producer_id_and_no_duplicates(brok
     got = consume_all(broker.bootstrap, topic_name, 2, 2000)
     assert sorted(v for _, _, _, v, _, _ in got) == sorted(v for _, v, _ in messages)
     assert len({(p, o) for p, o, _, _ in reports}) == 2000
+
+
+def test_cli_and_confluent_murmur2_random_put_every_key_in_the_same_partition(broker, topic_name):
+    import subprocess
+    import sys
+
+    create_topic(broker.bootstrap, topic_name, 6)
+    keys = [f"customer-{i}" for i in range(300)]
+    lines = "".join(f"{k}:from-cli\n" for k in keys).encode()
+    result = subprocess.run([sys.executable, "-m", "odradek", "produce", topic_name, "--key-separator", ":",
+                             "--bootstrap-server", broker.bootstrap], input=lines, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode()
+    reports = produce_all(broker.bootstrap, topic_name, [(k.encode(), b"from-confluent", None) for k in keys])
+    confluent_partition = {key.decode(): partition for partition, _, key, _ in reports}
+    got = consume_all(broker.bootstrap, topic_name, 6, 2 * len(keys))
+    cli_partition = {key.decode(): partition for partition, _, key, value, _, _ in got if value == b"from-cli"}
+    assert len(cli_partition) == len(keys)
+    assert cli_partition == confluent_partition
