@@ -1,7 +1,8 @@
 """Log compaction (Kafka's LogCleaner/Cleaner): keep the latest record of every key.
 
 One pass over one log (`clean_log`):
-1. Cleanable range: the inactive segments wholly below the high watermark whose records are all
+1. Cleanable range: the inactive segments wholly below the last stable offset (so below the
+   high watermark, and every transaction in them has ended) whose records are all
    older than `min.compaction.lag.ms`. The dirty part starts at the cleaner checkpoint (first
    uncleaned offset); a pass runs when dirty bytes / cleanable bytes >= `min.cleanable.dirty.ratio`
    or the oldest dirty segment is older than `max.compaction.lag.ms`.
@@ -13,12 +14,26 @@ One pass over one log (`clean_log`):
    timestamp is more than `delete.retention.ms` old. Offsets never change (gaps are left), batch
    headers keep their base offset, last offset delta, timestamps and producer fields; a batch
    whose records all stay is copied byte for byte, one that loses some is re-encoded with its
-   codec (headers kept), one that loses all is dropped. Control batches are kept as they are.
+   codec (headers kept), one that loses all is dropped.
+   Transactions (Kafka's CleanedTransactionMetadata): the aborted transactions overlapping the
+   range come from the .txnindex files (collected on the loop, in the plan). A data batch of an
+   aborted transaction is dropped whole, and its records never enter the offset map (an aborted
+   value never supersedes a committed one). An ABORT marker goes once its timestamp is more than
+   `delete.retention.ms` old (its data is gone: all of it lies below the marker, in segments this
+   pass rewrites), and its .txnindex entry goes with it, never one without the other. A COMMIT
+   marker goes on the same horizon when no data batch of its transaction was met in this pass.
+   (Kafka counts the horizon from the pass that first found the marker removable, stored in the
+   batch (KIP-534); we count from the marker's own timestamp, its append time, as for tombstones.)
+   Other control batches are kept as they are.
 4. Swap, per segment, crash-safe at every step (the log loader finishes or undoes each):
-       write `<base>.log.cleaned`, fsync     crash: loader deletes *.cleaned  -> old contents
-       rename to `<base>.log.swap`           crash: loader renames swap in    -> new contents
+       write `<base>.log.cleaned` (and `<base>.txnindex.cleaned` when entries go), fsync
+                                             crash: loader deletes *.cleaned  -> old contents
+       rename `.txnindex.cleaned` -> `.txnindex.swap`
+                                             crash: loader deletes the lone swap -> old contents
+       rename to `<base>.log.swap`           crash: loader renames both swaps in -> new contents
        remove `<base>.index/.timeindex`      crash: as above (indexes rebuilt)
-       rename `.log.swap` -> `.log`          crash: new contents, indexes rebuilt on use
+       rename `.txnindex.swap` -> `.txnindex`, then `.log.swap` -> `.log`
+                                             crash: new contents, indexes rebuilt on use
    Before the first swap the cleaner checkpoint names the log (so recovery accepts offset gaps);
    after the last one it records the new first dirty offset.
 
@@ -27,8 +42,8 @@ descriptors (inactive segments never change), and takes the log's `_flush_lock` 
 segment object into `Log.segments`; the replaced segment's .log descriptor stays open until
 `file.delete.delay.ms` (like a retention delete) so a FileRegion handed out before stays valid.
 The active segment is never cleaned, so appends never wait for the cleaner.
-Left out: aborted transactional records are not removed (Kafka drops them); a batch that loses
-all records is dropped even if it was a producer's last (Kafka keeps its header for producer state).
+Left out: a batch that loses all records is dropped even if it was a producer's last (Kafka keeps
+its header for producer state).
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from typing import TYPE_CHECKING
 from odradek.protocol import compression, records
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header
 from odradek.storage.segment import INDEX_SUFFIX, TIME_INDEX_SUFFIX, LogSegment, segment_file_name
+from odradek.storage.txn_index import AbortedTxn
 
 if TYPE_CHECKING:
     from odradek.storage.log import Log
@@ -154,15 +170,60 @@ def _rebuild_batch(batch: bytes, header: BatchHeader, kept: list[bytes]) -> byte
     return bytes(out)
 
 
+class CleanedTransactions:
+    """The transaction state of one cleaning pass (Kafka's CleanedTransactionMetadata): which
+    data batches belong to aborted transactions, and which markers may go (see the module docs).
+
+    Fed the batches of the rewritten segments in offset order; owned by one pass (cleaner thread).
+    """
+
+    def __init__(self, aborted: tuple[AbortedTxn, ...], marker_horizon_ms: int) -> None:
+        self.marker_horizon_ms = marker_horizon_ms
+        self._aborted: dict[int, list[tuple[int, int]]] = {}
+        for entry in aborted:
+            self._aborted.setdefault(entry.producer_id, []).append((entry.first_offset, entry.last_offset))
+        self._committed_with_data: set[int] = set()
+
+    def is_aborted(self, header: BatchHeader) -> bool:
+        """Whether a data batch belongs to an aborted transaction."""
+        if not header.is_transactional or header.is_control:
+            return False
+        return any(first <= header.base_offset <= last for first, last in self._aborted.get(header.producer_id, ()))
+
+    def keep_data_batch(self, header: BatchHeader) -> bool:
+        if self.is_aborted(header):
+            return False
+        if header.is_transactional:
+            self._committed_with_data.add(header.producer_id)
+        return True
+
+    def keep_control_batch(self, header: BatchHeader, batch: bytes) -> bool:
+        try:
+            marker = records.parse_end_txn_marker(batch)
+        except ValueError:
+            return True
+        if marker is None:
+            return True
+        expired = header.max_timestamp <= self.marker_horizon_ms
+        if marker.commit:
+            had_data = header.producer_id in self._committed_with_data
+            self._committed_with_data.discard(header.producer_id)
+            return had_data or not expired
+        return not expired
+
+
 @dataclass(frozen=True, slots=True)
 class CleaningPlan:
     """What the loop knows of a log when a pass starts: its inactive segments wholly below the
-    high watermark as (segment, end offset, size in bytes, largest timestamp), and its log start.
-    Made on the event loop (`plan_cleaning`), so the cleaner thread never touches a LogSegment's
-    lazily opened files or indexes (only their paths)."""
+    last stable offset as (segment, end offset, size in bytes, largest timestamp), its log start,
+    and the aborted transactions (.txnindex entries) overlapping those segments, with each
+    segment's own entries by base offset. Made on the event loop (`plan_cleaning`), so the cleaner
+    thread never touches a LogSegment's lazily opened files or indexes (only their paths)."""
 
     segments: tuple[tuple[LogSegment, int, int, int], ...]
     log_start_offset: int
+    aborted_txns: tuple[AbortedTxn, ...] = ()
+    txn_index_entries: dict[int, tuple[AbortedTxn, ...]] | None = None
 
 
 def plan_cleaning(the_log: Log) -> CleaningPlan | None:
@@ -171,13 +232,20 @@ def plan_cleaning(the_log: Log) -> CleaningPlan | None:
         return None
     segments = the_log.segments
     entries = []
+    last_stable_offset = the_log.last_stable_offset
     for i, segment in enumerate(segments[:-1]):
         end_offset = segments[i + 1].base_offset
-        if end_offset > the_log.high_watermark:
+        if end_offset > last_stable_offset:
             break
         max_timestamp_ms, _ = segment.load_max_timestamp()
         entries.append((segment, end_offset, segment.size_bytes, max_timestamp_ms))
-    return CleaningPlan(tuple(entries), the_log.log_start_offset)
+    aborted: tuple[AbortedTxn, ...] = ()
+    own: dict[int, tuple[AbortedTxn, ...]] = {}
+    if entries:
+        aborted = tuple(the_log.aborted_txn_entries(segments[0].base_offset, entries[-1][1]))
+        for segment, _, _, _ in entries:
+            own[segment.base_offset] = tuple(the_log._loaded_txn_index(segment).entries)
+    return CleaningPlan(tuple(entries), the_log.log_start_offset, aborted, own)
 
 
 def clean_log(the_log: Log, *, now_ms: int, first_dirty_offset: int, offset_map_memory_bytes: int,
@@ -217,6 +285,7 @@ def clean_log(the_log: Log, *, now_ms: int, first_dirty_offset: int, offset_map_
     if not force and not overdue and dirty_bytes < config.min_cleanable_dirty_ratio * total_bytes:
         return None
 
+    transactions = CleanedTransactions(plan.aborted_txns, now_ms - config.delete_retention_ms)
     # The offset map over the dirty range, cut at a segment boundary so that it fits.
     offset_map = OffsetMap(offset_map_memory_bytes)
     records_counted = 0
@@ -240,7 +309,7 @@ def clean_log(the_log: Log, *, now_ms: int, first_dirty_offset: int, offset_map_
         fd = fs.open(segment.log_path)
         try:
             for _, header, batch in _segment_batches(fs, fd, size):
-                if header.is_control or header.last_offset < first_dirty_offset:
+                if header.is_control or header.last_offset < first_dirty_offset or transactions.is_aborted(header):
                     continue
                 for offset, _, key, _, _ in _raw_records(batch, header):
                     if key is not None and offset >= first_dirty_offset:
@@ -257,7 +326,9 @@ def clean_log(the_log: Log, *, now_ms: int, first_dirty_offset: int, offset_map_
             break
         if should_stop():
             raise CleanerStopped()
-        result = _clean_segment(the_log, segment, size, offset_map, tombstone_horizon_ms, now_ms, step_hook)
+        own_entries = (plan.txn_index_entries or {}).get(segment.base_offset, ())
+        result = _clean_segment(the_log, segment, size, offset_map, tombstone_horizon_ms, now_ms, step_hook,
+                                transactions, own_entries)
         if result is not None:
             rewritten += 1
             bytes_before += size
@@ -271,21 +342,36 @@ def clean_log(the_log: Log, *, now_ms: int, first_dirty_offset: int, offset_map_
 
 
 def _clean_segment(the_log: Log, segment: LogSegment, size_bytes: int, offset_map: OffsetMap,
-                   tombstone_horizon_ms: int, now_ms: int, step_hook: Callable[[str], None] | None
+                   tombstone_horizon_ms: int, now_ms: int, step_hook: Callable[[str], None] | None,
+                   transactions: CleanedTransactions | None = None, txn_entries: tuple[AbortedTxn, ...] = ()
                    ) -> tuple[int, int] | None:
-    """Rewrite one segment and swap it in; (new size, records removed), or None if unchanged."""
+    """Rewrite one segment and swap it in; (new size, records removed), or None if unchanged.
+
+    `txn_entries`: the segment's .txnindex entries; those whose ABORT marker goes are dropped."""
     fs = the_log.fs
+    if transactions is None:
+        transactions = CleanedTransactions((), -1)
     cleaned_path = segment.log_path + CLEANED_SUFFIX
     swap_path = segment.log_path + SWAP_SUFFIX
+    txn_path = segment.txn_index.path
     source = fs.open(segment.log_path)
     out = fs.open(cleaned_path, create=True)
     removed = 0
+    removed_markers: set[int] = set()
     try:
         fs.truncate(out, 0)
         pending: list[bytes] = []
         pending_bytes = written = 0
         for _, header, batch in _segment_batches(fs, source, size_bytes):
-            if not header.is_control:
+            if header.is_control:
+                if not transactions.keep_control_batch(header, batch):
+                    removed += header.records_count
+                    removed_markers.add(header.base_offset)
+                    batch = b""
+            elif not transactions.keep_data_batch(header):
+                removed += header.records_count
+                batch = b""
+            else:
                 kept, dropped = [], 0
                 for offset, timestamp_ms, key, is_tombstone, raw in _raw_records(batch, header):
                     superseded = key is not None and offset_map.get(key) > offset
@@ -317,12 +403,25 @@ def _clean_segment(the_log: Log, segment: LogSegment, size_bytes: int, offset_ma
         fs.close(source)
         if out != -1:
             fs.close(out)
+    kept_entries = [entry for entry in txn_entries if entry.last_offset not in removed_markers]
+    txn_changed = len(kept_entries) != len(txn_entries)
+    if txn_changed:
+        txn_out = fs.open(txn_path + CLEANED_SUFFIX, create=True)
+        try:
+            fs.truncate(txn_out, 0)
+            fs.pwrite(txn_out, b"".join(entry.encode() for entry in kept_entries), 0)
+            fs.fsync(txn_out)
+        finally:
+            fs.close(txn_out)
     _step(step_hook, "cleaned_written")
 
     with the_log._flush_lock:
         if the_log.closed or segment not in the_log.segments[:-1]:
             fs.unlink(cleaned_path)  # retention removed it meanwhile (or the log closed)
+            fs.unlink(txn_path + CLEANED_SUFFIX)
             return None
+        if txn_changed:
+            fs.rename(txn_path + CLEANED_SUFFIX, txn_path + SWAP_SUFFIX)
         fs.rename(cleaned_path, swap_path)
         fs.fsync_dir(the_log.dir)
         _step(step_hook, "swap_renamed")
@@ -330,6 +429,9 @@ def _clean_segment(the_log: Log, segment: LogSegment, size_bytes: int, offset_ma
         for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
             fs.unlink(os.path.join(the_log.dir, segment_file_name(segment.base_offset, suffix)))
         _step(step_hook, "indexes_removed")
+        if txn_changed:
+            segment.txn_index.close()
+            fs.rename(txn_path + SWAP_SUFFIX, txn_path)
         fs.rename(swap_path, segment.log_path)
         fs.fsync_dir(the_log.dir)
         _step(step_hook, "swapped")
@@ -346,4 +448,4 @@ def _step(step_hook: Callable[[str], None] | None, name: str) -> None:
         step_hook(name)
 
 
-__all__ = ["STEPS", "CleanResult", "CleanerStopped", "OffsetMap", "clean_log"]
+__all__ = ["STEPS", "CleanResult", "CleanedTransactions", "CleanerStopped", "OffsetMap", "clean_log"]

@@ -353,12 +353,17 @@ class Log:
         AbortedTransactions). Reads the .txnindex of the segment holding `start_offset` and of
         later segments until an entry's last stable offset reaches the upper bound (Kafka's
         collectAbortedTransactions). A corrupt .txnindex is rebuilt from the log first."""
-        found: list[tuple[int, int]] = []
+        return [(entry.producer_id, entry.first_offset)
+                for entry in self.aborted_txn_entries(start_offset, upper_bound_offset)]
+
+    def aborted_txn_entries(self, start_offset: int, upper_bound_offset: int) -> list[AbortedTxn]:
+        """The .txnindex entries behind `collect_aborted_transactions` (the cleaner needs them whole)."""
+        found: list[AbortedTxn] = []
         if upper_bound_offset <= start_offset:
             return found
         for segment in self.segments[self._segment_index_for(start_offset):]:
             entries, complete = self._loaded_txn_index(segment).collect(start_offset, upper_bound_offset)
-            found.extend((entry.producer_id, entry.first_offset) for entry in entries)
+            found.extend(entries)
             if complete:
                 break
         return found
