@@ -26,8 +26,8 @@ writes the batch as received. This module is pure: bytes in, values out; no I/O.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import crc32c as _crc32c
 

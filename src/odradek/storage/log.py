@@ -15,9 +15,9 @@ from odradek.protocol.errors import ErrorCode
 from odradek.protocol.records import BatchHeader, EndTransactionMarker
 from odradek.storage.checkpoints import LEADER_EPOCH_CHECKPOINT
 from odradek.storage.fs import FileSystem
+from odradek.storage.index import CorruptIndexError
 from odradek.storage.leader_epoch import LeaderEpochFileCache
 from odradek.storage.log_config import LogConfig
-from odradek.storage.index import CorruptIndexError
 from odradek.storage.producer_state import CompletedTxn, ProducerStateManager
 from odradek.storage.segment import FileRegion, LogSegment
 from odradek.storage.txn_index import AbortedTxn
