@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
+
+import pytest
 
 from odradek.protocol import records
 from odradek.protocol.errors import ErrorCode
@@ -263,3 +266,63 @@ def test_retention_deletes_a_segments_txn_index_with_it():
     log.delete_old_segments(now_ms=5_000)
     log.delete_expired_files(now_ms=10_000)
     assert txn_index_files(fs) == {} and not any(p.endswith(".deleted") for p in fs.files)
+
+
+def expected_view(events, log_end_offset: int, start: int = 0, upper: int | None = None):
+    """From (kind, producer id, offset) events: the open transactions and the aborted ones
+    [(pid, first offset)] overlapping [start, upper) among events below the log end."""
+    upper = log_end_offset if upper is None else upper
+    open_txns: dict[int, int] = {}
+    aborted = []
+    for kind, pid, offset in events:
+        if offset >= log_end_offset:
+            break
+        if kind == "data":
+            open_txns.setdefault(pid, offset)
+        elif kind in ("commit", "abort"):
+            first = open_txns.pop(pid, offset)
+            if kind == "abort" and offset >= start and first < upper and start < upper:
+                aborted.append((pid, first))
+    return open_txns, aborted
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_random_interleavings_match_a_model_before_and_after_a_crash(seed):
+    rng = random.Random(seed)
+    fs = FakeFileSystem()
+    log = open_log(fs, SMALL)
+    producers = {pid: Producer(log, pid) for pid in (1, 2, 3, 4)}
+    events = []
+    for _ in range(120):
+        pid = rng.choice(list(producers))
+        action = rng.random()
+        if action < 0.5:
+            result = producers[pid].send(*[b"v%d" % rng.randrange(100) for _ in range(rng.randint(1, 3))])
+            events.append(("data", pid, result.base_offset))
+        elif action < 0.75:
+            commit = rng.random() < 0.5
+            result = producers[pid].end(commit=commit)
+            events.append(("commit" if commit else "abort", pid, result.base_offset))
+        else:
+            result = append_values(log, [b"plain"])
+            events.append(("plain", -1, result.base_offset))
+        assert result.error is ErrorCode.none
+        advance(log)
+        if rng.random() < 0.1:
+            log.flush()
+        open_txns, aborted = expected_view(events, log.log_end_offset)
+        assert log.last_stable_offset == min([*open_txns.values(), log.high_watermark])
+        assert log.collect_aborted_transactions(0, log.log_end_offset) == aborted
+    for _ in range(20):
+        start = rng.randrange(log.log_end_offset)
+        upper = rng.randrange(start, log.log_end_offset + 1)
+        assert log.collect_aborted_transactions(start, upper) == expected_view(events, log.log_end_offset,
+                                                                                start, upper)[1]
+    fs.crash(tear_last_write_at=rng.choice([None, 10]))
+    recovered = open_log(fs, SMALL, clean_shutdown=False, recovery_point=log.recovery_point,
+                         high_watermark=log.log_end_offset)
+    assert recovered.log_end_offset >= log.recovery_point
+    open_txns, aborted = expected_view(events, recovered.log_end_offset)
+    assert recovered.producer_state.ongoing_txns == open_txns
+    assert recovered.collect_aborted_transactions(0, recovered.log_end_offset) == aborted
+    assert recovered.last_stable_offset == min([*open_txns.values(), recovered.high_watermark])
