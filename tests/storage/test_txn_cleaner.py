@@ -240,3 +240,39 @@ def test_transactions_spanning_segments_clean_consistently():
     clean(log, LATER_MS)
     assert read_committed(log) == expected
     assert log.collect_aborted_transactions(0, log.log_end_offset) == []
+
+
+def test_loader_drops_a_lone_txn_index_swap_and_moves_one_in_with_its_log_swap():
+    fs = FakeFileSystem()
+    fs.mkdir("/data")
+    log = Log.open(fs, "/data/t-0", COMPACT, topic_id=None, recovery_point=0, log_start_offset=0,
+                   high_watermark=0, clean_shutdown=True, now_ms=0)
+    fill(log)
+    log.flush()
+    log.close()
+    segment0 = "/data/t-0/00000000000000000000"
+    original = bytes(fs.files[segment0 + ".txnindex"].data)
+    assert len(original) == 2 * 34
+
+    def write(path, data):
+        fd = fs.open(path, create=True)
+        fs.pwrite(fd, data, 0)
+        fs.fsync(fd)
+        fs.close(fd)
+
+    # A crash between renaming the cleaned .txnindex to .swap and the .log's swap: old contents.
+    write(segment0 + ".txnindex.swap", b"")
+    reopened = Log.open(fs, "/data/t-0", COMPACT, topic_id=None, recovery_point=log.log_end_offset,
+                        log_start_offset=0, high_watermark=log.log_end_offset, clean_shutdown=True, now_ms=0)
+    assert not fs.exists(segment0 + ".txnindex.swap")
+    assert bytes(fs.files[segment0 + ".txnindex"].data) == original
+    assert [pid for pid, _ in reopened.collect_aborted_transactions(0, reopened.log_end_offset)] == [2, 4]
+    reopened.close()
+    # With the .log's swap present, both move in together.
+    write(segment0 + ".txnindex.swap", original[:34])
+    write(segment0 + ".log.swap", bytes(fs.files[segment0 + ".log"].data))
+    reopened = Log.open(fs, "/data/t-0", COMPACT, topic_id=None, recovery_point=log.log_end_offset,
+                        log_start_offset=0, high_watermark=log.log_end_offset, clean_shutdown=True, now_ms=0)
+    assert not any(p.endswith(".swap") for p in fs.files)
+    assert bytes(fs.files[segment0 + ".txnindex"].data) == original[:34]
+    assert [pid for pid, _ in reopened.collect_aborted_transactions(0, reopened.log_end_offset)] == [2]

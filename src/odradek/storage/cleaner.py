@@ -430,7 +430,8 @@ def _clean_segment(the_log: Log, segment: LogSegment, size_bytes: int, offset_ma
             fs.unlink(os.path.join(the_log.dir, segment_file_name(segment.base_offset, suffix)))
         _step(step_hook, "indexes_removed")
         if txn_changed:
-            segment.txn_index.close()
+            # The old segment's TransactionIndex keeps its descriptor (old inode) and entries, which
+            # match the old .log its readers see; it closes with the segment after the delay.
             fs.rename(txn_path + SWAP_SUFFIX, txn_path)
         fs.rename(swap_path, segment.log_path)
         fs.fsync_dir(the_log.dir)
