@@ -150,11 +150,6 @@ class ProducerStateManager:
         """The first offset of the earliest open transaction, or None when none is open."""
         return min(self.ongoing_txns.values()) if self.ongoing_txns else None
 
-    def first_unstable_offset_excluding(self, producer_id: int) -> int | None:
-        """As first_unstable_offset, ignoring `producer_id`'s transaction (for a completing one)."""
-        firsts = [first for pid, first in self.ongoing_txns.items() if pid != producer_id]
-        return min(firsts) if firsts else None
-
     def _set_producers(self, producers: dict[int, ProducerStateEntry]) -> None:
         self.producers = producers
         self.ongoing_txns = {pid: e.current_txn_first_offset for pid, e in producers.items()
