@@ -26,6 +26,10 @@ HOUSEKEEPING_INTERVAL_S = 1.0
 LISTEN_BACKLOG = 1024
 
 
+class StartupError(Exception):
+    """The broker could not start (data directory locked, address in use): one clear line."""
+
+
 class BrokerServer:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
@@ -35,18 +39,31 @@ class BrokerServer:
         self.bound: dict[str, tuple[str, int]] = {}  # listener name -> actual (host, port)
 
     async def start(self) -> None:
+        from odradek.metadata.store import MetadataStoreError
+        from odradek.storage.log_manager import DataDirLockedError
+
         started = time.perf_counter()
-        self.core.open()
+        try:
+            self.core.open()
+        except (DataDirLockedError, MetadataStoreError) as exc:
+            raise StartupError(str(exc)) from None
+        except OSError as exc:
+            # An I/O error while recovering the data: the traceback says where, for the bug report.
+            log.exception("cannot open the data in %s", ", ".join(self.config.log_dirs))
+            raise StartupError(f"cannot open the data in {', '.join(self.config.log_dirs)}: {exc}") from None
         loop = asyncio.get_running_loop()
         try:
             for listener in self.config.listeners:
-                server = await loop.create_server(
-                    lambda name=listener.name: KafkaConnection(self.core, name),
-                    host=listener.host or None,
-                    port=listener.port,
-                    reuse_address=True,
-                    backlog=LISTEN_BACKLOG,
-                )
+                try:
+                    server = await loop.create_server(
+                        lambda name=listener.name: KafkaConnection(self.core, name),
+                        host=listener.host or None,
+                        port=listener.port,
+                        reuse_address=True,
+                        backlog=LISTEN_BACKLOG,
+                    )
+                except OSError as exc:
+                    raise StartupError(f"cannot listen on {listener}: {exc.strerror or exc}") from None
                 self._servers.append(server)
                 sockname = server.sockets[0].getsockname()
                 self.bound[listener.name] = (listener.host or sockname[0], sockname[1])
@@ -164,21 +181,9 @@ def serve(config_path: str | None, overrides: dict[str, str]) -> int:
     return 0
 
 
-class StartupError(Exception):
-    """The broker could not start (data directory locked, address in use): one clear line."""
-
-
 async def _serve_until_signalled(config: BrokerConfig) -> None:
-    from odradek.metadata.store import MetadataStoreError
-    from odradek.storage.log_manager import DataDirLockedError
-
     server = BrokerServer(config)
-    try:
-        await server.start()
-    except (DataDirLockedError, MetadataStoreError) as exc:
-        raise StartupError(str(exc)) from None
-    except OSError as exc:
-        raise StartupError(f"cannot listen: {exc.strerror or exc}") from None
+    await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

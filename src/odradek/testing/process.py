@@ -68,8 +68,13 @@ class BrokerProcess:
             if time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError("broker did not become ready:\n" + "".join(self.output))
-        if self.process.poll() is not None and not any(READY.search(l) for l in self.output):
-            raise RuntimeError("broker exited at start:\n" + "".join(self.output))
+        if not any(READY.search(line) for line in self.output):
+            # The output ended without the ready line: the broker is exiting (or has exited).
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+            raise RuntimeError(f"broker exited at start (code {self.process.returncode}):\n" + "".join(self.output))
         return self
 
     def kill(self) -> None:
