@@ -385,3 +385,20 @@ def test_replayed_store_yields_the_same_image(ops, compact_after):
             reopened.close()
     finally:
         store_module.COMPACT_MIN_RECORDS = original
+
+
+@pytest.mark.parametrize("cut_from_end", [1, 10, 100, 400])
+def test_a_torn_append_loses_all_of_its_records_never_part(tmp_path, cut_from_end):
+    # One CreateTopics is a TopicRecord, PartitionRecords and ConfigRecords: a cut anywhere in
+    # it must not leave a topic without its partitions.
+    store = open_store(tmp_path)
+    create(store, "kept", 2)
+    create(store, "torn", 8, **{"retention.ms": "1000"})
+    path = store.log_path
+    store.close()
+    size = os.path.getsize(path)
+    os.truncate(path, size - cut_from_end)
+    reopened = open_store(tmp_path)
+    assert set(reopened.image.topics_by_name) == {"kept"}
+    assert len(reopened.image.topics_by_name["kept"].partitions) == 2
+    reopened.close()

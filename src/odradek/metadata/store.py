@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import json
 import os
 import struct
 import time
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 FRAME_HEADER = struct.Struct(">iI")  # length int32, crc32c uint32
 MAX_RECORD_BYTES = 1024 * 1024  # bound on one metadata record's payload
+MAX_FRAME_BYTES = 64 * 1024 * 1024  # bound on one frame: all the records of one append
 COMPACT_MIN_RECORDS = 1000  # never rewrite a log shorter than this
 LOG_FILE_NAME = "metadata.log"
 META_PROPERTIES = "meta.properties"
@@ -75,6 +77,29 @@ def encode_frame(record: MetadataRecord) -> bytes:
     return FRAME_HEADER.pack(len(payload), crc32c.crc32c(payload)) + payload
 
 
+def encode_batch_frame(records: list[MetadataRecord]) -> bytes:
+    """One frame holding all the records of one append, as a JSON array: a torn or corrupt
+    frame loses the whole append, never part of it (a topic without its partitions, say)."""
+    if len(records) == 1:
+        return encode_frame(records[0])
+    payload = b"[" + b",".join(encode_record(record) for record in records) + b"]"
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ValueError(f"metadata append of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+    return FRAME_HEADER.pack(len(payload), crc32c.crc32c(payload)) + payload
+
+
+def _decode_payload(payload: memoryview) -> list[MetadataRecord]:
+    if payload[:1] != b"[":
+        return [decode_record(payload)]
+    try:
+        items = json.loads(bytes(payload).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RecordDecodeError(f"metadata batch is not valid JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise RecordDecodeError("metadata batch is not an array")
+    return [decode_record(json.dumps(item).encode("utf-8")) for item in items]
+
+
 def read_frames(data: bytes) -> tuple[list[MetadataRecord], int]:
     """Decode the valid prefix of a metadata log: (records, bytes of the valid prefix).
 
@@ -87,13 +112,13 @@ def read_frames(data: bytes) -> tuple[list[MetadataRecord], int]:
     while position + FRAME_HEADER.size <= size:
         length, crc = FRAME_HEADER.unpack_from(view, position)
         end = position + FRAME_HEADER.size + length
-        if length <= 0 or length > MAX_RECORD_BYTES or end > size:
+        if length <= 0 or length > MAX_FRAME_BYTES or end > size:
             break
         payload = view[position + FRAME_HEADER.size:end]
         if crc32c.crc32c(payload) != crc:
             break
         try:
-            records.append(decode_record(payload))
+            records.extend(_decode_payload(payload))
         except RecordDecodeError as exc:
             raise MetadataStoreError(f"metadata log record at byte {position} cannot be read: {exc}") from None
         position = end
@@ -197,7 +222,7 @@ class MetadataStore:
         assert self._fd is not None, "metadata store is closed"
         new_image = self.image.copy()
         changes = [new_image.apply(record) for record in records]
-        data = b"".join(encode_frame(record) for record in records)
+        data = encode_batch_frame(records)
         try:
             self.fs.pwrite(self._fd, data, self.size_bytes)
             self.fs.fsync(self._fd)
