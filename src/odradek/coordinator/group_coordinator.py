@@ -19,14 +19,27 @@ Contract with the caller (the broker's handlers and its housekeeping):
   (NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, INVALID_COMMIT_OFFSET_SIZE, ...); a failed
   assignment write sends the group back to PreparingRebalance; deletions are already applied
   in memory and are not undone (as in Kafka), but their answers carry the error.
+* Transactional offset commits (`txn_offset_commit`, TxnOffsetCommit v0-5): the PendingAppend
+  carries `producer_id`, `producer_epoch`, `base_sequence` and `transactional=True`; the caller
+  builds that batch with `build_batch(..., producer_id=, producer_epoch=,
+  base_sequence=append.base_sequence, transactional=True)`. `base_sequence` is NO_SEQUENCE (-1):
+  Kafka appends coordinator writes (AppendOrigin.COORDINATOR) without sequence or duplicate
+  checks, and a batch without a sequence is how our producer state takes that path (Kafka itself
+  writes 0 and skips the check by origin). The offsets stay pending per producer id, invisible
+  to OffsetFetch, until the caller reports the producer's end-transaction marker in the group's
+  partition with `complete_transaction(producer_id, commit, now_ms, partitions)`.
 * Timers are data: call `tick(now_ms)` at or after `next_deadline_ms()` (and once at start
   when partitions were given to the constructor: that schedules the first offsets expiry check;
   `finish_loading` schedules it too).
-* Loading: `begin_loading(p)`, then `replay(key, value)` for each record of partition p in
-  log order, then `finish_loading(p, now_ms)`. Requests for groups of a partition that is
+* Loading: `begin_loading(p)`, then `replay(key, value, now_ms, producer_id=,
+  transactional=)` for each record of partition p in log order (the batch's producer id and
+  transactional flag) and `replay_marker(producer_id, commit, partition=p)` for each COMMIT or
+  ABORT control record, then `finish_loading(p, now_ms)`. Requests for groups of a partition that is
   loading get COORDINATOR_LOAD_IN_PROGRESS; of a partition not owned, NOT_COORDINATOR.
   `unload(p, now_ms)` drops a partition's groups and answers their parked requests with
   NOT_COORDINATOR.
+* Ordering: the appends of one partition complete (`on_append_complete`) in the order they
+  reach its log; that order decides between transactional and plain commits of one partition.
 
 Owner: one per broker, called from the event loop only.
 """
@@ -63,6 +76,8 @@ from odradek.coordinator.messages import (
     OffsetFetchGroupResponse,
     SyncGroupRequest,
     SyncGroupResponse,
+    TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
 )
 from odradek.coordinator.offsets import CommittedOffset, OffsetStore, TopicPartition, offset_record
 from odradek.coordinator.records import (
@@ -76,17 +91,26 @@ from odradek.coordinator.records import (
     partition_for_group,
 )
 from odradek.protocol.errors import ErrorCode
+from odradek.protocol.records import NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE
 
 Record = tuple[bytes, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
 class PendingAppend:
-    """Records to append, as one batch, to `__consumer_offsets` partition `partition`."""
+    """Records to append, as one batch, to `__consumer_offsets` partition `partition`.
+
+    A transactional offset commit's batch is written with the producer's id and epoch,
+    `base_sequence` (NO_SEQUENCE: no sequence check on the coordinator's append path) and the
+    transactional attribute; every other batch with none of them (the defaults)."""
 
     append_id: int
     partition: int
     records: tuple[Record, ...]
+    producer_id: int = NO_PRODUCER_ID
+    producer_epoch: int = NO_PRODUCER_EPOCH
+    base_sequence: int = NO_SEQUENCE
+    transactional: bool = False
 
 
 @dataclass(slots=True)
@@ -196,12 +220,26 @@ class GroupCoordinator:
         return f"{prefix}-{uuid.UUID(int=self._rng.getrandbits(128), version=4)}"
 
     def _append(
-        self, partition: int, records: list[Record], kind: str, payload: Any
+        self,
+        partition: int,
+        records: list[Record],
+        kind: str,
+        payload: Any,
+        producer_id: int = NO_PRODUCER_ID,
+        producer_epoch: int = NO_PRODUCER_EPOCH,
     ) -> PendingAppend:
         append_id = self._next_append_id
         self._next_append_id += 1
         self._in_flight[append_id] = (kind, payload)
-        return PendingAppend(append_id, partition, tuple(records))
+        return PendingAppend(
+            append_id,
+            partition,
+            tuple(records),
+            producer_id,
+            producer_epoch,
+            NO_SEQUENCE,
+            producer_id != NO_PRODUCER_ID,
+        )
 
     def _finish(self, fx: Effects, result: CoordinatorResult | None = None) -> CoordinatorResult:
         result = result or CoordinatorResult()
@@ -224,6 +262,7 @@ class GroupCoordinator:
             and not group.pending_members
             and group.generation_id == 0
             and not self.offsets.has_offsets(group.group_id)
+            and group.group_id not in self.offsets.txn_producers
         ):
             self.groups.pop(group.group_id, None)
 
@@ -385,9 +424,130 @@ class GroupCoordinator:
         self._waiters[append.append_id] = _Waiter(token, 1, build)
         return CoordinatorResult([], [append])
 
+    def txn_offset_commit(
+        self, req: TxnOffsetCommitRequest, now_ms: int, token: Any
+    ) -> CoordinatorResult:
+        """TxnOffsetCommit v0-5: write the offsets as a transactional batch of the producer and
+        keep them pending for it until `complete_transaction`. Answered once the append
+        completes. Errors, for every partition: INVALID_GROUP_ID, NOT_COORDINATOR,
+        COORDINATOR_LOAD_IN_PROGRESS (COORDINATOR_NOT_AVAILABLE to v0-1), ILLEGAL_GENERATION,
+        UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID, COORDINATOR_NOT_AVAILABLE (Dead group),
+        INVALID_PRODUCER_ID_MAPPING (no producer id: ours, Kafka would write a plain commit),
+        the append's error mapped as for OffsetCommit; per partition OFFSET_METADATA_TOO_LARGE."""
+        self._dirty.add(req.group_id)
+        error = (
+            self._coordinator_error(req.group_id)
+            if req.group_id
+            else ErrorCode.invalid_group_id.value
+        )
+        if error == ErrorCode.coordinator_load_in_progress.value and req.api_version < 2:
+            error = ErrorCode.coordinator_not_available.value
+        if error == NONE and req.producer_id < 0:
+            error = ErrorCode.invalid_producer_id_mapping.value
+        group = self.groups.get(req.group_id)
+        if error == NONE:
+            if group is None:
+                if req.generation_id < 0:
+                    # a "simple" group: a producer committing for a consumer without membership
+                    group = self.groups[req.group_id] = ClassicGroup(
+                        req.group_id, self.config, now_ms
+                    )
+                else:
+                    error = ErrorCode.illegal_generation.value
+            else:
+                error = self._validate_txn_offset_commit(group, req)
+        errors: dict[TopicPartition, int] = {}
+        pending: dict[TopicPartition, CommittedOffset] = {}
+        for topic, partitions in req.topics.items():
+            for p in partitions:
+                tp = (topic, p.partition)
+                metadata = p.metadata or ""
+                if error != NONE:
+                    errors[tp] = error
+                elif len(metadata.encode("utf-8")) > self.config.offset_metadata_max_bytes:
+                    errors[tp] = ErrorCode.offset_metadata_too_large.value
+                else:
+                    pending[tp] = CommittedOffset(p.offset, p.leader_epoch, metadata, now_ms)
+                    errors[tp] = NONE
+
+        def build(append_errors: dict[int, int]) -> TxnOffsetCommitResponse:
+            failure = next((e for e in append_errors.values() if e != NONE), NONE)
+            return TxnOffsetCommitResponse(
+                {
+                    topic: tuple(
+                        (
+                            p.partition,
+                            _commit_error(failure)
+                            if (topic, p.partition) in pending and failure != NONE
+                            else errors[(topic, p.partition)],
+                        )
+                        for p in partitions
+                    )
+                    for topic, partitions in req.topics.items()
+                }
+            )
+
+        if not pending:
+            if group is not None:
+                self._remove_if_unused(group)
+            return CoordinatorResult([(token, build({}))])
+        assert group is not None
+        entries = self.offsets.prepare_txn(req.producer_id, req.group_id, pending)
+        append = self._append(
+            self.partition_for(req.group_id),
+            [offset_record(req.group_id, tp, c) for tp, c in pending.items()],
+            "txn_offsets",
+            (group, req.producer_id, entries),
+            req.producer_id,
+            req.producer_epoch,
+        )
+        self._waiters[append.append_id] = _Waiter(token, 1, build)
+        return CoordinatorResult([], [append])
+
+    @staticmethod
+    def _validate_txn_offset_commit(group: ClassicGroup, req: TxnOffsetCommitRequest) -> int:
+        """Kafka's ClassicGroup.validateOffsetCommit for a transactional commit: a commit
+        without generation, member id and instance id (v0-2, or a producer not in the group) is
+        accepted in any state; otherwise the member and generation must be current. Unlike a
+        plain commit, no REBALANCE_IN_PROGRESS and no session refresh."""
+        if group.state is GroupState.DEAD:
+            return ErrorCode.coordinator_not_available.value
+        if req.generation_id < 0 and group.state is GroupState.EMPTY:
+            return NONE
+        if req.generation_id >= 0 or req.member_id or req.group_instance_id is not None:
+            error = group.validate_member(req.member_id, req.group_instance_id)
+            if error != NONE:
+                return error
+            if req.generation_id != group.generation_id:
+                return ErrorCode.illegal_generation.value
+        return NONE
+
+    def complete_transaction(
+        self,
+        producer_id: int,
+        commit: bool,
+        now_ms: int,
+        partitions: Iterable[int] | None = None,
+    ) -> list[str]:
+        """The producer's COMMIT (`commit`) or ABORT marker has been written to these
+        `__consumer_offsets` partitions (None: every partition this coordinator owns): Kafka's
+        handleTxnCompletion. On commit the producer's pending offsets of their groups become
+        committed (unless a plain commit of the same partition was appended later); on abort
+        they are dropped. Partitions not owned (or loading: the loader replays the marker) are
+        left alone. Returns the groups whose pending offsets completed."""
+        scope = self.owned if partitions is None else set(partitions) & self.owned
+        groups = self.offsets.complete_txn(
+            producer_id, commit, lambda g: self.partition_for(g) in scope
+        )
+        self._dirty.update(groups)
+        return groups
+
     def offset_fetch(
-        self, groups: Iterable[OffsetFetchGroup], now_ms: int = 0
+        self, groups: Iterable[OffsetFetchGroup], now_ms: int = 0, require_stable: bool = False
     ) -> list[OffsetFetchGroupResponse]:
+        """OffsetFetch: the committed offsets. Pending transactional offsets are never returned;
+        with `require_stable` (v7+) a partition that has some answers UNSTABLE_OFFSET_COMMIT
+        (offset -1), as Kafka's fetchOffsets."""
         results = []
         for g in groups:
             error = self._coordinator_error(g.group_id)
@@ -405,7 +565,15 @@ class GroupCoordinator:
                 fetched = []
                 for partition in partitions:
                     c = self.offsets.get(g.group_id, (topic, partition))
-                    if c is None:
+                    if require_stable and self.offsets.has_pending_txn(
+                        g.group_id, (topic, partition)
+                    ):
+                        fetched.append(
+                            FetchedOffset(
+                                partition, -1, error_code=ErrorCode.unstable_offset_commit.value
+                            )
+                        )
+                    elif c is None:
                         fetched.append(FetchedOffset(partition, -1))
                     else:
                         fetched.append(
@@ -566,8 +734,14 @@ class GroupCoordinator:
             # Applied only if the group is still the one committed to: not deleted, expired,
             # or unloaded meanwhile (their tombstones follow this record in the log).
             if error_code == NONE and self.groups.get(group.group_id) is group:
+                order = self.offsets.next_append_order()
                 for tp, committed in to_apply.items():
-                    self.offsets.apply(group.group_id, tp, committed)
+                    self.offsets.apply(group.group_id, tp, committed, order)
+        elif kind == "txn_offsets":
+            group, producer_id, entries = payload
+            if self.groups.get(group.group_id) is group:
+                order = self.offsets.next_append_order() if error_code == NONE else None
+                self.offsets.on_txn_append(producer_id, group.group_id, entries, order)
         elif kind == "group":
             self._on_group_store_complete(payload, error_code, now_ms, fx)
         result = self._finish(fx)
@@ -717,16 +891,32 @@ class GroupCoordinator:
         self.owned.discard(partition)
         self.loading.add(partition)
 
-    def replay(self, key_bytes: bytes, value_bytes: bytes | None, now_ms: int = 0) -> None:
-        """Apply one `__consumer_offsets` record (in log order) while its partition loads."""
+    def replay(
+        self,
+        key_bytes: bytes,
+        value_bytes: bytes | None,
+        now_ms: int = 0,
+        *,
+        producer_id: int = NO_PRODUCER_ID,
+        transactional: bool = False,
+    ) -> None:
+        """Apply one `__consumer_offsets` record (in log order) while its partition loads.
+
+        `producer_id` and `transactional` are those of the record's batch: an offset commit in a
+        transactional batch stays pending for its producer until `replay_marker`. A tombstone,
+        transactional or not, drops the committed offset and every pending one (as Kafka)."""
         key = decode_key(key_bytes)
         if isinstance(key, OffsetCommitKey):
+            tp = (key.topic, key.partition)
             committed = (
                 None
                 if value_bytes is None
                 else CommittedOffset.from_value(decode_offset_commit_value(value_bytes))
             )
-            self.offsets.apply(key.group, (key.topic, key.partition), committed)
+            if committed is not None and transactional and producer_id != NO_PRODUCER_ID:
+                self.offsets.replay_txn(producer_id, key.group, tp, committed)
+            else:
+                self.offsets.apply(key.group, tp, committed)
         else:
             assert isinstance(key, GroupMetadataKey)
             if value_bytes is None:
@@ -737,10 +927,17 @@ class GroupCoordinator:
                     key.group, value, self.config, now_ms
                 )
 
+    def replay_marker(self, producer_id: int, commit: bool, partition: int | None = None) -> None:
+        """Apply a COMMIT (`commit`) or ABORT control record of `producer_id` read from the log
+        of `partition` (None: every partition loading) while it loads."""
+        scope = self.loading if partition is None else {partition}
+        self.offsets.complete_txn(producer_id, commit, lambda g: self.partition_for(g) in scope)
+
     def finish_loading(self, partition: int, now_ms: int) -> None:
-        """The partition is loaded: groups known only by their offsets become Empty groups,
-        and members of loaded groups must heartbeat within their session timeout."""
-        for group_id in self.offsets.committed:
+        """The partition is loaded: groups known only by their offsets (committed or pending
+        in a transaction) become Empty groups, and members of loaded groups must heartbeat
+        within their session timeout."""
+        for group_id in sorted(self.offsets.groups_with_offsets()):
             if group_id not in self.groups and self.partition_for(group_id) == partition:
                 self.groups[group_id] = ClassicGroup(group_id, self.config, now_ms)
         fx = Effects()
@@ -771,5 +968,7 @@ class GroupCoordinator:
     def _drop_partition(self, partition: int) -> None:
         for group_id in [g for g in self.groups if self.partition_for(g) == partition]:
             del self.groups[group_id]
-        for group_id in [g for g in self.offsets.committed if self.partition_for(g) == partition]:
+        for group_id in [
+            g for g in self.offsets.groups_with_offsets() if self.partition_for(g) == partition
+        ]:
             self.offsets.remove_group(group_id)

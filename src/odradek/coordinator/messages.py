@@ -11,6 +11,13 @@ responses. Field mapping (kio name -> ours) where it is not the same name:
     OffsetCommitRequest.generation_id_or_member_epoch -> generation_id
     OffsetCommitRequest.retention_time_ms (v2-4)    -> retention_time_ms (-1: broker default)
     OffsetFetch v0-7 single group / v8+ groups      -> OffsetFetchGroup list (topics None = all)
+    OffsetFetch v7+ require_stable                  -> `offset_fetch(..., require_stable=True)`
+    TxnOffsetCommitRequest v0-5                     -> TxnOffsetCommitRequest; v0-2 have no
+                                                       generation_id / member_id /
+                                                       group_instance_id (defaults -1, "", None);
+                                                       committed_leader_epoch (v2+, else -1) ->
+                                                       leader_epoch; committed_offset -> offset;
+                                                       committed_metadata -> metadata
 Responses carry plain ints for error codes (`ErrorCode.x.value`). Responses for old versions:
 LeaveGroup v0-2 answers with the first member's error as the top-level error;
 JoinGroupResponse.skip_assignment exists from v9 (`supports_skip_assignment=False` for older
@@ -212,3 +219,33 @@ class HeartbeatResponse:
 @dataclass(frozen=True, slots=True)
 class DeleteGroupsResponse:
     results: tuple[tuple[str, int], ...]  # (group id, error code), in request order
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOffsetCommitPartition:
+    partition: int
+    offset: int
+    leader_epoch: int = -1
+    metadata: str | None = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOffsetCommitRequest:
+    """TxnOffsetCommit (API key 28). `api_version` matters once: v0-1 clients get
+    COORDINATOR_NOT_AVAILABLE instead of COORDINATOR_LOAD_IN_PROGRESS (KAFKA-7296)."""
+
+    transactional_id: str
+    group_id: str
+    producer_id: int
+    producer_epoch: int
+    topics: dict[str, tuple[TxnOffsetCommitPartition, ...]]
+    generation_id: int = -1  # v3+
+    member_id: str = ""  # v3+
+    group_instance_id: str | None = None  # v3+
+    api_version: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TxnOffsetCommitResponse:
+    # topic -> ((partition, error_code), ...), in request order
+    topics: dict[str, tuple[tuple[int, int], ...]]
