@@ -193,6 +193,9 @@ class GroupCoordinator:
         self._in_flight: dict[int, tuple[str, Any]] = {}
         self._waiters: dict[int, _Waiter] = {}
         self._next_expiry_check_ms: int | None = None
+        # Groups named by an offset commit record replayed while loading (Kafka creates a
+        # simple group on replay of any offset commit, transactional or not).
+        self._replayed_offset_groups: set[str] = set()
         # Timers: a lazy min-heap of (deadline ms, group id). `_scheduled` holds each group's
         # current deadline; heap entries that disagree with it are stale and skipped. Groups
         # touched by a call are `_dirty` and get their deadline recomputed before the next
@@ -913,6 +916,8 @@ class GroupCoordinator:
                 if value_bytes is None
                 else CommittedOffset.from_value(decode_offset_commit_value(value_bytes))
             )
+            if committed is not None:
+                self._replayed_offset_groups.add(key.group)
             if committed is not None and transactional and producer_id != NO_PRODUCER_ID:
                 self.offsets.replay_txn(producer_id, key.group, tp, committed)
             else:
@@ -921,6 +926,7 @@ class GroupCoordinator:
             assert isinstance(key, GroupMetadataKey)
             if value_bytes is None:
                 self.groups.pop(key.group, None)
+                self._replayed_offset_groups.discard(key.group)
             else:
                 value = decode_group_metadata_value(value_bytes)
                 self.groups[key.group] = ClassicGroup.from_record_value(
@@ -937,9 +943,13 @@ class GroupCoordinator:
         """The partition is loaded: groups known only by their offsets (committed or pending
         in a transaction) become Empty groups, and members of loaded groups must heartbeat
         within their session timeout."""
-        for group_id in sorted(self.offsets.groups_with_offsets()):
+        named = self.offsets.groups_with_offsets() | self._replayed_offset_groups
+        for group_id in sorted(named):
             if group_id not in self.groups and self.partition_for(group_id) == partition:
                 self.groups[group_id] = ClassicGroup(group_id, self.config, now_ms)
+        self._replayed_offset_groups = {
+            g for g in self._replayed_offset_groups if self.partition_for(g) != partition
+        }
         fx = Effects()
         for group_id, group in list(self.groups.items()):
             if self.partition_for(group_id) == partition:

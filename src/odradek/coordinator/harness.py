@@ -5,12 +5,16 @@ Public so that tests elsewhere (handlers, simulations, users' own tests) can dri
 way the broker does: every PendingAppend is appended to the in-memory log and completed at once
 (or failed, when `fail_next_appends` says so), and every answer lands in `answers`.
 Nothing here is used by the broker itself.
+
+The in-memory log of partition p, `log[p]`, holds in log order: `(key, value)` for a record of a
+plain batch, `TxnOffsetRecord` for a record of a transactional batch, and `TxnMarker` for an
+end-transaction control record. `restart` replays all three the way the broker's loader does.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, NamedTuple
 
 from odradek.coordinator.group import ClassicGroup, GroupConfig
 from odradek.coordinator.group_coordinator import CoordinatorResult, GroupCoordinator
@@ -23,9 +27,30 @@ from odradek.coordinator.messages import (
     OffsetCommitRequest,
     OffsetFetchGroup,
     SyncGroupRequest,
+    TxnOffsetCommitPartition,
+    TxnOffsetCommitRequest,
 )
 
 DEFAULT_PROTOCOLS = (("range", b"\x00\x00\x00\x00\x00\x01\x00\x01t\xff\xff\xff\xff"),)
+
+
+class TxnOffsetRecord(NamedTuple):
+    """A record of a transactional batch on the in-memory log."""
+
+    producer_id: int
+    producer_epoch: int
+    key: bytes
+    value: bytes | None
+
+
+class TxnMarker(NamedTuple):
+    """An end-transaction control record (COMMIT when `commit`, else ABORT) on the log."""
+
+    producer_id: int
+    commit: bool
+
+
+LogEntry = tuple[bytes, bytes | None] | TxnOffsetRecord | TxnMarker
 
 
 class GroupHarness:
@@ -35,7 +60,7 @@ class GroupHarness:
         self.config = config or GroupConfig(offsets_topic_num_partitions=4)
         self.seed = seed
         self.now_ms = now_ms
-        self.log: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        self.log: dict[int, list[LogEntry]] = {}
         self.answers: dict[Any, Any] = {}
         self.fail_next_appends: list[int] = []  # error codes for the next appends, in order
         self._tokens = itertools.count(1)
@@ -53,9 +78,20 @@ class GroupHarness:
         for append in result.appends:
             error = self.fail_next_appends.pop(0) if self.fail_next_appends else 0
             if error == 0:
-                self.log.setdefault(append.partition, []).extend(append.records)
+                self.write(append)
             self.run(self.coordinator.on_append_complete(append.append_id, error, self.now_ms))
         return result
+
+    def write(self, append: Any) -> None:
+        """Put a PendingAppend's records on the in-memory log (without completing it)."""
+        entries = self.log.setdefault(append.partition, [])
+        if append.transactional:
+            entries.extend(
+                TxnOffsetRecord(append.producer_id, append.producer_epoch, k, v)
+                for k, v in append.records
+            )
+        else:
+            entries.extend(append.records)
 
     def token(self) -> int:
         return next(self._tokens)
@@ -175,12 +211,74 @@ class GroupHarness:
         self.run(self.coordinator.offset_commit(req, self.now_ms, token))
         return token
 
+    def txn_commit(
+        self,
+        group_id: str,
+        producer_id: int,
+        offsets: dict[tuple[str, int], int],
+        producer_epoch: int = 0,
+        generation_id: int = -1,
+        member_id: str = "",
+        instance_id: str | None = None,
+        metadata: str = "",
+        api_version: int = 5,
+        transactional_id: str = "txn",
+    ) -> int:
+        """Send a TxnOffsetCommit; returns its token."""
+        token = self.token()
+        topics: dict[str, list[TxnOffsetCommitPartition]] = {}
+        for (topic, partition), offset in offsets.items():
+            topics.setdefault(topic, []).append(
+                TxnOffsetCommitPartition(partition, offset, 7, metadata)
+            )
+        req = TxnOffsetCommitRequest(
+            transactional_id,
+            group_id,
+            producer_id,
+            producer_epoch,
+            {t: tuple(ps) for t, ps in topics.items()},
+            generation_id,
+            member_id,
+            instance_id,
+            api_version,
+        )
+        self.run(self.coordinator.txn_offset_commit(req, self.now_ms, token))
+        return token
+
+    def end_txn(self, producer_id: int, commit: bool, partitions: Any = None) -> list[str]:
+        """Write the producer's COMMIT/ABORT marker to these partitions (None: every partition
+        holding a record of the producer's open transaction) and report it to the core."""
+        if partitions is None:
+            partitions = [p for p in sorted(self.log) if self._in_txn(p, producer_id)]
+        partitions = list(partitions)
+        for p in partitions:
+            self.log.setdefault(p, []).append(TxnMarker(producer_id, commit))
+        return self.coordinator.complete_transaction(producer_id, commit, self.now_ms, partitions)
+
+    def _in_txn(self, partition: int, producer_id: int) -> bool:
+        for entry in reversed(self.log.get(partition, [])):
+            if isinstance(entry, TxnMarker) and entry.producer_id == producer_id:
+                return False
+            if isinstance(entry, TxnOffsetRecord) and entry.producer_id == producer_id:
+                return True
+        return False
+
     def fetch(
         self, group_id: str, topics: dict[str, tuple[int, ...]] | None = None
     ) -> dict[tuple[str, int], int]:
         (g,) = self.coordinator.offset_fetch([OffsetFetchGroup(group_id, topics)], self.now_ms)
         assert g.error_code == 0, g
         return {(t, p.partition): p.offset for t, ps in g.topics.items() for p in ps}
+
+    def fetch_stable(
+        self, group_id: str, topics: dict[str, tuple[int, ...]] | None = None
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """OffsetFetch with require_stable: partition -> (offset, error code)."""
+        (g,) = self.coordinator.offset_fetch(
+            [OffsetFetchGroup(group_id, topics)], self.now_ms, require_stable=True
+        )
+        assert g.error_code == 0, g
+        return {(t, p.partition): (p.offset, p.error_code) for t, ps in g.topics.items() for p in ps}
 
     def wait_for(self, *tokens: Any, max_steps: int = 100) -> None:
         """Advance the clock in initial-delay steps until every token is answered."""
@@ -200,8 +298,19 @@ class GroupHarness:
         self.coordinator = GroupCoordinator(self.config, seed=self.seed + 1)
         for p in range(self.config.offsets_topic_num_partitions):
             self.coordinator.begin_loading(p)
-            for key, value in self.log.get(p, []):
-                self.coordinator.replay(key, value, self.now_ms)
+            for entry in self.log.get(p, []):
+                if isinstance(entry, TxnMarker):
+                    self.coordinator.replay_marker(entry.producer_id, entry.commit, p)
+                elif isinstance(entry, TxnOffsetRecord):
+                    self.coordinator.replay(
+                        entry.key,
+                        entry.value,
+                        self.now_ms,
+                        producer_id=entry.producer_id,
+                        transactional=True,
+                    )
+                else:
+                    self.coordinator.replay(entry[0], entry[1], self.now_ms)
             self.coordinator.finish_loading(p, self.now_ms)
 
     # --- composite steps ---------------------------------------------------------------------
