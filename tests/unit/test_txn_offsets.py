@@ -5,6 +5,8 @@ commit/abort, mixing with plain commits, deletion, expiry and replay after a res
 from odradek.coordinator.group import GroupConfig, GroupState
 from odradek.coordinator.harness import GroupHarness, TxnMarker, TxnOffsetRecord
 from odradek.coordinator.messages import (
+    OffsetCommitPartition,
+    OffsetCommitRequest,
     OffsetDeleteRequest,
     TxnOffsetCommitPartition,
     TxnOffsetCommitRequest,
@@ -78,8 +80,6 @@ def test_txn_commit_is_a_transactional_batch_of_the_producer_answered_after_its_
 def test_plain_commits_stay_plain_batches():
     h = GroupHarness()
     token = h.token()
-    from odradek.coordinator.messages import OffsetCommitPartition, OffsetCommitRequest
-
     req = OffsetCommitRequest("g", {"t": (OffsetCommitPartition(0, 1),)})
     (append,) = h.coordinator.offset_commit(req, h.now_ms, token).appends
     assert not append.transactional and append.producer_id == -1 and append.producer_epoch == -1
@@ -197,7 +197,7 @@ def test_a_committed_txn_overrides_a_plain_commit_appended_before_its_record():
     assert h.fetch("g") == {("t", 0): 10}
 
 
-def test_a_plain_commit_between_marker_and_ack_of_another_partition_keeps_log_order():
+def test_successive_transactions_and_plain_commits_apply_in_log_order():
     h = GroupHarness()
     h.txn_commit("g", PID, {("t", 0): 10})
     h.end_txn(PID, commit=True)
@@ -401,7 +401,7 @@ def test_replay_marker_applies_only_to_the_partition_it_was_read_from():
     groups = {}
     for i in range(20):
         groups.setdefault(h.coordinator.partition_for(f"g{i}"), f"g{i}")
-    (p1, g1), (p2, g2) = sorted(groups.items())[:2]
+    (p1, g1), (_, g2) = sorted(groups.items())[:2]
     h.txn_commit(g1, PID, {("t", 0): 1})
     h.txn_commit(g2, PID, {("t", 0): 2})
     h.end_txn(PID, commit=True, partitions=[p1])

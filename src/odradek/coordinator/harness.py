@@ -278,7 +278,9 @@ class GroupHarness:
             [OffsetFetchGroup(group_id, topics)], self.now_ms, require_stable=True
         )
         assert g.error_code == 0, g
-        return {(t, p.partition): (p.offset, p.error_code) for t, ps in g.topics.items() for p in ps}
+        return {
+            (t, p.partition): (p.offset, p.error_code) for t, ps in g.topics.items() for p in ps
+        }
 
     def wait_for(self, *tokens: Any, max_steps: int = 100) -> None:
         """Advance the clock in initial-delay steps until every token is answered."""

@@ -285,7 +285,9 @@ class OffsetStore:
             for pid in self.txn_producers.get(group_id, ())
         )
 
-    def pending_txn_offsets(self, group_id: str) -> dict[int, dict[TopicPartition, CommittedOffset]]:
+    def pending_txn_offsets(
+        self, group_id: str
+    ) -> dict[int, dict[TopicPartition, CommittedOffset]]:
         """Producer id -> partition -> offset pending in this group (for tests and describe)."""
         return {
             pid: {tp: e.committed for tp, e in self.pending_txn[pid].groups[group_id].items()}
