@@ -11,7 +11,11 @@ from odradek.coordinator.messages import (
     TxnOffsetCommitPartition,
     TxnOffsetCommitRequest,
 )
-from odradek.coordinator.records import OffsetCommitKey, decode_key, decode_offset_commit_value
+from odradek.coordinator.records import (
+    OffsetCommitKey,
+    decode_key,
+    decode_offset_commit_value,
+)
 from odradek.protocol.errors import ErrorCode
 from odradek.protocol.records import NO_SEQUENCE
 
@@ -409,3 +413,26 @@ def test_replay_marker_applies_only_to_the_partition_it_was_read_from():
     h.restart()
     assert h.fetch(g1) == {("t", 0): 1} and h.fetch(g2) == {}
     assert PID in h.coordinator.offsets.pending_txn_offsets(g2)
+
+
+def test_a_refused_txn_commit_leaves_an_existing_simple_group_in_place():
+    h = GroupHarness()
+    h.commit("g", {("t", 0): 1})
+    assert offset_delete(h, "g", {"t": (0,)}).error_code == 0
+    t = h.txn_commit("g", PID, {("t", 0): 1}, metadata="x" * 5000)
+    assert errors(h, t) == {("t", 0): E.offset_metadata_too_large.value}
+    assert "g" in h.coordinator.groups
+
+
+def test_a_load_abandoned_by_unload_leaves_no_trace_in_the_next_load():
+    h = GroupHarness()
+    h.txn_commit("g", PID, {("t", 0): 1})
+    p = h.coordinator.partition_for("g")
+    (record,) = h.log[p]
+    c = h.coordinator
+    c.begin_loading(p)
+    c.replay(record.key, record.value, producer_id=PID, transactional=True)
+    c.unload(p, h.now_ms)  # leadership moved away mid-load
+    c.begin_loading(p)  # and came back: this time the log holds nothing for the group
+    c.finish_loading(p, h.now_ms)
+    assert "g" not in c.groups and c.offsets.pending_txn == {}

@@ -448,6 +448,7 @@ class GroupCoordinator:
         if error == NONE and req.producer_id < 0:
             error = ErrorCode.invalid_producer_id_mapping.value
         group = self.groups.get(req.group_id)
+        created = False
         if error == NONE:
             if group is None:
                 if req.generation_id < 0:
@@ -455,6 +456,7 @@ class GroupCoordinator:
                     group = self.groups[req.group_id] = ClassicGroup(
                         req.group_id, self.config, now_ms
                     )
+                    created = True
                 else:
                     error = ErrorCode.illegal_generation.value
             else:
@@ -491,7 +493,7 @@ class GroupCoordinator:
             )
 
         if not pending:
-            if group is not None:
+            if created and group is not None:
                 self._remove_if_unused(group)
             return CoordinatorResult([(token, build({}))])
         assert group is not None
@@ -976,6 +978,9 @@ class GroupCoordinator:
         return self._finish(fx)
 
     def _drop_partition(self, partition: int) -> None:
+        self._replayed_offset_groups = {
+            g for g in self._replayed_offset_groups if self.partition_for(g) != partition
+        }
         for group_id in [g for g in self.groups if self.partition_for(g) == partition]:
             del self.groups[group_id]
         for group_id in [
