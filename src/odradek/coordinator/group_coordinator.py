@@ -34,8 +34,8 @@ Contract with the caller (the broker's handlers and its housekeeping):
 * Loading: `begin_loading(p)`, then `replay(key, value, now_ms, producer_id=,
   transactional=)` for each record of partition p in log order (the batch's producer id and
   transactional flag) and `replay_marker(producer_id, commit, partition=p)` for each COMMIT or
-  ABORT control record, then `finish_loading(p, now_ms)`. Requests for groups of a partition that is
-  loading get COORDINATOR_LOAD_IN_PROGRESS; of a partition not owned, NOT_COORDINATOR.
+  ABORT control record, then `finish_loading(p, now_ms)`. Requests for groups of a partition
+  that is loading get COORDINATOR_LOAD_IN_PROGRESS; of a partition not owned, NOT_COORDINATOR.
   `unload(p, now_ms)` drops a partition's groups and answers their parked requests with
   NOT_COORDINATOR.
 * Ordering: the appends of one partition complete (`on_append_complete`) in the order they
