@@ -109,3 +109,11 @@ def test_corrupt_snapshot_is_deleted_and_an_older_one_used():
     assert again.load(10) == 1
     assert again.snapshot_offsets() == [1]
     assert again.producers[PID].last_seq == 0
+
+
+def test_a_batch_without_sequence_is_still_fenced_by_an_older_epoch():
+    _, state = manager()
+    appended(state, header(0, n=2, epoch=3), 0)
+    stale = header(-1, epoch=2)  # base sequence -1: no sequence
+    assert state.check(stale, log_start_offset=0).error is ErrorCode.invalid_producer_epoch
+    assert state.check(header(-1, epoch=3), log_start_offset=0).error is ErrorCode.none

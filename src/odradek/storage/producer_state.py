@@ -167,6 +167,12 @@ class ProducerStateManager:
                                  f"producer {header.producer_id} has an open transaction; expected a "
                                  "transactional batch")
         if header.base_sequence == NO_SEQUENCE:
+            # No sequence (a coordinator's write on a producer's behalf, e.g. transactional
+            # offsets): no sequence checks, but an older epoch is still fenced, as in Kafka.
+            if entry is not None and header.producer_epoch < entry.producer_epoch:
+                return ProducerCheck(ErrorCode.invalid_producer_epoch,
+                                     f"producer {header.producer_id} epoch {header.producer_epoch} is older "
+                                     f"than current {entry.producer_epoch}")
             return ACCEPT
         pid, epoch = header.producer_id, header.producer_epoch
         first_seq, last_seq = header.base_sequence, header.last_sequence
