@@ -22,7 +22,7 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=int(os.environ.get("ODRADEK_PROPERTY_EXAMPLES", "200")), deadline=None,
+@settings(max_examples=int(os.environ.get("ODRADEK_PROPERTY_EXAMPLES", "1000")), deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(steps=steps, segment_bytes=st.sampled_from([300, 600, 1 << 20]), index_interval_bytes=st.sampled_from([1, 100, 4096]))
 def test_log_matches_a_model_of_batches(steps, segment_bytes, index_interval_bytes):

@@ -19,7 +19,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=int(os.environ.get("ODRADEK_PROPERTY_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("ODRADEK_PROPERTY_EXAMPLES", "1000")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations, tear_at=st.one_of(st.none(), st.integers(min_value=0, max_value=120)),
        segment_bytes=st.sampled_from([200, 500, 1 << 20]), use_checkpointed_recovery_point=st.booleans(),
        flip=st.one_of(st.none(), st.integers(min_value=0, max_value=10_000)))
