@@ -639,6 +639,8 @@ def test_without_lossy_crashes_nothing_committed_is_ever_lost() -> None:
 
 
 @pytest.mark.slow
-def test_replication_invariants_long_run() -> None:
+def test_replication_invariants_long_run(request: pytest.FixtureRequest) -> None:
+    if "slow" not in (request.config.getoption("-m") or ""):
+        pytest.skip("slow: run with -m slow")
     for seed in range(10_000, 12_000):
         run_simulation(seed, chaos_ms=6_000, settle_ms=4_000)
