@@ -43,7 +43,7 @@ from odradek.replication.follower import (
     answer_offset_for_leader_epoch,
     end_offset_for_epoch,
 )
-from odradek.replication.partition_state import LeaderOutputs, PartitionLeader
+from odradek.replication.partition_state import IsrState, LeaderOutputs, PartitionLeader
 
 E = ErrorCode
 TOPIC = "t"
@@ -610,7 +610,7 @@ def run_simulation(seed: int, *, chaos_ms: int = 2_000, settle_ms: int = 2_500,
     return {"params": p, "doomed": len(sim.doomed), **sim.stats}
 
 
-CI_SEEDS = 200
+CI_SEEDS = 400
 
 
 @pytest.mark.parametrize("block", range(4))
@@ -644,3 +644,42 @@ def test_replication_invariants_long_run(request: pytest.FixtureRequest) -> None
         pytest.skip("slow: run with -m slow")
     for seed in range(10_000, 12_000):
         run_simulation(seed, chaos_ms=6_000, settle_ms=4_000)
+
+
+# -- the simulation has teeth: each rule the cores enforce, broken on purpose, is caught ---------
+def _first_violation(seeds: range) -> str | None:
+    for seed in seeds:
+        try:
+            run_simulation(seed)
+        except InvariantViolation as exc:
+            return str(exc).splitlines()[0]
+    return None
+
+
+def _hw_over_committed_isr_only(self) -> frozenset[int]:
+    return frozenset(self.partition.isr)
+
+
+def _expand_without_catching_up(self, replica, now_ms):
+    if self.isr_state is not IsrState.COMMITTED or replica.broker_id in self.partition.isr:
+        return LeaderOutputs()
+    return self._propose(IsrState.PENDING_EXPAND, tuple(sorted((*self.partition.isr, replica.broker_id))), now_ms)
+
+
+@pytest.mark.parametrize("bug", ["hw_over_committed_isr", "expand_below_high_watermark", "unclean_election",
+                                 "follower_never_truncates"])
+def test_the_simulation_catches_a_broken_rule(bug: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import odradek.metadata.election as election
+    import odradek.replication.follower as follower
+
+    if bug == "hw_over_committed_isr":
+        monkeypatch.setattr(PartitionLeader, "maximal_isr", property(_hw_over_committed_isr_only))
+    elif bug == "expand_below_high_watermark":
+        monkeypatch.setattr(PartitionLeader, "_maybe_expand_isr", _expand_without_catching_up)
+    elif bug == "unclean_election":
+        choose = election._choose_leader
+        monkeypatch.setattr(election, "_choose_leader", lambda p, live, exclude, unclean: choose(p, live, exclude, True))
+    else:
+        monkeypatch.setattr(follower, "truncation_offset",
+                            lambda epoch, end, entries, leo, start=0: follower.OffsetTruncation(leo, True))
+    assert _first_violation(range(0, 120)) is not None, f"{bug} went unnoticed"
