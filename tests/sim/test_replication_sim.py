@@ -29,6 +29,7 @@ import pytest
 from odradek.metadata.election import (
     AlterPartitionRequest,
     alter_partition,
+    controlled_shutdown,
     elect_offline_leaders,
     elect_on_broker_loss,
     elect_preferred_leaders,
@@ -98,7 +99,7 @@ class Sim:
         self.doomed: set[int] = set()
         self.trace: list[str] = []  # recent events, shown with a failure
         self.stats = {"acked": 0, "produce_errors": 0, "lossy_crashes": 0, "crashes": 0, "pauses": 0,
-                      "cuts": 0, "elections": 0, "isr_changes": 0, "truncations": 0}
+                      "cuts": 0, "elections": 0, "isr_changes": 0, "truncations": 0, "shutdowns": 0}
 
     def fail(self, message: str) -> None:
         recent = "\n".join(self.trace[-40:])
@@ -161,7 +162,7 @@ class Sim:
             return
         b = self.rng.randrange(self.p.brokers)
         broker = self.brokers[b]
-        kind = self.rng.choice(["crash", "crash", "pause", "cut", "cut", "preferred"])
+        kind = self.rng.choice(["crash", "crash", "pause", "cut", "cut", "preferred", "shutdown"])
         duration = self.rng.randint(50, 800)
         if kind == "crash" and broker.up:
             lossy = self.p.lossy_crashes and self.rng.random() < 0.5
@@ -178,6 +179,12 @@ class Sim:
             self.at(self.now_ms + duration, lambda: self.cut.discard(link))
         elif kind == "preferred":
             self.controller.preferred_election()
+        elif kind == "shutdown" and broker.up and broker.paused_until_ms <= self.now_ms:
+            # Controlled shutdown: leadership moves away first; the broker stops if it could.
+            if self.controller.controlled_shutdown(b):
+                self.stats["shutdowns"] += 1
+                self.at(self.now_ms + 20, lambda: broker.up and broker.crash(lossy=False))
+                self.at(self.now_ms + 20 + duration, broker.restart)
 
     def heal(self) -> None:
         self.faults_on = False
@@ -550,6 +557,14 @@ class Controller:
         self.sim.send(CONTROLLER, b, lambda broker: broker.leader is not None and broker._handle(
             broker.leader.on_alter_partition_result(request, result, self.sim.now_ms)))
 
+    def controlled_shutdown(self, b: int) -> bool:
+        """True when the broker may stop now (it leads nothing it could not hand over)."""
+        if b not in self.live:
+            return False
+        records, remaining = controlled_shutdown(self.image, b, set(self.live))
+        self._apply(records)
+        return not remaining
+
     def preferred_election(self) -> None:
         records, _ = elect_preferred_leaders(self.image, [(TOPIC, 0)], set(self.live))
         self._apply(records)
@@ -629,7 +644,7 @@ def test_replication_invariants_hold_over_many_seeds(block: int) -> None:
     # The runs must exercise what they claim to check.
     assert totals["acked"] > 100 * (CI_SEEDS // 4), totals
     assert totals["elections"] > 0 and totals["isr_changes"] > 0 and totals["truncations"] > 0, totals
-    assert totals["lossy_crashes"] > 0, totals
+    assert totals["lossy_crashes"] > 0 and totals["shutdowns"] > 0, totals
 
 
 def test_without_lossy_crashes_nothing_committed_is_ever_lost() -> None:
