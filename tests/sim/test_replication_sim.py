@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -179,12 +179,12 @@ class Sim:
             self.at(self.now_ms + duration, lambda: self.cut.discard(link))
         elif kind == "preferred":
             self.controller.preferred_election()
-        elif kind == "shutdown" and broker.up and broker.paused_until_ms <= self.now_ms:
-            # Controlled shutdown: leadership moves away first; the broker stops if it could.
-            if self.controller.controlled_shutdown(b):
-                self.stats["shutdowns"] += 1
-                self.at(self.now_ms + 20, lambda: broker.up and broker.crash(lossy=False))
-                self.at(self.now_ms + 20 + duration, broker.restart)
+        elif (kind == "shutdown" and broker.up and broker.paused_until_ms <= self.now_ms
+              and self.controller.controlled_shutdown(b)):
+            # Controlled shutdown: leadership moved away first; the broker stops since it could.
+            self.stats["shutdowns"] += 1
+            self.at(self.now_ms + 20, lambda: broker.up and broker.crash(lossy=False))
+            self.at(self.now_ms + 20 + duration, broker.restart)
 
     def heal(self) -> None:
         self.faults_on = False
@@ -206,7 +206,7 @@ class Sim:
             held.update(payload for _, payload in self.brokers[b].log)
         self.doomed |= self.destroyed - held
 
-    def on_leader_append(self, broker: "Broker", epoch: int) -> None:
+    def on_leader_append(self, broker: Broker, epoch: int) -> None:
         """One leader per epoch: one broker, and one incarnation of it (a restarted broker that
         resumed an old epoch could rewrite offsets its followers already hold)."""
         me = (broker.broker_id, broker.incarnation)
@@ -402,7 +402,7 @@ class Broker:
             out = self.leader.resign()
             self.leader = None
             for completion in out.completions:
-                payload, offset = completion.request_id
+                payload, _offset = completion.request_id
                 self.sim.send(self.broker_id, PRODUCER,
                               lambda p, payload=payload: p.on_produce_response(payload, -1, -1,
                                                                                   E.not_leader_or_follower))
@@ -439,7 +439,7 @@ class Broker:
             if error is E.none and diverging is None:
                 records = self.log[request.fetch_offset:request.fetch_offset + MAX_FETCH_RECORDS]
 
-        def deliver(b: "Broker") -> None:
+        def deliver(b: Broker) -> None:
             if b.incarnation == follower_inc:
                 b.on_fetch_response(request, error, diverging, hw, records)
         sim.send(self.broker_id, follower_id, deliver)
@@ -452,7 +452,7 @@ class Broker:
             answer = answer_offset_for_leader_epoch(self.leader.leader_epoch, request.current_leader_epoch,
                                                     request.leader_epoch, self.epochs, len(self.log))
 
-        def deliver(b: "Broker") -> None:
+        def deliver(b: Broker) -> None:
             if b.incarnation == follower_inc:
                 b.on_epoch_response(request, *answer)
         self.sim.send(self.broker_id, follower_id, deliver)
@@ -684,8 +684,8 @@ def _expand_without_catching_up(self, replica, now_ms):
 @pytest.mark.parametrize("bug", ["hw_over_committed_isr", "expand_below_high_watermark", "unclean_election",
                                  "follower_never_truncates"])
 def test_the_simulation_catches_a_broken_rule(bug: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import odradek.metadata.election as election
-    import odradek.replication.follower as follower
+    from odradek.metadata import election
+    from odradek.replication import follower
 
     if bug == "hw_over_committed_isr":
         monkeypatch.setattr(PartitionLeader, "maximal_isr", property(_hw_over_committed_isr_only))
@@ -697,4 +697,4 @@ def test_the_simulation_catches_a_broken_rule(bug: str, monkeypatch: pytest.Monk
     else:
         monkeypatch.setattr(follower, "truncation_offset",
                             lambda epoch, end, entries, leo, start=0: follower.OffsetTruncation(leo, True))
-    assert _first_violation(range(0, 120)) is not None, f"{bug} went unnoticed"
+    assert _first_violation(range(120)) is not None, f"{bug} went unnoticed"

@@ -105,7 +105,7 @@ def test_preferred_leader_election():
 
 
 def request(**kw) -> AlterPartitionRequest:
-    base = dict(topic_id=TID, partition=0, broker_id=1, leader_epoch=0, partition_epoch=0, new_isr=(1, 2))
+    base = {"topic_id": TID, "partition": 0, "broker_id": 1, "leader_epoch": 0, "partition_epoch": 0, "new_isr": (1, 2)}
     base.update(kw)
     return AlterPartitionRequest(**base)
 

@@ -27,8 +27,8 @@ Kafka's rules (ReplicationControlManager / PartitionChangeBuilder):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Collection, Iterable
 
 from odradek.metadata.image import MetadataImage, PartitionImage
 from odradek.metadata.records import NO_LEADER, NO_LEADER_CHANGE, PartitionChangeRecord

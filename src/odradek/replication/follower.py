@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import bisect
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from odradek.protocol.errors import ErrorCode
 

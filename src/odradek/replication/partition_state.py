@@ -41,8 +41,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from odradek.metadata.election import AlterPartitionRequest, AlterPartitionResult
 from odradek.metadata.image import PartitionImage
@@ -95,7 +95,7 @@ class LeaderOutputs:
     alter_partition: AlterPartitionRequest | None = None
     high_watermark_changed: bool = False
 
-    def extend(self, other: "LeaderOutputs") -> "LeaderOutputs":
+    def extend(self, other: LeaderOutputs) -> LeaderOutputs:
         self.completions.extend(other.completions)
         self.alter_partition = other.alter_partition or self.alter_partition
         self.high_watermark_changed |= other.high_watermark_changed
@@ -317,8 +317,6 @@ class PartitionLeader:
         return self._adopt(partition.isr, partition.partition_epoch, now_ms)
 
     def _adopt(self, isr: tuple[int, ...], partition_epoch: int, now_ms: int) -> LeaderOutputs:
-        from dataclasses import replace
-
         assert self.broker_id in isr
         self.partition = replace(self.partition, isr=tuple(isr), partition_epoch=partition_epoch)
         self.isr_state = IsrState.COMMITTED
