@@ -571,8 +571,10 @@ class Controller:
 
 
 class Producer:
-    """acks=all producer: sends unique payloads to the leader the controller names, several in
-    flight, never retries (so nothing is duplicated), and remembers what was acknowledged."""
+    """acks=all producer: sends unique payloads, several in flight, to the leader named by its
+    metadata (refreshed from the controller every few hundred ms and after NOT_LEADER_OR_FOLLOWER,
+    so it also writes to deposed leaders), never retries (so nothing is duplicated), and
+    remembers what was acknowledged."""
 
     incarnation = 0
     up = True
@@ -581,17 +583,21 @@ class Producer:
     def __init__(self, sim: Sim) -> None:
         self.sim = sim
         self.next_payload = 1
+        self.leader = NO_LEADER
+        self.refresh_at_ms = 0
         sim.at(5, self.produce)
 
     def produce(self) -> None:
         sim = self.sim
         if not sim.faults_on:
             return
-        leader = sim.controller.partition().leader
-        if leader != NO_LEADER:
+        if sim.now_ms >= self.refresh_at_ms:
+            self.leader = sim.controller.partition().leader
+            self.refresh_at_ms = sim.now_ms + sim.rng.randint(50, 400)
+        if self.leader != NO_LEADER:
             payload = self.next_payload
             self.next_payload += 1
-            sim.send(PRODUCER, leader, lambda b: b.on_produce(payload))
+            sim.send(PRODUCER, self.leader, lambda b: b.on_produce(payload))
         sim.at(sim.now_ms + sim.rng.randint(1, 15), self.produce)
 
     def on_produce_response(self, payload: int, offset: int, epoch: int, error: ErrorCode) -> None:
@@ -603,6 +609,8 @@ class Producer:
             sim.stats["acked"] += 1
         else:
             sim.stats["produce_errors"] += 1
+            if error is E.not_leader_or_follower:
+                self.refresh_at_ms = sim.now_ms
 
 
 def run_simulation(seed: int, *, chaos_ms: int = 2_000, settle_ms: int = 2_500,

@@ -54,8 +54,13 @@ ALTER_PARTITION_RETRY_MS = 500  # re-send an unanswered AlterPartition after thi
 MAX_PENDING_APPENDS = 100_000  # acks=all appends waiting per partition; the connection layer
 # bounds in-flight requests per connection, this catches a leak (asserted, not an error code)
 
-RETRIABLE_ALTER_ERRORS = frozenset({ErrorCode.request_timed_out, ErrorCode.not_controller,
-                                    ErrorCode.unknown_server_error})
+# AlterPartition answers that mean "your view is stale": not re-sent; the proposal stays pending
+# until metadata brings a newer partition state (Kafka's handleAlterPartitionError). Any other
+# error (NOT_CONTROLLER, REQUEST_TIMED_OUT, ...) is re-sent after alter_partition_retry_ms.
+AWAIT_METADATA_ALTER_ERRORS = frozenset({
+    ErrorCode.unknown_topic_or_partition, ErrorCode.unknown_topic_id, ErrorCode.fenced_leader_epoch,
+    ErrorCode.invalid_update_version, ErrorCode.invalid_request, ErrorCode.new_leader_elected,
+    ErrorCode.ineligible_replica})
 
 EndOffsetForEpoch = Callable[[int, int], tuple[int, int]]
 """(requested epoch, log end offset) -> (largest epoch <= requested, its end offset), or
@@ -284,8 +289,9 @@ class PartitionLeader:
 
     def on_alter_partition_result(self, request: AlterPartitionRequest, result: AlterPartitionResult,
                                   now_ms: int) -> LeaderOutputs:
-        """The controller answered `request`. Success adopts the committed ISR; a retriable
-        error re-sends at the next tick; any other error waits for metadata."""
+        """The controller answered `request`. Success adopts the committed ISR; an error of
+        AWAIT_METADATA_ALTER_ERRORS leaves the proposal pending until `on_partition_change`; any
+        other error is re-sent by `tick` after alter_partition_retry_ms."""
         assert not self.resigned
         if request is not self.pending_alter and request != self.pending_alter:
             return LeaderOutputs()  # an answer to a proposal already settled
@@ -293,7 +299,7 @@ class PartitionLeader:
             if result.leader_epoch != self.leader_epoch or result.partition_epoch <= self.partition.partition_epoch:
                 return LeaderOutputs()
             return self._adopt(result.isr, result.partition_epoch, now_ms)
-        if result.error not in RETRIABLE_ALTER_ERRORS:
+        if result.error in AWAIT_METADATA_ALTER_ERRORS:
             self._alter_awaits_metadata = True
         return LeaderOutputs()
 
