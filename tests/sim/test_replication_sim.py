@@ -705,4 +705,4 @@ def test_the_simulation_catches_a_broken_rule(bug: str, monkeypatch: pytest.Monk
     else:
         monkeypatch.setattr(follower, "truncation_offset",
                             lambda epoch, end, entries, leo, start=0: follower.OffsetTruncation(leo, True))
-    assert _first_violation(range(120)) is not None, f"{bug} went unnoticed"
+    assert _first_violation(range(300)) is not None, f"{bug} went unnoticed"
