@@ -135,3 +135,21 @@ def test_alter_partition_errors():
     assert alter_partition(shrunk, request(new_isr=(1, 3)), {1, 2})[1].error is ErrorCode.ineligible_replica
     records, result = alter_partition(shrunk, request(new_isr=(1,)), live)
     assert records == [] and result.error is ErrorCode.none
+
+
+def test_broker_loss_touches_every_partition_it_hosts_and_only_those():
+    t2 = uuid.UUID(int=2)
+    img = MetadataImage.from_records([
+        TopicRecord("t", TID),
+        PartitionRecord(0, TID, (1, 2, 3), (1, 2, 3), 1, 0, 0),
+        PartitionRecord(1, TID, (2, 3, 1), (2, 3), 2, 4, 9),
+        TopicRecord("u", t2),
+        PartitionRecord(0, t2, (3, 1), (3, 1), 3, 0, 0),
+        PartitionRecord(1, t2, (2, 3), (2, 3), 2, 0, 0)])
+    records = elect_on_broker_loss(img, 1, {2, 3})
+    assert {(r.topic_id, r.partition_id) for r in records} == {(TID, 0), (t2, 0)}
+    apply(img, records)
+    t, u = img.topics_by_name["t"].partitions, img.topics_by_name["u"].partitions
+    assert (t[0].leader, t[0].isr, t[0].leader_epoch) == (2, (2, 3), 1)
+    assert (t[1].leader, t[1].isr, t[1].partition_epoch) == (2, (2, 3), 9)
+    assert (u[0].leader, u[0].isr, u[0].leader_epoch) == (3, (3,), 0)

@@ -106,3 +106,66 @@ def test_follower_backs_off_on_errors_goes_stale_when_fenced_and_resends_lost_re
     assert resent is not None, "an unanswered request is re-sent after the request timeout"
     f.on_offset_for_leader_epoch(resent.request_id, ErrorCode.fenced_leader_epoch, -1, -1, 1_200, [], 0)
     assert f.phase is FollowerPhase.STALE and f.poll(10_000, 0, []) is None
+
+
+def _epochs_of(log: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    entries: list[tuple[int, int]] = []
+    for offset, (epoch, _) in enumerate(log):
+        if not entries or entries[-1][0] != epoch:
+            entries.append((epoch, offset))
+    return entries
+
+
+def _random_histories(rng) -> list[list[tuple[int, int]]]:
+    """Logs of a few brokers after a random history of leaders, one per increasing epoch, each
+    appending on its own log while others copy a prefix of some leader's log (after cutting back
+    to the common prefix): the shapes that unclean/lossy failovers leave behind."""
+    logs: list[list[tuple[int, int]]] = [[] for _ in range(rng.randint(2, 4))]
+    payload = 0
+    for epoch in range(1, rng.randint(2, 9)):
+        leader = rng.randrange(len(logs))
+        if rng.random() < 0.3:  # the leader lost part of its tail first
+            del logs[leader][rng.randint(0, len(logs[leader])):]
+        for _ in range(rng.randint(0, 5)):
+            payload += 1
+            logs[leader].append((epoch, payload))
+        for b, log in enumerate(logs):
+            if b != leader and rng.random() < 0.6:
+                common = 0
+                while common < min(len(log), len(logs[leader])) and log[common] == logs[leader][common]:
+                    common += 1
+                del log[common:]
+                log.extend(logs[leader][common:rng.randint(common, len(logs[leader]))])
+    return logs
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_iterated_truncation_leaves_the_longest_common_prefix(seed):
+    import random
+
+    rng = random.Random(seed)
+    logs = _random_histories(rng)
+    leader = max(range(len(logs)), key=lambda b: (_epochs_of(logs[b])[-1][0] if logs[b] else -1))
+    leader_log = logs[leader]
+    leader_entries = _epochs_of(leader_log)
+    for b, log in enumerate(logs):
+        if b == leader:
+            continue
+        follower = list(log)
+        for _ in range(20):
+            entries = _epochs_of(follower)
+            if not entries:
+                break
+            answer = end_offset_for_epoch(leader_entries, min(entries[-1][0], leader_entries[-1][0] if leader_entries
+                                                              else -1), len(leader_log))
+            truncation = truncation_offset(*answer, entries, len(follower))
+            del follower[truncation.truncate_to:]
+            if truncation.complete:
+                break
+        else:
+            pytest.fail(f"seed={seed}: truncation did not converge")
+        common = 0
+        while common < min(len(log), len(leader_log)) and log[common] == leader_log[common]:
+            common += 1
+        assert follower == leader_log[:len(follower)], f"seed={seed}: truncated log is not a prefix"
+        assert len(follower) == common, f"seed={seed}: truncated to {len(follower)}, common prefix {common}"
