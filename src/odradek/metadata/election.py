@@ -11,6 +11,10 @@ compare-and-swap) plus per-partition results with Kafka error codes; nothing is 
     elect_preferred_leaders(image, partitions, live_brokers)        ElectLeaders (PREFERRED)
     alter_partition(image, request, live_brokers)                   AlterPartition (ISR change)
 
+`live_brokers` is the set the controller considers eligible: registered in their current
+incarnation, not fenced (session alive) and, for ISR additions and elections, not in controlled
+shutdown.
+
 Kafka's rules (ReplicationControlManager / PartitionChangeBuilder):
 - a new leader comes from the ISR, in replica order (preferred first), and must be live;
   with `unclean.leader.election.enable` (off by default) any live replica may lead when no ISR
