@@ -53,6 +53,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from odradek.coordinator.append_errors import coordinator_append_error
 from odradek.coordinator.group import ClassicGroup, Effects, GroupConfig, GroupState, GroupStore
 from odradek.coordinator.messages import (
     NONE,
@@ -136,34 +137,36 @@ class _Waiter:
     errors: dict[int, int] = field(default_factory=dict)
 
 
+_OFFSETS_TOO_LARGE = frozenset(e.value for e in (
+    ErrorCode.message_too_large, ErrorCode.record_list_too_large, ErrorCode.invalid_fetch_size))
+
+
 def _commit_error(error: int) -> int:
     """Kafka's mapping of a failed offsets append to the error a committer sees."""
-    e = ErrorCode
-    if error in (
-        e.unknown_topic_or_partition.value,
-        e.not_enough_replicas.value,
-        e.not_enough_replicas_after_append.value,
-        e.request_timed_out.value,
-    ):
-        return e.coordinator_not_available.value
-    if error in (e.not_leader_or_follower.value, e.kafka_storage_error.value):
-        return e.not_coordinator.value
-    if error in (
-        e.message_too_large.value,
-        e.record_list_too_large.value,
-        e.invalid_fetch_size.value,
-    ):
-        return e.invalid_commit_offset_size.value
-    return error
+    return coordinator_append_error(error, _OFFSETS_TOO_LARGE, ErrorCode.invalid_commit_offset_size.value)
 
 
 def _group_store_error(error: int) -> int:
     """Kafka's mapping of a failed group metadata append (storeGroup)."""
-    e = ErrorCode
-    mapped = _commit_error(error)
-    if mapped == e.invalid_commit_offset_size.value:
-        return e.unknown_server_error.value
-    return mapped
+    return coordinator_append_error(error, _OFFSETS_TOO_LARGE, ErrorCode.unknown_server_error.value)
+
+
+def _commit_answers(topics: dict, pending: dict, errors: dict, append_errors: dict[int, int]) -> dict:
+    """Per topic, (partition, error) for an offset commit: a failed append's mapped error for
+    the offsets it carried, each partition's own validation error otherwise."""
+    failure = next((e for e in append_errors.values() if e != NONE), NONE)
+    return {
+        topic: tuple(
+            (
+                p.partition,
+                _commit_error(failure)
+                if (topic, p.partition) in pending and failure != NONE
+                else errors[(topic, p.partition)],
+            )
+            for p in partitions
+        )
+        for topic, partitions in topics.items()
+    }
 
 
 class GroupCoordinator:
@@ -399,21 +402,7 @@ class GroupCoordinator:
                     errors[tp] = NONE
 
         def build(append_errors: dict[int, int]) -> OffsetCommitResponse:
-            failure = next((e for e in append_errors.values() if e != NONE), NONE)
-            return OffsetCommitResponse(
-                {
-                    topic: tuple(
-                        (
-                            p.partition,
-                            _commit_error(failure)
-                            if (topic, p.partition) in pending and failure != NONE
-                            else errors[(topic, p.partition)],
-                        )
-                        for p in partitions
-                    )
-                    for topic, partitions in req.topics.items()
-                }
-            )
+            return OffsetCommitResponse(_commit_answers(req.topics, pending, errors, append_errors))
 
         if not pending:
             if created and group is not None:
@@ -476,21 +465,7 @@ class GroupCoordinator:
                     errors[tp] = NONE
 
         def build(append_errors: dict[int, int]) -> TxnOffsetCommitResponse:
-            failure = next((e for e in append_errors.values() if e != NONE), NONE)
-            return TxnOffsetCommitResponse(
-                {
-                    topic: tuple(
-                        (
-                            p.partition,
-                            _commit_error(failure)
-                            if (topic, p.partition) in pending and failure != NONE
-                            else errors[(topic, p.partition)],
-                        )
-                        for p in partitions
-                    )
-                    for topic, partitions in req.topics.items()
-                }
-            )
+            return TxnOffsetCommitResponse(_commit_answers(req.topics, pending, errors, append_errors))
 
         if not pending:
             if created and group is not None:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from odradek.coordinator.append_errors import coordinator_append_error
 from odradek.coordinator.group_coordinator import PendingAppend
 from odradek.coordinator.transaction import (
     NO_PRODUCER_EPOCH,
@@ -122,21 +123,12 @@ class _InFlight:
     on_done: Callable[[int, TxnResult], None] | None  # (final error, where to answer)
 
 
+_STATE_TOO_LARGE = frozenset(e.value for e in (ErrorCode.message_too_large, ErrorCode.record_list_too_large))
+
+
 def _append_error(error: int) -> int:
     """Kafka's mapping of a failed `__transaction_state` append (appendTransactionToLog)."""
-    e = ErrorCode
-    if error in (
-        e.unknown_topic_or_partition.value,
-        e.not_enough_replicas.value,
-        e.not_enough_replicas_after_append.value,
-        e.request_timed_out.value,
-    ):
-        return e.coordinator_not_available.value
-    if error in (e.not_leader_or_follower.value, e.kafka_storage_error.value):
-        return e.not_coordinator.value
-    if error in (e.message_too_large.value, e.record_list_too_large.value):
-        return e.unknown_server_error.value
-    return error
+    return coordinator_append_error(error, _STATE_TOO_LARGE, ErrorCode.unknown_server_error.value)
 
 
 def _fenced(api_version: int, first_version_with_producer_fenced: int) -> int:
