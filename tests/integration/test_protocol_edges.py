@@ -1169,3 +1169,18 @@ def test_list_offsets_every_served_version(conn, topic, version):
     produce(conn, topic, batch([b"a", b"b", b"c"]))
     [latest] = list_offsets(conn, topic, -1, version=version)
     assert (latest.error_code, latest.offset) == (NONE, 3)
+
+
+def test_a_partition_named_twice_in_one_produce_is_appended_once_with_the_last_records(conn, topic):
+    # Kafka keeps a map of partition -> records: the later entry wins and gets the one answer.
+    create_topic(conn, topic)
+    m = conn.module("produce", 9)
+    topic_data = (
+        m.TopicProduceData(name=topic, partition_data=(m.PartitionProduceData(index=0, records=batch([b"first"])),)),
+        m.TopicProduceData(name=topic, partition_data=(m.PartitionProduceData(index=0, records=batch([b"second"])),)),
+    )
+    response = conn.request(m.ProduceRequest(acks=-1, timeout=timedelta(seconds=5), topic_data=topic_data))
+    answers = [p for t in response.responses for p in t.partition_responses]
+    assert [(p.index, p.error_code, p.base_offset) for p in answers] == [(0, NONE, 0)]
+    fetched = fetch(conn, topic)
+    assert values_in(fetched.records) == [b"second"]

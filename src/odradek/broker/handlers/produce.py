@@ -37,8 +37,14 @@ async def handle(request, ctx):
     now_ms = clock_now_ms()
     by_id = ctx.api_version >= 13
     acks = request.acks
+    # A partition named twice is appended once, with its last records, as Kafka's map of
+    # partition -> records does.
+    last_occurrence = {}
+    for t, topic in enumerate(request.topic_data):
+        for p, data in enumerate(topic.partition_data):
+            last_occurrence[(topic.topic_id if by_id else topic.name, data.index)] = (t, p)
     topic_responses = []
-    for topic in request.topic_data:
+    for t, topic in enumerate(request.topic_data):
         if by_id:
             topic_image = core.image.topics_by_id.get(topic.topic_id)
             unknown = ErrorCode.unknown_topic_id
@@ -46,7 +52,9 @@ async def handle(request, ctx):
             topic_image = core.image.topics_by_name.get(topic.name)
             unknown = ErrorCode.unknown_topic_or_partition
         partition_responses = []
-        for data in topic.partition_data:
+        for p, data in enumerate(topic.partition_data):
+            if last_occurrence[(topic.topic_id if by_id else topic.name, data.index)] != (t, p):
+                continue
             if acks not in VALID_ACKS:
                 outcome = (ErrorCode.invalid_required_acks, None, None)
             elif request.transactional_id is not None:
@@ -60,6 +68,8 @@ async def handle(request, ctx):
             else:
                 outcome = await _append(core, topic_image, data, now_ms, ctx.api_version)
             partition_responses.append(_partition_response(ctx, data.index, *outcome))
+        if not partition_responses:
+            continue
         topic_responses.append(ctx.entity(
             "TopicProduceResponse",
             name=None if by_id else topic.name,
