@@ -19,7 +19,11 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from odradek.testing.process import BrokerProcess
 
 OVERRIDES = {
-    "group.initial.rebalance.delay.ms": "0",
+    # Kafka's default is 3000 ms; it lets a new group's members (and their metadata) arrive
+    # before the first assignment. With 0, a kafka-python leader once (2 of ~10 runs on a loaded
+    # machine) assigned before it had the topic's metadata, got no partitions and never rejoined
+    # within the test's 30 s. Kept small, as test_groups_confluent.py does.
+    "group.initial.rebalance.delay.ms": "300",
     "group.min.session.timeout.ms": "1000",
     "offsets.topic.num.partitions": "4",
 }
