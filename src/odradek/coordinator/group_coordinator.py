@@ -363,27 +363,30 @@ class GroupCoordinator:
 
     # --- OffsetCommit, OffsetFetch, OffsetDelete -------------------------------------------
 
-    def offset_commit(self, req: OffsetCommitRequest, now_ms: int, token: Any) -> CoordinatorResult:
-        self._dirty.add(req.group_id)
-        error = self._coordinator_error(req.group_id)
-        group = self.groups.get(req.group_id)
-        created = False
-        if error == NONE:
-            if group is None:
-                if req.generation_id < 0:
-                    group = self.groups[req.group_id] = ClassicGroup(
-                        req.group_id, self.config, now_ms
-                    )
-                    created = True
-                else:
-                    error = ErrorCode.illegal_generation.value
-            else:
-                error = group.validate_offset_commit(
-                    req.generation_id, req.member_id, req.group_instance_id, now_ms
-                )
+    def _group_for_commit(
+        self, group_id: str, generation_id: int, error: int, now_ms: int, validate: Any
+    ) -> tuple[ClassicGroup | None, bool, int]:
+        """(group, created, error) for a plain or transactional offset commit: an unknown group
+        is created as a "simple" group for generation < 0 (a committer without membership) and
+        is ILLEGAL_GENERATION otherwise; a known one is checked by `validate(group)`."""
+        group = self.groups.get(group_id)
+        if error != NONE:
+            return group, False, error
+        if group is not None:
+            return group, False, validate(group)
+        if generation_id >= 0:
+            return None, False, ErrorCode.illegal_generation.value
+        group = self.groups[group_id] = ClassicGroup(group_id, self.config, now_ms)
+        return group, True, NONE
+
+    def _split_commit(
+        self, topics: dict, error: int, committed: Any
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, CommittedOffset]]:
+        """Per partition of a commit: its error, and the offsets to write (`committed(p, metadata)`)
+        for those without one (the request's error, or metadata over offset.metadata.max.bytes)."""
         errors: dict[TopicPartition, int] = {}
         pending: dict[TopicPartition, CommittedOffset] = {}
-        for topic, partitions in req.topics.items():
+        for topic, partitions in topics.items():
             for p in partitions:
                 tp = (topic, p.partition)
                 metadata = p.metadata or ""
@@ -392,14 +395,25 @@ class GroupCoordinator:
                 elif len(metadata.encode("utf-8")) > self.config.offset_metadata_max_bytes:
                     errors[tp] = ErrorCode.offset_metadata_too_large.value
                 else:
-                    commit_ts = p.commit_timestamp_ms if p.commit_timestamp_ms >= 0 else now_ms
-                    expire_ts = (
-                        commit_ts + req.retention_time_ms if req.retention_time_ms >= 0 else -1
-                    )
-                    pending[tp] = CommittedOffset(
-                        p.offset, p.leader_epoch, metadata, commit_ts, expire_ts
-                    )
+                    pending[tp] = committed(p, metadata)
                     errors[tp] = NONE
+        return errors, pending
+
+    def offset_commit(self, req: OffsetCommitRequest, now_ms: int, token: Any) -> CoordinatorResult:
+        self._dirty.add(req.group_id)
+        error = self._coordinator_error(req.group_id)
+        group, created, error = self._group_for_commit(
+            req.group_id, req.generation_id, error, now_ms,
+            lambda g: g.validate_offset_commit(
+                req.generation_id, req.member_id, req.group_instance_id, now_ms
+            ),
+        )
+        def committed(p: Any, metadata: str) -> CommittedOffset:
+            commit_ts = p.commit_timestamp_ms if p.commit_timestamp_ms >= 0 else now_ms
+            expire_ts = commit_ts + req.retention_time_ms if req.retention_time_ms >= 0 else -1
+            return CommittedOffset(p.offset, p.leader_epoch, metadata, commit_ts, expire_ts)
+
+        errors, pending = self._split_commit(req.topics, error, committed)
 
         def build(append_errors: dict[int, int]) -> OffsetCommitResponse:
             return OffsetCommitResponse(_commit_answers(req.topics, pending, errors, append_errors))
@@ -436,33 +450,14 @@ class GroupCoordinator:
             error = ErrorCode.coordinator_not_available.value
         if error == NONE and req.producer_id < 0:
             error = ErrorCode.invalid_producer_id_mapping.value
-        group = self.groups.get(req.group_id)
-        created = False
-        if error == NONE:
-            if group is None:
-                if req.generation_id < 0:
-                    # a "simple" group: a producer committing for a consumer without membership
-                    group = self.groups[req.group_id] = ClassicGroup(
-                        req.group_id, self.config, now_ms
-                    )
-                    created = True
-                else:
-                    error = ErrorCode.illegal_generation.value
-            else:
-                error = self._validate_txn_offset_commit(group, req)
-        errors: dict[TopicPartition, int] = {}
-        pending: dict[TopicPartition, CommittedOffset] = {}
-        for topic, partitions in req.topics.items():
-            for p in partitions:
-                tp = (topic, p.partition)
-                metadata = p.metadata or ""
-                if error != NONE:
-                    errors[tp] = error
-                elif len(metadata.encode("utf-8")) > self.config.offset_metadata_max_bytes:
-                    errors[tp] = ErrorCode.offset_metadata_too_large.value
-                else:
-                    pending[tp] = CommittedOffset(p.offset, p.leader_epoch, metadata, now_ms)
-                    errors[tp] = NONE
+        group, created, error = self._group_for_commit(
+            req.group_id, req.generation_id, error, now_ms,
+            lambda g: self._validate_txn_offset_commit(g, req),
+        )
+        errors, pending = self._split_commit(
+            req.topics, error,
+            lambda p, metadata: CommittedOffset(p.offset, p.leader_epoch, metadata, now_ms),
+        )
 
         def build(append_errors: dict[int, int]) -> TxnOffsetCommitResponse:
             return TxnOffsetCommitResponse(_commit_answers(req.topics, pending, errors, append_errors))
