@@ -22,6 +22,7 @@ import logging
 import struct
 import sys
 from array import array
+from typing import Any
 
 from odradek.storage.fs import FileSystem
 
@@ -53,7 +54,51 @@ def _open_existing(fs: FileSystem, path: str) -> int:
         raise CorruptIndexError(f"{path} is missing") from None
 
 
-class OffsetIndex:
+class _IndexFile:
+    """What both index files share: the file descriptor, the entry bound, flush and close.
+
+    Subclasses keep their entries in memory (`_offsets` plus a second column) and name their
+    entry size in `ENTRY_BYTES`.
+    """
+
+    ENTRY_BYTES = 0
+
+    def __init__(self, fs: FileSystem, path: str, base_offset: int, max_index_size_bytes: int) -> None:
+        self.fs = fs
+        self.path = path
+        self.base_offset = base_offset
+        self.max_entries = max(1, max_index_size_bytes // self.ENTRY_BYTES)
+        self._fd: int | None = None
+        self._offsets: Any = []  # relative offsets
+
+    def _open_for_reset(self) -> None:
+        if self._fd is None:
+            self._fd = self.fs.open(self.path, create=True)
+        self.fs.truncate(self._fd, 0)
+
+    @property
+    def entries(self) -> int:
+        return len(self._offsets)
+
+    @property
+    def is_full(self) -> bool:
+        return len(self._offsets) >= self.max_entries
+
+    def flush(self) -> None:
+        if self._fd is not None:
+            self.fs.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self.fs.close(self._fd)
+            self._fd = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._fd is not None
+
+
+class OffsetIndex(_IndexFile):
     """`<base_offset:020d>.index`: sparse map from offsets to positions in the segment's .log.
 
     Invariants: relative offsets and positions both strictly increase; every position is the start
@@ -61,12 +106,10 @@ class OffsetIndex:
     largest entry <= target gives a position at or before the batch that holds target.
     """
 
+    ENTRY_BYTES = OFFSET_INDEX_ENTRY_BYTES
+
     def __init__(self, fs: FileSystem, path: str, base_offset: int, max_index_size_bytes: int) -> None:
-        self.fs = fs
-        self.path = path
-        self.base_offset = base_offset
-        self.max_entries = max(1, max_index_size_bytes // OFFSET_INDEX_ENTRY_BYTES)
-        self._fd: int | None = None
+        super().__init__(fs, path, base_offset, max_index_size_bytes)
         self._offsets = array("i")  # relative offsets
         self._positions = array("i")
 
@@ -89,20 +132,10 @@ class OffsetIndex:
 
     def reset(self) -> None:
         """Drop every entry (before a rebuild)."""
-        if self._fd is None:
-            self._fd = self.fs.open(self.path, create=True)
-        self.fs.truncate(self._fd, 0)
+        self._open_for_reset()
         self._offsets, self._positions = array("i"), array("i")
 
     # -- queries ---------------------------------------------------------------------------
-    @property
-    def entries(self) -> int:
-        return len(self._offsets)
-
-    @property
-    def is_full(self) -> bool:
-        return len(self._offsets) >= self.max_entries
-
     def last_entry(self) -> tuple[int, int]:
         """(absolute offset, position) of the last entry, or (base_offset, 0) when empty."""
         if not self._offsets:
@@ -143,21 +176,9 @@ class OffsetIndex:
         assert self._fd is not None
         self.fs.truncate(self._fd, keep * OFFSET_INDEX_ENTRY_BYTES)
 
-    def flush(self) -> None:
-        if self._fd is not None:
-            self.fs.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            self.fs.close(self._fd)
-            self._fd = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._fd is not None
 
 
-class TimeIndex:
+class TimeIndex(_IndexFile):
     """`<base_offset:020d>.timeindex`: sparse map from max timestamp so far to the offset holding it.
 
     Invariants: timestamps strictly increase and relative offsets never decrease. Entry (t, o)
@@ -165,12 +186,10 @@ class TimeIndex:
     contains o has max timestamp t (o is that batch's last offset, as Kafka).
     """
 
+    ENTRY_BYTES = TIME_INDEX_ENTRY_BYTES
+
     def __init__(self, fs: FileSystem, path: str, base_offset: int, max_index_size_bytes: int) -> None:
-        self.fs = fs
-        self.path = path
-        self.base_offset = base_offset
-        self.max_entries = max(1, max_index_size_bytes // TIME_INDEX_ENTRY_BYTES)
-        self._fd: int | None = None
+        super().__init__(fs, path, base_offset, max_index_size_bytes)
         self._timestamps: list[int] = []
         self._offsets: list[int] = []  # relative
 
@@ -189,18 +208,8 @@ class TimeIndex:
             raise CorruptIndexError(f"{self.path}: last entries do not increase")
 
     def reset(self) -> None:
-        if self._fd is None:
-            self._fd = self.fs.open(self.path, create=True)
-        self.fs.truncate(self._fd, 0)
+        self._open_for_reset()
         self._timestamps, self._offsets = [], []
-
-    @property
-    def entries(self) -> int:
-        return len(self._offsets)
-
-    @property
-    def is_full(self) -> bool:
-        return len(self._offsets) >= self.max_entries
 
     def last_entry(self) -> tuple[int, int] | None:
         """(timestamp, absolute offset) of the last entry, or None when empty."""
@@ -244,15 +253,3 @@ class TimeIndex:
         assert self._fd is not None
         self.fs.truncate(self._fd, keep * TIME_INDEX_ENTRY_BYTES)
 
-    def flush(self) -> None:
-        if self._fd is not None:
-            self.fs.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            self.fs.close(self._fd)
-            self._fd = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._fd is not None
