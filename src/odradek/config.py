@@ -454,6 +454,10 @@ BROKER_CONFIG_DEFS: tuple[BrokerConfigDef, ...] = (
     _b("transaction.state.log.min.isr", I, 1, at_least(1), "min.insync.replicas of __transaction_state (ODRADEK 1)."),
     _b("transaction.state.log.segment.bytes", I, 104857600, at_least(1), "Segment size of __transaction_state."),
     _b("transactional.id.expiration.ms", I, 604800000, at_least(1), "Forget idle transactional ids after this long."),
+    _b("transaction.abort.timed.out.transaction.cleanup.interval.ms", I, 10000, at_least(1),
+       "How often the coordinator aborts transactions open past their timeout."),
+    _b("transaction.remove.expired.transaction.cleanup.interval.ms", I, 3600000, at_least(1),
+       "How often the coordinator forgets expired transactional ids."),
     _b("producer.id.expiration.ms", I, 86400000, at_least(1), "Forget idle producer ids after this long."),
 )
 BROKER_CONFIGS: dict[str, BrokerConfigDef] = {d.name: d for d in BROKER_CONFIG_DEFS}
@@ -562,6 +566,10 @@ class BrokerConfig:
     transaction_state_log_min_isr: int = _default("transaction.state.log.min.isr")
     transaction_state_log_segment_bytes: int = _default("transaction.state.log.segment.bytes")
     transactional_id_expiration_ms: int = _default("transactional.id.expiration.ms")
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = _default(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms")
+    transaction_remove_expired_transaction_cleanup_interval_ms: int = _default(
+        "transaction.remove.expired.transaction.cleanup.interval.ms")
     producer_id_expiration_ms: int = _default("producer.id.expiration.ms")
     log_cleaner_dedupe_buffer_size: int = _default("log.cleaner.dedupe.buffer.size")
     static_configs: dict[str, str] = field(default_factory=dict, compare=False, repr=False)

@@ -97,6 +97,28 @@ class ReplicaManager:
                 return self._core.storage_error(partition, exc)
         return result
 
+    async def write_txn_marker(self, partition: Partition, producer_id: int, producer_epoch: int,
+                               commit: bool, coordinator_epoch: int, now_ms: int) -> AppendResult:
+        """Write one end-transaction marker (COMMIT or ABORT) as leader: Kafka's WriteTxnMarkers
+        path for one partition. Moves the high watermark (and with it the last stable offset)
+        and wakes fetchers as `append` does; durable per the flush policy before returning."""
+        log = partition.log
+        try:
+            result = log.append_control_marker(producer_id, producer_epoch, commit, coordinator_epoch,
+                                               partition.leader_epoch, now_ms)
+        except OSError as exc:
+            return self._core.storage_error(partition, exc)
+        if result.error is not ErrorCode.none:
+            return result
+        log.update_high_watermark(log.log_end_offset)
+        partition.wake_waiters()
+        if result.needs_flush:
+            try:
+                await self._core.run_blocking(log.flush)
+            except OSError as exc:
+                return self._core.storage_error(partition, exc)
+        return result
+
     async def wait_for_data(self, partitions: list[Partition], timeout_s: float) -> None:
         """Return when any of `partitions` gets new data or `timeout_s` passes."""
         if timeout_s <= 0 or not partitions:
