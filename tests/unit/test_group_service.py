@@ -168,7 +168,7 @@ def test_a_parked_join_is_answered_when_the_join_phase_ends(tmp_path):
 
 
 def test_loading_reads_the_log_in_many_steps_and_keeps_the_last_commit(tmp_path, monkeypatch):
-    from odradek.broker import group_service
+    from odradek.broker import coordinator_runtime
 
     async def commit_many():
         core = await open_core(tmp_path)
@@ -181,8 +181,8 @@ def test_loading_reads_the_log_in_many_steps_and_keeps_the_last_commit(tmp_path,
         core.close()
 
     async def reload():
-        monkeypatch.setattr(group_service, "LOAD_READ_BYTES", 300)  # a few batches per read
-        monkeypatch.setattr(group_service, "LOAD_YIELD_EVERY_READS", 1)
+        monkeypatch.setattr(coordinator_runtime, "LOAD_READ_BYTES", 300)  # a few batches per read
+        monkeypatch.setattr(coordinator_runtime, "LOAD_YIELD_EVERY_READS", 1)
         core = await open_core(tmp_path)
         yielded = 0
         while core.groups.coordinator.loading:

@@ -1,48 +1,33 @@
 """GroupService: the broker's side of the group coordinator (classic groups, committed offsets).
 
 The coordinator core (`odradek.coordinator.group_coordinator.GroupCoordinator`) is synchronous
-and deterministic; this service gives it the event loop, the clock and the log:
+and deterministic; `CoordinatorRuntime` gives it the event loop, the clock and the
+`__consumer_offsets` log (appends in order per partition, one timer, loading at start). Commit
+timestamps are stored, so the core's clock is `runtime.clock.now_ms`, one consistent clock.
 
-* a handler `await`s `call(method, request)`: an asyncio Future is the request's token, the core
-  is called with the wall-clock `now_ms` (commit timestamps are stored, so the core's clock is
-  `runtime.clock.now_ms`, one consistent clock), and the future resolves when the core answers
-  that token - at once, or later (a parked JoinGroup, a commit released after its append);
-* every `PendingAppend` becomes ONE record batch appended to its `__consumer_offsets`
-  partition, in order per partition (one drain task per partition works through a FIFO), and
-  then `on_append_complete` is called and its result processed the same way;
-* timers are data in the core: after every call one `loop.call_later` handle is (re)armed for
-  `next_deadline_ms()`, and `tick` runs when it fires;
-* loading: every hosted `__consumer_offsets` partition is read from its log start offset and
-  replayed record by record (`begin_loading` / `replay` / `finish_loading`); at start this runs
-  as a task, partition by partition, so requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS.
-  A partition that appears later (the topic is created by the first FindCoordinator) is empty
-  and is loaded at once.
+What is particular to groups:
+* a transactional offset commit (TxnOffsetCommit) is appended as a transactional batch of the
+  producer (its producer id and epoch, no sequence), so the log's producer state holds the
+  transaction open until the transaction coordinator's marker ends it;
+* loading replays offset commits with the producer id of their batch, and COMMIT / ABORT control
+  batches (`replay_marker`), so pending transactional offsets survive a restart;
+* when a marker is written to a `__consumer_offsets` partition (`txn_markers.write_markers`),
+  `complete_transaction` makes the producer's pending offsets committed or drops them.
 
 Owner: the BrokerCore (`core.groups`); every method runs on the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from odradek.broker.coordinator_runtime import CoordinatorRuntime
 from odradek.coordinator.group import GroupConfig
-from odradek.coordinator.group_coordinator import CoordinatorResult, GroupCoordinator, PendingAppend
+from odradek.coordinator.group_coordinator import GroupCoordinator, PendingAppend
 from odradek.protocol import records
-from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import now_ms
 
-if TYPE_CHECKING:
-    from odradek.broker.core import BrokerCore
-
-log = logging.getLogger(__name__)
-
 OFFSETS_TOPIC = "__consumer_offsets"
-LOAD_READ_BYTES = 1024 * 1024  # bytes read from a __consumer_offsets log per step while loading
-LOAD_YIELD_EVERY_READS = 16  # a loading task gives the loop a turn after this many reads
 
 
 def group_config(config: Any, offsets_topic_num_partitions: int | None = None) -> GroupConfig:
@@ -60,303 +45,46 @@ def group_config(config: Any, offsets_topic_num_partitions: int | None = None) -
     )
 
 
-class GroupService:
-    """Runs this broker's GroupCoordinator on the event loop.
+class GroupService(CoordinatorRuntime):
+    """Runs this broker's GroupCoordinator on the event loop (see CoordinatorRuntime).
 
-    Holds: `coordinator` (the core), the armed timer handle and its deadline, a FIFO of
-    PendingAppends per `__consumer_offsets` partition with at most one drain task each, and the
-    loading task started by `open`.
-    Invariants: appends of one partition reach the log in the order the core returned them, and
-    each gets exactly one `on_append_complete`; at most one timer handle is armed; a token
-    (Future) is resolved at most once.
-    Called by the group handlers (`call`, `coordinator` for reads) and by BrokerCore
-    (`open`, `sync_partitions`, `close`), on the event loop only.
+    Called by the group handlers (`call`, `coordinator` for reads), by the marker writer
+    (`complete_transaction`) and by BrokerCore (`open`, `sync_partitions`, `close`).
     """
 
-    def __init__(self, core: BrokerCore) -> None:
-        self._core = core
-        self.coordinator = GroupCoordinator(group_config(core.config))
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_deadline_ms: int | None = None
-        self._queues: dict[int, deque[PendingAppend]] = {}
-        self._draining: set[int] = set()
-        self._tasks: set[asyncio.Task] = set()
-        self._closed = False
-        self._opened = False
+    topic = OFFSETS_TOPIC
 
-    # -- lifecycle ---------------------------------------------------------------------------
-    def open(self) -> None:
-        """Take the partition count of an existing `__consumer_offsets` (it wins over the
-        config, as in Kafka) and load its partitions: as a task when the loop runs."""
-        self._opened = True
-        self._adopt_partition_count()
-        partitions = self._new_partitions()
-        for p in partitions:
-            self.coordinator.begin_loading(p)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            for p in partitions:
-                self._load(p)
-            return
-        if partitions:
-            self._spawn(loop, self._load_all(partitions))
-        self.start_timers()
+    def _new_coordinator(self, num_partitions: int | None) -> GroupCoordinator:
+        return GroupCoordinator(group_config(self._core.config, num_partitions))
 
-    def close(self) -> None:
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for task in list(self._tasks):
-            task.cancel()
+    def _configured_partitions(self) -> int:
+        return self.coordinator.config.offsets_topic_num_partitions
 
-    def sync_partitions(self) -> None:
-        """Follow the hosted `__consumer_offsets` partitions: load new ones (empty when the
-        topic was just created), unload those no longer hosted. A no-op before `open`."""
-        if not self._opened or self._closed:
-            return
-        hosted = self._hosted_partitions()
-        known = self.coordinator.owned | self.coordinator.loading
-        for p in sorted(known - hosted):
-            self._process(self.coordinator.unload(p, now_ms()))
-        new = sorted(hosted - known)
-        if not new:
-            return
-        if not known:
-            self._adopt_partition_count()
-        for p in new:
-            self.coordinator.begin_loading(p)
-            self._load(p)
-        self._after_call()
-
-    def _adopt_partition_count(self) -> None:
-        """Groups map to partitions by the topic's real partition count (Kafka reads it from
-        the metadata); only while no partition is owned, so no group is ever re-mapped."""
-        topic = self._core.image.topics_by_name.get(OFFSETS_TOPIC)
-        if (
-            topic is None
-            or len(topic.partitions) == self.coordinator.config.offsets_topic_num_partitions
-        ):
-            return
-        assert not self.coordinator.owned and not self.coordinator.loading
-        self.coordinator = GroupCoordinator(group_config(self._core.config, len(topic.partitions)))
-
-    def _hosted_partitions(self) -> set[int]:
-        return {
-            index
-            for (topic, index) in self._core.replica_manager.partitions
-            if topic == OFFSETS_TOPIC
-        }
-
-    def _new_partitions(self) -> list[int]:
-        known = self.coordinator.owned | self.coordinator.loading
-        return sorted(self._hosted_partitions() - known)
-
-    # -- loading -----------------------------------------------------------------------------
-    async def _load_all(self, partitions: list[int]) -> None:
-        started_ms = now_ms()
-        for p in partitions:
-            if p not in self.coordinator.loading:
-                continue  # unloaded meanwhile
-            try:
-                await self._load_async(p)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # stays loading: its groups get COORDINATOR_LOAD_IN_PROGRESS
-                log.exception("loading %s-%d failed", OFFSETS_TOPIC, p)
-        log.info(
-            "loaded %d %s partitions in %d ms",
-            len(partitions),
-            OFFSETS_TOPIC,
-            now_ms() - started_ms,
-        )
-        self._after_call()
-
-    async def _load_async(self, p: int) -> None:
-        for reads, _ in enumerate(self._replay_steps(p), start=1):
-            if reads % LOAD_YIELD_EVERY_READS == 0:
-                await asyncio.sleep(0)
-                if p not in self.coordinator.loading:
-                    return  # unloaded (or reloaded) while we yielded
+    def _finish_loading(self, p: int) -> None:
         self.coordinator.finish_loading(p, now_ms())
 
-    def _load(self, p: int) -> None:
-        for _ in self._replay_steps(p):
-            pass
-        self.coordinator.finish_loading(p, now_ms())
+    def _batch_for(self, append: PendingAppend, timestamp_ms: int) -> bytes:
+        return records.build_batch(
+            [(key, value, [], timestamp_ms) for key, value in append.records],
+            producer_id=append.producer_id,
+            producer_epoch=append.producer_epoch,
+            base_sequence=append.base_sequence,
+            transactional=append.transactional,
+        )
 
-    def _replay_steps(self, p: int):
-        """Replay partition p's log, from its log start offset to its log end offset; yields
-        after each read so the async loader can give the loop a turn."""
-        partition = self._core.replica_manager.get(OFFSETS_TOPIC, p)
-        if partition is None:
+    def _replay_batch(self, p: int, header: Any, batch: memoryview, from_offset: int,
+                      load_ms: int) -> None:
+        if header.is_control:
+            marker = records.parse_end_txn_marker(batch)
+            if marker is not None:
+                self.coordinator.replay_marker(header.producer_id, marker.commit, p)
             return
-        partition_log = partition.log
-        offset = partition_log.log_start_offset
-        end = partition_log.log_end_offset
-        load_ms = now_ms()
-        while offset < end:
-            result = partition_log.read(
-                offset, LOAD_READ_BYTES, max_offset=end, min_one_message=True
-            )
-            if (
-                result.error is not ErrorCode.none
-                or result.region is None
-                or result.region.size_bytes == 0
-            ):
-                log.warning(
-                    "%s-%d: stopped loading at offset %d (%s)",
-                    OFFSETS_TOPIC,
-                    p,
-                    offset,
-                    result.error,
-                )
-                return
-            data = result.region.read()
-            advanced = False
-            for header in records.iter_headers(data):
-                if header.next_offset <= offset:
-                    continue
-                advanced = True
-                if not header.is_control:
-                    batch = memoryview(data)[header.position : header.position + header.size_bytes]
-                    self._replay_batch(p, header, batch, offset, load_ms)
-                offset = header.next_offset
-            if not advanced:
-                log.warning(
-                    "%s-%d: no complete batch at offset %d; stopped loading",
-                    OFFSETS_TOPIC,
-                    p,
-                    offset,
-                )
-                return
-            yield
+        producer_id, transactional = header.producer_id, header.is_transactional
+        self._replay_records(p, batch, from_offset, lambda record: self.coordinator.replay(
+            record.key, record.value, load_ms, producer_id=producer_id, transactional=transactional))
 
-    def _replay_batch(
-        self, p: int, header: Any, batch: memoryview, from_offset: int, load_ms: int
-    ) -> None:
-        try:
-            for record in records.iter_records(batch):
-                if record.offset < from_offset or record.key is None:
-                    continue
-                try:
-                    self.coordinator.replay(record.key, record.value, load_ms)
-                except (ValueError, KeyError, AssertionError) as exc:
-                    log.warning(
-                        "%s-%d: skipped record at offset %d: %r",
-                        OFFSETS_TOPIC,
-                        p,
-                        record.offset,
-                        exc,
-                    )
-        except ValueError as exc:
-            log.warning(
-                "%s-%d: skipped malformed batch at offset %d: %s",
-                OFFSETS_TOPIC,
-                p,
-                header.base_offset,
-                exc,
-            )
-
-    # -- requests ----------------------------------------------------------------------------
-    async def call(self, method_name: str, *args: Any) -> Any:
-        """Call the core's `method_name(*args, now_ms, token)` (join_group, sync_group,
-        heartbeat, leave_group, offset_commit, offset_delete, delete_groups) and await the
-        answer to `token`, which may come from a later call or a completed append."""
-        future = asyncio.get_running_loop().create_future()
-        method: Callable[..., CoordinatorResult] = getattr(self.coordinator, method_name)
-        self._process(method(*args, now_ms(), future))
-        return await future
-
-    def _process(self, result: CoordinatorResult) -> None:
-        for token, response in result.responses:
-            if isinstance(token, asyncio.Future) and not token.done():
-                token.set_result(response)
-        if result.appends:
-            loop = asyncio.get_running_loop()
-            for append in result.appends:
-                queue = self._queues.setdefault(append.partition, deque())
-                queue.append(append)
-                if append.partition not in self._draining:
-                    self._draining.add(append.partition)
-                    self._spawn(loop, self._drain(append.partition))
+    def complete_transaction(self, producer_id: int, commit: bool, partitions: list[int]) -> None:
+        """The producer's marker is in these `__consumer_offsets` partitions: its pending
+        transactional offsets become committed (COMMIT) or are dropped (ABORT)."""
+        self.coordinator.complete_transaction(producer_id, commit, now_ms(), partitions)
         self._after_call()
-
-    async def _drain(self, p: int) -> None:
-        queue = self._queues[p]
-        try:
-            while queue:
-                append = queue.popleft()
-                try:
-                    error = await self._write(append)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # a bug in the write path must still complete the append
-                    log.exception("append to %s-%d failed", OFFSETS_TOPIC, p)
-                    error = ErrorCode.unknown_server_error.value
-                self._process(
-                    self.coordinator.on_append_complete(append.append_id, error, now_ms())
-                )
-        finally:
-            self._draining.discard(p)
-
-    async def _write(self, append: PendingAppend) -> int:
-        if not append.records:
-            return ErrorCode.none.value
-        partition = self._core.replica_manager.get(OFFSETS_TOPIC, append.partition)
-        if partition is None:
-            return ErrorCode.not_leader_or_follower.value
-        timestamp_ms = now_ms()
-        batch = records.build_batch(
-            [(key, value, [], timestamp_ms) for key, value in append.records]
-        )
-        header = records.read_header(batch)
-        result = await self._core.replica_manager.append(
-            partition, bytearray(batch), header, timestamp_ms
-        )
-        return result.error.value
-
-    # -- timers ------------------------------------------------------------------------------
-    def _after_call(self) -> None:
-        if self._closed:
-            return
-        deadline_ms = self.coordinator.next_deadline_ms()
-        if deadline_ms == self._timer_deadline_ms and (
-            self._timer is not None or deadline_ms is None
-        ):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline_ms = deadline_ms
-        if deadline_ms is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # not started yet: `open` arms the timer from the loop
-        delay_s = max(0, deadline_ms - now_ms()) / 1000
-        self._timer = loop.call_later(delay_s, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_deadline_ms = None
-        if self._closed:
-            return
-        self._process(self.coordinator.tick(now_ms()))
-
-    def start_timers(self) -> None:
-        """Arm the first timer (`tick` once at start schedules the offsets expiry check)."""
-        self._process(self.coordinator.tick(now_ms()))
-
-    # -- plumbing ----------------------------------------------------------------------------
-    def _spawn(self, loop: asyncio.AbstractEventLoop, coroutine: Any) -> None:
-        task = loop.create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("group coordinator task failed", exc_info=task.exception())
