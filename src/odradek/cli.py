@@ -6,6 +6,7 @@
     odradek topics list | describe [NAME] | delete NAME
     odradek produce TOPIC [--key-separator SEP] [--partition N] [--compression C] [--acks A]
     odradek groups list | describe GROUP | delete GROUP | reset-offsets GROUP --topic T --to-...
+    odradek transactions list | describe | describe-producers | abort   (see cli_transactions.py)
     odradek consume TOPIC [--from-beginning | --offset N | --timestamp MS] [--partition N]
                           [--max-messages N] [--timeout-ms T] [--format FMT] [--property k=v]
 
@@ -280,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     from odradek import cli_configs  # `odradek configs ...` (issue #4)
 
     cli_configs.add_parser(commands, _add_bootstrap)
+    from odradek import cli_transactions  # `odradek transactions ...` (issue #8)
+
+    cli_transactions.add_parser(commands, _add_bootstrap)
     return parser
 
 
@@ -971,6 +975,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from odradek import cli_configs
 
                 return _run(cli_configs.run, args)
+            if args.command == "transactions":
+                from odradek import cli_transactions
+
+                return _run(cli_transactions.run, args)
         except KafkaClientError as exc:
             print(f"odradek: {describe_error(exc)}", file=sys.stderr)
             return EXIT_ERROR
