@@ -77,7 +77,7 @@ def test_find_coordinator_names_this_broker(broker, conn, version):
     assert (entry.node_id, entry.host, entry.port) == (1, "127.0.0.1", broker.port)
 
 
-def test_find_coordinator_batched_keys_and_transaction_key(conn):
+def test_find_coordinator_batched_keys_and_transaction_key(broker, conn):
     groups = (new_group(), new_group())
     response = conn.request(
         req(10, 6, "FindCoordinatorRequest", key_type=0, coordinator_keys=groups)
@@ -85,8 +85,11 @@ def test_find_coordinator_batched_keys_and_transaction_key(conn):
     assert [c.key for c in response.coordinators] == list(groups)
     assert all(c.error_code is ErrorCode.none for c in response.coordinators)
     txn = find(conn, 6, "my-transactional-id", key_type=1).coordinators[0]
-    assert txn.error_code is ErrorCode.coordinator_not_available
-    assert find(conn, 3, "tx", key_type=1).error_code is ErrorCode.coordinator_not_available
+    assert txn.error_code is ErrorCode.none
+    assert (txn.node_id, txn.host, txn.port) == (1, "127.0.0.1", broker.port)
+    assert find(conn, 3, "tx", key_type=1).error_code is ErrorCode.none
+    assert find(conn, 3, "", key_type=1).error_code is ErrorCode.invalid_request
+    assert find(conn, 3, "x", key_type=2).error_code is ErrorCode.invalid_request
 
 
 def join(conn, version: int, group: str, member_id: str = "", instance_id: str | None = None):

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 PRODUCER_ID_BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
 METADATA_DIR = "__cluster_metadata-0"
 OFFSETS_TOPIC = "__consumer_offsets"
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, "__transaction_state"})
+TRANSACTION_STATE_TOPIC = "__transaction_state"
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 
 
 class BrokerCore:
@@ -66,6 +67,8 @@ class BrokerCore:
         # Group coordinator (issue #3): classic groups and offsets on __consumer_offsets, built
         # on first use (a group request, or __consumer_offsets on disk) to keep start-up light.
         self._groups = None
+        # Transaction coordinator (issue #8) on __transaction_state, built the same way.
+        self._txns = None
         self._opened = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -86,6 +89,8 @@ class BrokerCore:
         self._cleaner_executor.shutdown(wait=True)
         if self._groups is not None:
             self._groups.close()  # group coordinator: stop its timer and tasks (issue #3)
+        if self._txns is not None:
+            self._txns.close()
         self.log_manager.close()
         if self.metadata is not None:
             self.metadata.close()
@@ -101,6 +106,17 @@ class BrokerCore:
             if self._opened:
                 self._groups.open()
         return self._groups
+
+    @property
+    def txns(self):
+        """The TxnService, created (and opened: loading __transaction_state) on first use."""
+        if self._txns is None:
+            from odradek.broker.txn_service import TxnService
+
+            self._txns = TxnService(self)
+            if self._opened:
+                self._txns.open()
+        return self._txns
 
     @property
     def image(self):
@@ -165,6 +181,8 @@ class BrokerCore:
                 self.log_manager.delete_log(*key)
         if self._groups is not None or OFFSETS_TOPIC in image.topics_by_name:
             self.groups.sync_partitions()  # the coordinator follows __consumer_offsets (issue #3)
+        if self._txns is not None or TRANSACTION_STATE_TOPIC in image.topics_by_name:
+            self.txns.sync_partitions()  # and the transaction coordinator __transaction_state
 
     async def create_topics(self, topics: list, validate_only: bool, *, allow_internal: bool = False) -> list:
         """CreateTopics through the controller; returns its per-topic results."""
@@ -214,11 +232,28 @@ class BrokerCore:
         return await self._controlled(self._allocate_producer_id)
 
     async def _allocate_producer_id(self) -> int:
+        await self._reserve_producer_ids(1)
+        return self.take_producer_id()
+
+    async def ensure_producer_ids(self, count: int) -> None:
+        """Make sure `take_producer_id` can hand out `count` ids without a metadata write."""
+        if self._producer_id_block_end - self._next_producer_id < count:
+            await self._controlled(lambda: self._reserve_producer_ids(count))
+
+    async def _reserve_producer_ids(self, count: int) -> None:
+        """Reserve a new block in the metadata log unless `count` ids are left (under the lock)."""
+        if self._producer_id_block_end - self._next_producer_id >= count:
+            return
+        start = max(self._producer_id_block_end, self.image.producer_ids_next)
+        await self.apply_metadata([ProducerIdsRecord(broker_id=self.config.node_id,
+                                                     next_producer_id=start + PRODUCER_ID_BLOCK_SIZE)])
+        self._next_producer_id, self._producer_id_block_end = start, start + PRODUCER_ID_BLOCK_SIZE
+
+    def take_producer_id(self) -> int:
+        """The next id of the reserved block (the transaction coordinator's synchronous
+        allocator; `ensure_producer_ids` runs first). Raises RuntimeError when it is used up."""
         if self._next_producer_id >= self._producer_id_block_end:
-            start = max(self._producer_id_block_end, self.image.producer_ids_next)
-            await self.apply_metadata([ProducerIdsRecord(broker_id=self.config.node_id,
-                                                         next_producer_id=start + PRODUCER_ID_BLOCK_SIZE)])
-            self._next_producer_id, self._producer_id_block_end = start, start + PRODUCER_ID_BLOCK_SIZE
+            raise RuntimeError("no producer id reserved: call ensure_producer_ids first")
         producer_id = self._next_producer_id
         self._next_producer_id += 1
         return producer_id

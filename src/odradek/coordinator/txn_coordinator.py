@@ -437,7 +437,7 @@ class TransactionCoordinator:
                 )
 
             if t.verify_only:
-                settle(self._verify(t))
+                settle(self.verify(t))
                 continue
             error, in_flight = self._add_partitions(
                 t.transactional_id,
@@ -464,7 +464,7 @@ class TransactionCoordinator:
             respond(result)
         return result
 
-    def _verify(self, t: AddPartitionsToTxnTransaction) -> dict[TopicPartition, int]:
+    def verify(self, t: AddPartitionsToTxnTransaction) -> dict[TopicPartition, int]:
         """KIP-890 verification: are the partitions already in the open transaction?"""
 
         def all_(error: int) -> dict[TopicPartition, int]:

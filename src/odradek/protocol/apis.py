@@ -56,6 +56,11 @@ _TABLE: list[tuple[int, int, int, int]] = [
     (21, 0, 2, 0),   # DeleteRecords
     (22, 0, 5, 0),   # InitProducerId
     (23, 2, 4, 2),   # OffsetForLeaderEpoch
+    (24, 0, 5, 0),   # AddPartitionsToTxn
+    (25, 0, 4, 0),   # AddOffsetsToTxn
+    (26, 0, 5, 0),   # EndTxn
+    (27, 1, 1, 1),   # WriteTxnMarkers
+    (28, 0, 5, 0),   # TxnOffsetCommit
     (32, 1, 4, 1),   # DescribeConfigs
     (33, 0, 2, 0),   # AlterConfigs
     (35, 1, 4, 1),   # DescribeLogDirs
@@ -64,6 +69,9 @@ _TABLE: list[tuple[int, int, int, int]] = [
     (42, 0, 2, 0),   # DeleteGroups
     (47, 0, 0, 0),   # OffsetDelete
     (60, 0, 2, 0),   # DescribeCluster
+    (61, 0, 0, 0),   # DescribeProducers
+    (65, 0, 0, 0),   # DescribeTransactions
+    (66, 0, 2, 0),   # ListTransactions
 ]
 
 

@@ -3,7 +3,8 @@
 Reads each requested partition from its fetch offset, at most `partition_max_bytes` per
 partition and about `max_bytes` in all (the first partition with data always gets at least one
 whole batch, KIP-74), never past the high watermark (read_uncommitted) or the last stable offset
-(read_committed). Reading starts at the batch holding the fetch offset; the client skips records
+(read_committed, which also gets the aborted transactions of the range so that the client drops
+their records). Reading starts at the batch holding the fetch offset; the client skips records
 before its offset and drops a partial batch at the end. When fewer than `min_bytes` are ready,
 the request long-polls up to `max_wait` and is woken by the first append to any of its
 partitions. Fetch sessions (KIP-227, v7+) let fetchers send only what changed; v13+ name topics
@@ -34,6 +35,7 @@ class _Read:
     log_start_offset: int = -1
     region: object = None  # a storage FileRegion (sent with sendfile where possible), or None
     size_bytes: int = 0
+    aborted_transactions: list | None = None  # read_committed: (producer id, first offset)
 
 
 async def handle(request, ctx):
@@ -105,7 +107,7 @@ async def handle(request, ctx):
             high_watermark=r.high_watermark,
             last_stable_offset=r.last_stable_offset,
             log_start_offset=r.log_start_offset,
-            aborted_transactions=[] if isolation_level == READ_COMMITTED else None,
+            aborted_transactions=(r.aborted_transactions or []) if isolation_level == READ_COMMITTED else None,
             records=r.region if has_records else b"",
         ))
     session_id = session.session_id if session is not None else 0
@@ -144,8 +146,7 @@ def _read(core, cached: CachedPartition, isolation_level: int) -> _Read:
     if isinstance(partition, ErrorCode):
         return _Read(cached, partition)
     log = partition.log
-    # No transactions yet: the last stable offset is the high watermark.
-    return _Read(cached, ErrorCode.none, log.high_watermark, log.high_watermark, log.log_start_offset)
+    return _Read(cached, ErrorCode.none, log.high_watermark, log.last_stable_offset, log.log_start_offset)
 
 
 def _fill(core, reads: list[_Read], max_bytes: int, isolation_level: int) -> None:
@@ -159,13 +160,19 @@ def _fill(core, reads: list[_Read], max_bytes: int, isolation_level: int) -> Non
         if limit <= 0 and not min_one_message:
             continue
         try:
-            result = partition.log.read(r.cached.fetch_offset, max(limit, 0), max_offset=r.last_stable_offset,
+            max_offset = r.last_stable_offset if isolation_level == READ_COMMITTED else r.high_watermark
+            result = partition.log.read(r.cached.fetch_offset, max(limit, 0), max_offset=max_offset,
                                         min_one_message=min_one_message)
             if result.error is not ErrorCode.none:
                 r.error = result.error
                 continue
             if result.region is not None and result.region.size_bytes:
                 r.region, r.size_bytes = result.region, result.region.size_bytes
+                if isolation_level == READ_COMMITTED:
+                    # Bounded by the LSO rather than the region's last offset: an entry past
+                    # the data sent is never matched by the client (as Kafka's segment bound).
+                    r.aborted_transactions = partition.log.collect_aborted_transactions(
+                        r.cached.fetch_offset, r.last_stable_offset)
         except OSError as exc:
             core.storage_error(partition, exc)
             r.error = ErrorCode.kafka_storage_error

@@ -1,11 +1,12 @@
 """FindCoordinator (API key 10), versions 0-6.
 
-Names the broker that coordinates a group: on a single node, this broker (its advertised host and
-port on the request's listener). v0-3 ask for one key; v4+ carry a batch of coordinator keys and
-get one answer per key (KIP-699). The first lookup of a group creates the internal topic
-`__consumer_offsets` (compacted, `offsets.topic.num.partitions` partitions), as Kafka does.
-Key type 1 (transaction) is answered COORDINATOR_NOT_AVAILABLE until transactions land (#8).
-Errors: INVALID_REQUEST (unknown key type, empty group id), COORDINATOR_NOT_AVAILABLE.
+Names the broker that coordinates a group (key type 0) or a transactional id (key type 1): on a
+single node, this broker (its advertised host and port on the request's listener). v0-3 ask for
+one key; v4+ carry a batch of coordinator keys and get one answer per key (KIP-699). The first
+lookup creates the internal topic, as Kafka does: `__consumer_offsets` (compacted,
+`offsets.topic.num.partitions` partitions) or `__transaction_state` (compacted,
+`transaction.state.log.num.partitions` partitions).
+Errors: INVALID_REQUEST (unknown key type, empty key), COORDINATOR_NOT_AVAILABLE.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from odradek.broker.group_service import OFFSETS_TOPIC
+from odradek.broker.core import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
 from odradek.protocol.errors import ErrorCode
 
 GROUP_KEY_TYPE = 0
@@ -53,23 +54,23 @@ async def handle(request, ctx):
 async def _find(ctx, key_type: int, key: str):
     core = ctx.broker
     no_node = (-1, "", -1)
-    if key_type == TRANSACTION_KEY_TYPE:
-        return ErrorCode.coordinator_not_available, "transactions are not supported yet", no_node
-    if key_type != GROUP_KEY_TYPE:
+    topic = {GROUP_KEY_TYPE: OFFSETS_TOPIC, TRANSACTION_KEY_TYPE: TRANSACTION_STATE_TOPIC}.get(key_type)
+    if topic is None:
         return ErrorCode.invalid_request, f"unknown coordinator key type {key_type}", no_node
     if not key:
-        return ErrorCode.invalid_request, "empty group id", no_node
+        kind = "group id" if key_type == GROUP_KEY_TYPE else "transactional id"
+        return ErrorCode.invalid_request, f"empty {kind}", no_node
     # Not hosted yet (absent, or a creation in flight has published the image but not yet
     # hosted the partitions): create it, which waits for a creation in flight to finish.
-    if core.replica_manager.get(OFFSETS_TOPIC, 0) is None:
+    if core.replica_manager.get(topic, 0) is None:
         # Shielded: a client that hangs up mid-creation (librdkafka drops its bootstrap
         # connection early) must not cancel the creation between the metadata append and
         # hosting the partitions.
-        error = await asyncio.shield(core.auto_create_topic(OFFSETS_TOPIC))
+        error = await asyncio.shield(core.auto_create_topic(topic))
         if error is not ErrorCode.none:
             return (
                 ErrorCode.coordinator_not_available,
-                f"cannot create {OFFSETS_TOPIC}: {error.name}",
+                f"cannot create {topic}: {error.name}",
                 no_node,
             )
     host, port = core.advertised_endpoint(ctx.client.listener_name)

@@ -16,6 +16,7 @@ from datetime import timedelta
 from odradek.protocol.errors import ErrorCode
 
 LATEST = -1
+READ_COMMITTED = 1
 EARLIEST = -2
 MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
@@ -52,9 +53,9 @@ async def handle(request, ctx):
 
 
 def _lookup(log, timestamp: int, isolation_level: int) -> tuple[int, int]:
+    last_fetchable = log.last_stable_offset if isolation_level == READ_COMMITTED else log.high_watermark
     if timestamp == LATEST:
-        # No transactions yet: the last stable offset equals the high watermark.
-        return log.high_watermark, -1
+        return last_fetchable, -1
     if timestamp in (EARLIEST, EARLIEST_LOCAL):
         return log.log_start_offset, -1
     if timestamp == LATEST_TIERED:
@@ -63,7 +64,7 @@ def _lookup(log, timestamp: int, isolation_level: int) -> tuple[int, int]:
         found = log.max_timestamp_offset()
     else:
         found = log.offset_for_timestamp(timestamp)
-    if found is None or found[0] >= log.high_watermark:
+    if found is None or found[0] >= last_fetchable:
         return -1, -1
     return found
 

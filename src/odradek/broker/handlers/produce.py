@@ -7,12 +7,18 @@ epoch patched in place. acks=0 gets no response, and an error closes the connect
 Kafka: the client has no other way to learn of it); acks=1 answers after the local append;
 acks=-1 waits until the high watermark passes the append (at once on a single node). v13 names
 topics by id (KIP-516).
+Transactional batches (request with a transactional id) join the producer's open transaction.
+KIP-890 verification: before the first transactional batch of a producer epoch on a partition is
+appended, the transaction coordinator must confirm the partition was added to the transaction
+(in process on a single node); otherwise INVALID_TXN_STATE, and the coordinator's retriable
+answers become NOT_ENOUGH_REPLICAS (as Kafka, so that older clients retry without a metadata
+refresh).
 Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, CORRUPT_MESSAGE,
 INVALID_TOPIC_EXCEPTION (a client appending to an internal topic),
 INVALID_RECORD (also an unknown compression codec), UNSUPPORTED_COMPRESSION_TYPE (zstd before v7),
 UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, OUT_OF_ORDER_SEQUENCE_NUMBER,
-INVALID_PRODUCER_EPOCH, TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactions are not served yet),
-KAFKA_STORAGE_ERROR.
+INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, NOT_ENOUGH_REPLICAS (transaction verification could
+not answer), KAFKA_STORAGE_ERROR.
 """
 
 from __future__ import annotations
@@ -57,16 +63,14 @@ async def handle(request, ctx):
                 continue
             if acks not in VALID_ACKS:
                 outcome = (ErrorCode.invalid_required_acks, None, None)
-            elif request.transactional_id is not None:
-                outcome = (ErrorCode.transactional_id_authorization_failed,
-                           "transactions are not supported yet", None)
             elif topic_image is None or data.index not in topic_image.partitions:
                 outcome = (unknown, None, None)
             elif topic_image.name in INTERNAL_TOPICS and ctx.client_id != ADMIN_CLIENT_ID:
                 outcome = (ErrorCode.invalid_topic_exception,
                            f"Cannot append to internal topic {topic_image.name}", None)
             else:
-                outcome = await _append(core, topic_image, data, now_ms, ctx.api_version)
+                outcome = await _append(core, topic_image, data, now_ms, ctx.api_version,
+                                        request.transactional_id)
             partition_responses.append(_partition_response(ctx, data.index, *outcome))
         if not partition_responses:
             continue
@@ -86,7 +90,7 @@ async def handle(request, ctx):
     return ctx.response(responses=tuple(topic_responses), throttle_time=timedelta(0))
 
 
-async def _append(core, topic_image, data, now_ms, api_version):
+async def _append(core, topic_image, data, now_ms, api_version, transactional_id):
     partition = core.replica_manager.get(topic_image.name, data.index)
     if partition is None:
         return ErrorCode.not_leader_or_follower, None, None
@@ -110,11 +114,43 @@ async def _append(core, topic_image, data, now_ms, api_version):
     if header.compression == Compression.ZSTD and api_version < FIRST_ZSTD_VERSION:
         return (ErrorCode.unsupported_compression_type,
                 f"zstd needs Produce v{FIRST_ZSTD_VERSION}+ (KIP-110)", None)
-    if header.is_transactional or header.is_control:
-        return (ErrorCode.transactional_id_authorization_failed,
-                "transactional and control batches are not supported yet", None)
+    if header.is_control:
+        return ErrorCode.invalid_record, "clients may not write control batches", None
+    if header.is_transactional:
+        refused = _verify_transaction(core, partition, header, transactional_id)
+        if refused is not None:
+            return refused
     result = await core.replica_manager.append(partition, bytearray(raw), header, now_ms)
     return result.error, result.error_message, result
+
+
+# Verification answers a producer should retry (Kafka's conversion to NOT_ENOUGH_REPLICAS).
+_RETRIABLE_VERIFY_ERRORS = frozenset(e.value for e in (
+    ErrorCode.concurrent_transactions, ErrorCode.coordinator_load_in_progress,
+    ErrorCode.coordinator_not_available, ErrorCode.not_coordinator, ErrorCode.network_exception))
+
+
+def _verify_transaction(core, partition, header, transactional_id):
+    """KIP-890: the (error, message, None) refusing a transactional batch, or None to append."""
+    if transactional_id is None:
+        return ErrorCode.invalid_record, "transactional records need a transactional id", None
+    state = partition.log.producer_state
+    entry = state.producers.get(header.producer_id)
+    if (header.producer_id in state.ongoing_txns and entry is not None
+            and entry.producer_epoch == header.producer_epoch):
+        return None  # the transaction is already open on this partition
+    error = core.txns.verify_partition(transactional_id, header.producer_id, header.producer_epoch,
+                                       partition.topic, partition.index)
+    if error == ErrorCode.none.value:
+        return None
+    if error in _RETRIABLE_VERIFY_ERRORS:
+        return (ErrorCode.not_enough_replicas,
+                f"cannot verify the partition is in the transaction: {ErrorCode(error).name}", None)
+    if error == ErrorCode.transaction_abortable.value:
+        return ErrorCode.invalid_txn_state, "the partition was not added to the transaction", None
+    if error == ErrorCode.producer_fenced.value:
+        return ErrorCode.invalid_producer_epoch, "the producer epoch is fenced", None
+    return ErrorCode(error), None, None
 
 
 def _partition_response(ctx, index, error, message, result):
