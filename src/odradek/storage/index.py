@@ -12,6 +12,9 @@ per entry (one every `index.interval.bytes` of log), and the whole index is kept
 `array` once loaded (at most `segment.index.bytes`, 10 MiB by default). "Full" means the entry
 count reached `segment_index_bytes // entry_size`, which makes the log roll its segment.
 
+Descriptors come from the process-wide FileHandleCache (fd_cache.py): `load()` reads the file and
+lets its descriptor go at once (the entries live in memory); a write reopens it on demand.
+
 Owned by one LogSegment; called on the event loop, except `flush()` (blocking-I/O pool).
 """
 
@@ -24,6 +27,7 @@ import sys
 from array import array
 from typing import Any
 
+from odradek.storage.fd_cache import CachedFile, cache_for
 from odradek.storage.fs import FileSystem
 
 log = logging.getLogger(__name__)
@@ -47,18 +51,24 @@ def _load_be(typecode: str, data: bytes) -> array:
     return values
 
 
-def _open_existing(fs: FileSystem, path: str) -> int:
+def _read_existing(fs: FileSystem, file: CachedFile) -> bytes:
+    """The whole file; its descriptor is closed afterwards (the caller keeps the entries)."""
     try:
-        return fs.open(path)
+        fd = file.fd()
     except FileNotFoundError:
-        raise CorruptIndexError(f"{path} is missing") from None
+        raise CorruptIndexError(f"{file.path} is missing") from None
+    try:
+        return fs.pread(fd, fs.size(fd), 0)
+    finally:
+        file.close()
 
 
 class _IndexFile:
-    """What both index files share: the file descriptor, the entry bound, flush and close.
+    """What both index files share: the cached file, the entry bound, flush and close.
 
     Subclasses keep their entries in memory (`_offsets` plus a second column) and name their
-    entry size in `ENTRY_BYTES`.
+    entry size in `ENTRY_BYTES`. `_loaded`: the entries mirror the file (set by load/reset,
+    cleared by close); only then may it be written.
     """
 
     ENTRY_BYTES = 0
@@ -68,13 +78,24 @@ class _IndexFile:
         self.path = path
         self.base_offset = base_offset
         self.max_entries = max(1, max_index_size_bytes // self.ENTRY_BYTES)
-        self._fd: int | None = None
+        self._file = CachedFile(cache_for(fs), path)
+        self._loaded = False
         self._offsets: Any = []  # relative offsets
 
     def _open_for_reset(self) -> None:
-        if self._fd is None:
-            self._fd = self.fs.open(self.path, create=True)
-        self.fs.truncate(self._fd, 0)
+        self.fs.truncate(self._file.fd(create=True), 0)
+        self._file.dirty = True
+        self._loaded = True
+
+    def _write_at(self, data: bytes, position: int) -> None:
+        assert self._loaded, f"{self.path} written before it was loaded"
+        self._file.dirty = True
+        self.fs.pwrite(self._file.fd(), data, position)
+
+    def _truncate_file(self, size_bytes: int) -> None:
+        assert self._loaded, f"{self.path} truncated before it was loaded"
+        self._file.dirty = True
+        self.fs.truncate(self._file.fd(), size_bytes)
 
     @property
     def entries(self) -> int:
@@ -85,17 +106,15 @@ class _IndexFile:
         return len(self._offsets) >= self.max_entries
 
     def flush(self) -> None:
-        if self._fd is not None:
-            self.fs.fsync(self._fd)
+        self._file.fsync()
 
     def close(self) -> None:
-        if self._fd is not None:
-            self.fs.close(self._fd)
-            self._fd = None
+        self._file.close()
+        self._loaded = False
 
     @property
     def is_open(self) -> bool:
-        return self._fd is not None
+        return self._file.is_open
 
 
 class OffsetIndex(_IndexFile):
@@ -116,8 +135,8 @@ class OffsetIndex(_IndexFile):
     # -- loading ---------------------------------------------------------------------------
     def load(self, log_size_bytes: int) -> None:
         """Open and read every entry; raises CorruptIndexError if missing or insane."""
-        self._fd = _open_existing(self.fs, self.path)
-        data = self.fs.pread(self._fd, self.fs.size(self._fd), 0)
+        data = _read_existing(self.fs, self._file)
+        self._loaded = True
         if len(data) % OFFSET_INDEX_ENTRY_BYTES:
             raise CorruptIndexError(f"{self.path}: size {len(data)} is not a multiple of 8")
         values = _load_be("i", data)
@@ -157,9 +176,7 @@ class OffsetIndex(_IndexFile):
         if self._offsets:
             assert relative > self._offsets[-1] and position > self._positions[-1], (
                 f"{self.path}: entry ({offset}, {position}) does not follow {self.last_entry()}")
-        assert self._fd is not None
-        self.fs.pwrite(self._fd, _OFFSET_ENTRY.pack(relative, position),
-                       len(self._offsets) * OFFSET_INDEX_ENTRY_BYTES)
+        self._write_at(_OFFSET_ENTRY.pack(relative, position), len(self._offsets) * OFFSET_INDEX_ENTRY_BYTES)
         self._offsets.append(relative)
         self._positions.append(position)
 
@@ -173,8 +190,7 @@ class OffsetIndex(_IndexFile):
             return
         del self._offsets[keep:]
         del self._positions[keep:]
-        assert self._fd is not None
-        self.fs.truncate(self._fd, keep * OFFSET_INDEX_ENTRY_BYTES)
+        self._truncate_file(keep * OFFSET_INDEX_ENTRY_BYTES)
 
 
 
@@ -195,8 +211,8 @@ class TimeIndex(_IndexFile):
 
     def load(self, last_offset: int) -> None:
         """Open and read every entry; raises CorruptIndexError if missing or insane."""
-        self._fd = _open_existing(self.fs, self.path)
-        data = self.fs.pread(self._fd, self.fs.size(self._fd), 0)
+        data = _read_existing(self.fs, self._file)
+        self._loaded = True
         if len(data) % TIME_INDEX_ENTRY_BYTES:
             raise CorruptIndexError(f"{self.path}: size {len(data)} is not a multiple of 12")
         entries = list(_TIME_ENTRY.iter_unpack(data))
@@ -238,8 +254,7 @@ class TimeIndex(_IndexFile):
         assert 0 <= relative < 2**31
         if self._offsets:
             assert relative >= self._offsets[-1]
-        assert self._fd is not None
-        self.fs.pwrite(self._fd, _TIME_ENTRY.pack(timestamp_ms, relative), len(self._offsets) * TIME_INDEX_ENTRY_BYTES)
+        self._write_at(_TIME_ENTRY.pack(timestamp_ms, relative), len(self._offsets) * TIME_INDEX_ENTRY_BYTES)
         self._timestamps.append(timestamp_ms)
         self._offsets.append(relative)
 
@@ -250,6 +265,5 @@ class TimeIndex(_IndexFile):
             return
         del self._offsets[keep:]
         del self._timestamps[keep:]
-        assert self._fd is not None
-        self.fs.truncate(self._fd, keep * TIME_INDEX_ENTRY_BYTES)
+        self._truncate_file(keep * TIME_INDEX_ENTRY_BYTES)
 

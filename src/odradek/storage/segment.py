@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from odradek.protocol import records
 from odradek.protocol.errors import ErrorCode
 from odradek.protocol.records import BATCH_HEADER_SIZE, BatchHeader, read_header
+from odradek.storage.fd_cache import CachedFile, cache_for
 from odradek.storage.fs import FileSystem, RealFileSystem
 from odradek.storage.index import CorruptIndexError, OffsetIndex, TimeIndex
 from odradek.storage.log_config import LogConfig
@@ -32,17 +33,34 @@ def segment_file_name(base_offset: int, suffix: str) -> str:
     return f"{base_offset:020d}{suffix}"
 
 
+class _Pin:
+    """Holds a CachedFile pinned (its descriptor open) until this object is garbage-collected."""
+
+    __slots__ = ("_file",)
+
+    def __init__(self, file: CachedFile) -> None:
+        file.pin()
+        self._file = file
+
+    def __del__(self) -> None:
+        self._file.unpin()
+
+
 @dataclass(frozen=True, slots=True)
 class FileRegion:
     """A byte range of an open segment file, to be sent with `sendfile` or read with `pread`.
 
-    `fd` stays valid while the segment is open (until the log truncates it away or closes).
+    `fd` stays valid, and names the inode the region was cut from, for as long as the region
+    object lives: a region from `LogSegment.read` pins its segment's .log descriptor (see
+    fd_cache.py), so neither the descriptor cache, nor a truncation, retention delete, cleaner
+    swap or close of the segment closes it under a `sendfile` in progress.
     """
 
     fd: int
     position: int
     size_bytes: int
     fs: FileSystem = field(default=_REAL_FS, repr=False, compare=False)
+    pin: object = field(default=None, repr=False, compare=False)
 
     def read(self) -> bytes:
         if self.size_bytes == 0:
@@ -75,6 +93,10 @@ class LogSegment:
     Files are opened lazily: a segment that nobody reads costs no file descriptor and no I/O, so
     a log opens after a clean shutdown in time independent of its size. `open_as_active()` reads
     only the tail after the last offset-index entry to learn the next offset.
+    Descriptors belong to the process-wide FileHandleCache (fd_cache.py), which closes the least
+    recently used ones beyond `max_open_files`; every use goes through `_ensure_open()` again
+    (never keep a descriptor across a call that may open another file). `size_bytes` stays known
+    while the descriptor is closed (this segment is the file's only writer).
 
     Only the partition's Log calls this, on the event loop; `flush()` runs in the blocking-I/O pool
     (fsync is safe concurrently with pwrite on the same descriptor).
@@ -86,14 +108,15 @@ class LogSegment:
         self.base_offset = base_offset
         self.config = config
         self.log_path = os.path.join(dir, segment_file_name(base_offset, LOG_SUFFIX))
+        self._log_file = CachedFile(cache_for(fs), self.log_path)
         self.offset_index = OffsetIndex(fs, os.path.join(dir, segment_file_name(base_offset, INDEX_SUFFIX)),
                                         base_offset, config.segment_index_bytes)
         self.time_index = TimeIndex(fs, os.path.join(dir, segment_file_name(base_offset, TIME_INDEX_SUFFIX)),
                                     base_offset, config.segment_index_bytes)
         self.txn_index = TransactionIndex(fs, os.path.join(dir, segment_file_name(base_offset, TXN_INDEX_SUFFIX)),
                                           base_offset)
-        self._fd: int | None = None
         self._size_bytes = 0
+        self._size_known = False
         self._indexes_loaded = False
         # Known exactly for the active segment (set by create/open_as_active/recover/append).
         self.next_offset: int | None = None
@@ -111,8 +134,8 @@ class LogSegment:
     def create(cls, fs: FileSystem, dir: str, base_offset: int, config: LogConfig) -> LogSegment:
         """A new empty segment (files created, truncated to empty)."""
         segment = cls(fs, dir, base_offset, config)
-        segment._fd = fs.open(segment.log_path, create=True)
-        fs.truncate(segment._fd, 0)
+        fs.truncate(segment._log_file.fd(create=True), 0)
+        segment._size_known = True
         segment.offset_index.reset()
         segment.time_index.reset()
         segment.txn_index.reset()
@@ -122,18 +145,27 @@ class LogSegment:
         return segment
 
     def _ensure_open(self) -> int:
-        if self._fd is None:
-            self._fd = self.fs.open(self.log_path)
-            self._size_bytes = self.fs.size(self._fd)
-        return self._fd
+        """The .log descriptor (opened or reopened through the cache); valid until the next open
+        of another cached file, so callers use it at once."""
+        fd = self._log_file.fd()
+        if not self._size_known:
+            self._size_bytes = self.fs.size(fd)
+            self._size_known = True
+        return fd
 
     @property
     def fd(self) -> int:
         return self._ensure_open()
 
     @property
+    def _fd(self) -> int | None:
+        """The .log descriptor if it is open now (tests), without opening it."""
+        return self._log_file.current_fd
+
+    @property
     def size_bytes(self) -> int:
-        self._ensure_open()
+        if not self._size_known:
+            self._ensure_open()
         return self._size_bytes
 
     def ensure_indexes(self) -> None:
@@ -162,8 +194,9 @@ class LogSegment:
 
     def _scan_tail(self, position: int) -> None:
         """Set next_offset, max timestamp and size from the batches at and after `position`."""
-        fd = self._ensure_open()
-        data = self.fs.pread(fd, self._size_bytes - position, position) if position < self._size_bytes else b""
+        self._ensure_open()
+        data = (self.fs.pread(self._ensure_open(), self._size_bytes - position, position)
+                if position < self._size_bytes else b"")
         next_offset = self.base_offset
         if position > 0:
             next_offset = self.offset_index.last_entry()[0] + 1
@@ -181,7 +214,8 @@ class LogSegment:
         if position + end < self._size_bytes:
             log.warning("%s: %d bytes of partial batch at the end; truncating",
                         self.log_path, self._size_bytes - position - end)
-            self.fs.truncate(fd, position + end)
+            self.fs.truncate(self._ensure_open(), position + end)
+            self._log_file.dirty = True
             self._size_bytes = position + end
         self.next_offset = next_offset if self._size_bytes else self.base_offset
         self._max_timestamp_known = True
@@ -191,12 +225,12 @@ class LogSegment:
         """Recreate both indexes from the batch headers of the .log (no CRC check)."""
         self.offset_index.reset()
         self.time_index.reset()
-        fd = self._ensure_open()
+        self._ensure_open()
         position = 0
         self.bytes_since_last_index_entry = 0
         self.max_timestamp_ms, self.offset_of_max_timestamp = NO_TIMESTAMP, -1
         while position + BATCH_HEADER_SIZE <= self._size_bytes:
-            header = read_header(self.fs.pread(fd, BATCH_HEADER_SIZE, position))
+            header = read_header(self.fs.pread(self._ensure_open(), BATCH_HEADER_SIZE, position))
             if position + header.size_bytes > self._size_bytes or header.batch_length <= 0:
                 break
             self._index_batch(position, header.last_offset, header.max_timestamp, header.size_bytes)
@@ -225,8 +259,8 @@ class LogSegment:
                 # Batches after the last offset-index entry may hold a larger timestamp (a log
                 # that crashed before the final entry was written, then recovered): read them.
                 _, position = self.offset_index.last_entry()
-                fd = self._ensure_open()
-                data = self.fs.pread(fd, self._size_bytes - position, position)
+                self._ensure_open()
+                data = self.fs.pread(self._ensure_open(), self._size_bytes - position, position)
                 for header in records.iter_headers(data):
                     if header.max_timestamp > self.max_timestamp_ms:
                         self.max_timestamp_ms, self.offset_of_max_timestamp = header.max_timestamp, header.last_offset
@@ -254,6 +288,7 @@ class LogSegment:
         self.ensure_indexes()
         fd = self._ensure_open()
         position = self._size_bytes
+        self._log_file.dirty = True
         try:
             self.fs.pwrite(fd, buf, position)
         except OSError:
@@ -313,7 +348,8 @@ class LogSegment:
         size = min(max_size_bytes, available)
         if min_one_message and header.size_bytes > max_size_bytes:
             size = min(header.size_bytes, available)
-        return FileRegion(self._ensure_open(), position, size, self.fs)
+        pin = _Pin(self._log_file)
+        return FileRegion(self._ensure_open(), position, size, self.fs, pin)
 
     def read_batch(self, position: int, header: BatchHeader) -> bytes:
         return self.fs.pread(self._ensure_open(), header.size_bytes, position)
@@ -361,7 +397,10 @@ class LogSegment:
         its bytes (a view valid during the call only): the Log rebuilds producer state and the
         .txnindex with it.
         """
-        fd = self._ensure_open()
+        self._ensure_open()
+        # The bytes came from before a crash and may never have been fsynced: flush() must sync
+        # them even if the descriptor is closed by then.
+        self._log_file.dirty = True
         self.offset_index.reset()
         self.time_index.reset()
         self._indexes_loaded = True
@@ -378,13 +417,13 @@ class LogSegment:
             if remaining < BATCH_HEADER_SIZE:
                 break
             if position + BATCH_HEADER_SIZE > chunk_start + len(chunk):
-                chunk_start, chunk = position, self.fs.pread(fd, min(RECOVERY_READ_CHUNK_BYTES, remaining), position)
+                chunk_start, chunk = position, self.fs.pread(self._ensure_open(), min(RECOVERY_READ_CHUNK_BYTES, remaining), position)
             header = read_header(chunk, position - chunk_start)
             size = header.size_bytes
             if header.batch_length < BATCH_HEADER_SIZE - records.LOG_OVERHEAD or size > remaining:
                 break
             if position + size > chunk_start + len(chunk):
-                chunk_start, chunk = position, self.fs.pread(fd, max(min(RECOVERY_READ_CHUNK_BYTES, remaining), size), position)
+                chunk_start, chunk = position, self.fs.pread(self._ensure_open(), max(min(RECOVERY_READ_CHUNK_BYTES, remaining), size), position)
             checked = records.validate_batch(chunk, position - chunk_start, size)
             if isinstance(checked, records.BatchError):
                 # A compacted batch keeps its last offset delta but holds fewer records (the CRC
@@ -414,7 +453,7 @@ class LogSegment:
         truncated = file_size - position
         if truncated:
             log.warning("%s: truncating %d invalid bytes at position %d", self.log_path, truncated, position)
-            self.fs.truncate(fd, position)
+            self.fs.truncate(self._ensure_open(), position)
             self._size_bytes = position
         self.next_offset = next_offset if found_any else self.base_offset
         self._max_timestamp_known = True
@@ -431,6 +470,7 @@ class LogSegment:
         position, header = found
         removed = self._size_bytes - position
         self.fs.truncate(self._ensure_open(), position)
+        self._log_file.dirty = True
         self._size_bytes = position
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(header.base_offset)
@@ -447,18 +487,16 @@ class LogSegment:
             self.time_index.maybe_append(self.max_timestamp_ms, self.offset_of_max_timestamp, skip_full_check=True)
 
     def flush(self) -> None:
-        """fsync the .log and the indexes (blocking; may run off the loop thread)."""
-        fd = self._fd
-        if fd is not None:
-            self.fs.fsync(fd)
+        """fsync the .log and the indexes (blocking; may run off the loop thread). A file written
+        since its last fsync is synced even if the cache closed its descriptor meanwhile."""
+        self._log_file.fsync()
         self.offset_index.flush()
         self.time_index.flush()
         self.txn_index.flush()
 
     def close(self) -> None:
-        if self._fd is not None:
-            self.fs.close(self._fd)
-            self._fd = None
+        """Close every descriptor (the .log's at the last unpin, when a FileRegion holds it)."""
+        self._log_file.close()
         self.offset_index.close()
         self.time_index.close()
         self.txn_index.close()
@@ -472,8 +510,8 @@ class LogSegment:
 
     def rename_to_deleted(self) -> list[str]:
         """First step of an asynchronous delete (retention, compaction): rename the files
-        `<name>.deleted` and close the indexes, keeping the .log descriptor open so a FileRegion
-        handed out earlier stays readable. Returns the new paths for `delete_renamed`.
+        `<name>.deleted` and close the indexes (a FileRegion handed out earlier pins the .log
+        descriptor it reads). Returns the new paths for `delete_renamed`.
 
         A crash afterwards is harmless: the loader removes `*.deleted` files at start.
         """
@@ -486,6 +524,7 @@ class LogSegment:
             if self.fs.exists(path):
                 self.fs.rename(path, path + DELETED_SUFFIX)
                 renamed.append(path + DELETED_SUFFIX)
+        self._log_file.renamed(self.log_path + DELETED_SUFFIX)
         return renamed
 
     def delete_renamed(self, paths: list[str]) -> None:

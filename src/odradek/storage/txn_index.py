@@ -20,6 +20,9 @@ Like Kafka, the file is created on the first entry: a segment without aborted tr
 entries have an unknown version or decreasing last offsets, fails the sanity check
 (CorruptIndexError) and the Log rebuilds it from the segment's batches.
 
+The descriptor comes from the process-wide FileHandleCache (fd_cache.py): `load()` lets it go
+after reading (the entries live in memory), a write reopens it.
+
 Owned by one LogSegment; called by the partition's Log on the event loop (`flush` in the flush pool).
 """
 
@@ -29,6 +32,7 @@ import os
 import struct
 from dataclasses import dataclass
 
+from odradek.storage.fd_cache import CachedFile, cache_for
 from odradek.storage.fs import FileSystem
 from odradek.storage.index import CorruptIndexError
 
@@ -75,7 +79,7 @@ class TransactionIndex:
         self.fs = fs
         self.path = path
         self.base_offset = base_offset
-        self._fd: int | None = None
+        self._file = CachedFile(cache_for(fs), path)
         self._entries: list[AbortedTxn] | None = None  # None: not loaded yet
 
     @staticmethod
@@ -90,26 +94,20 @@ class TransactionIndex:
         if not self.fs.exists(self.path):
             self._entries = []
             return
-        fd = self.fs.open(self.path)
+        fd = self._file.fd()
         try:
             size = self.fs.size(fd)
             if size % ABORTED_TXN_ENTRY_BYTES or size > MAX_TXN_INDEX_BYTES:
                 raise CorruptIndexError(f"{self.path}: size {size} is not a multiple of {ABORTED_TXN_ENTRY_BYTES}")
             data = self.fs.pread(fd, size, 0)
-        except BaseException:
-            self.fs.close(fd)
-            raise
+        finally:
+            self._file.close()
         entries = []
-        try:
-            for position in range(0, len(data), ABORTED_TXN_ENTRY_BYTES):
-                entry = AbortedTxn.decode(data, position)
-                if entry.last_offset < self.base_offset or (entries and entry.last_offset <= entries[-1].last_offset):
-                    raise CorruptIndexError(f"{self.path}: entry {entry} out of order")
-                entries.append(entry)
-        except CorruptIndexError:
-            self.fs.close(fd)
-            raise
-        self._fd = fd
+        for position in range(0, len(data), ABORTED_TXN_ENTRY_BYTES):
+            entry = AbortedTxn.decode(data, position)
+            if entry.last_offset < self.base_offset or (entries and entry.last_offset <= entries[-1].last_offset):
+                raise CorruptIndexError(f"{self.path}: entry {entry} out of order")
+            entries.append(entry)
         self._entries = entries
 
     @property
@@ -142,9 +140,8 @@ class TransactionIndex:
         if self._entries:
             assert entry.last_offset > self._entries[-1].last_offset, (
                 f"{self.path}: {entry} does not follow {self._entries[-1]}")
-        if self._fd is None:
-            self._fd = self.fs.open(self.path, create=True)
-        self.fs.pwrite(self._fd, entry.encode(), len(self._entries) * ABORTED_TXN_ENTRY_BYTES)
+        self._file.dirty = True
+        self.fs.pwrite(self._file.fd(create=True), entry.encode(), len(self._entries) * ABORTED_TXN_ENTRY_BYTES)
         self._entries.append(entry)
 
     def truncate_to(self, offset: int) -> None:
@@ -157,8 +154,8 @@ class TransactionIndex:
         if keep == len(self._entries):
             return
         del self._entries[keep:]
-        assert self._fd is not None
-        self.fs.truncate(self._fd, keep * ABORTED_TXN_ENTRY_BYTES)
+        self._file.dirty = True
+        self.fs.truncate(self._file.fd(), keep * ABORTED_TXN_ENTRY_BYTES)
 
     def reset(self) -> None:
         """Drop every entry (before a rebuild from the log); the file is removed."""
@@ -167,14 +164,11 @@ class TransactionIndex:
         self._entries = []
 
     def flush(self) -> None:
-        if self._fd is not None:
-            self.fs.fsync(self._fd)
+        self._file.fsync()
 
     def close(self) -> None:
         """Close the file; the next use reloads it."""
-        if self._fd is not None:
-            self.fs.close(self._fd)
-            self._fd = None
+        self._file.close()
         self._entries = None
 
     def __repr__(self) -> str:
