@@ -156,7 +156,7 @@ def test_confluent_aborted_transactions_are_invisible_to_read_committed_but_visi
     assert by_partition[0] == [f"committed-0-{i}".encode() for i in range(5)] + [b"b-committed", b"plain-after"]
     assert by_partition[1] == [f"committed-1-{i}".encode() for i in range(5)] + [b"plain-after"]
 
-    uncommitted = drain(broker.bootstrap, topic, 2, read_committed=False, expect=36)
+    uncommitted = drain(broker.bootstrap, topic, 2, read_committed=False, expect=35)
     assert_offsets_increase_per_partition(uncommitted)
     assert sorted(values(uncommitted)) == sorted(
         [f"aborted-{p}-{i}".encode() for p in range(2) for i in range(10)]
