@@ -15,6 +15,10 @@ its segment's .log (released when the region is garbage-collected), so a `sendfi
 the inode the region was cut from, even after a cleaner swap put another file at the same path;
 a flush pins the descriptor it fsyncs. A `close()` of a pinned file is deferred to the last unpin.
 Pinned files may take the open count above `max_open_files` for as long as they are pinned.
+A `sticky` file is never closed by the cache either: LogSegment makes the .log of a log with
+`cleanup.policy` compact sticky, because the cleaner renames a rewritten file over it while the
+loop may still read the old segment object, and a reopen by path would read the new file with
+the old indexes (compacted logs are few: their descriptors are O(their open segments), as before).
 
 Durability. Closing a descriptor loses nothing: written data stays in the page cache, and an fsync
 through any later descriptor of the same file makes it durable (POSIX fsync is per file, and on
@@ -94,7 +98,7 @@ class FileHandleCache:
             return
         victims = []
         for candidate in self._open:  # oldest first; pinned ones are few
-            if candidate is keep or candidate._pins:
+            if candidate is keep or candidate._pins or candidate.sticky:
                 continue
             victims.append(candidate)
             if len(victims) >= excess:
@@ -117,7 +121,7 @@ class CachedFile:
     Owned by one LogSegment (or index); see the module docs for threads.
     """
 
-    __slots__ = ("cache", "path", "_fd", "_pins", "_close_when_unpinned", "dirty", "__weakref__")
+    __slots__ = ("cache", "path", "_fd", "_pins", "_close_when_unpinned", "dirty", "sticky", "__weakref__")
 
     def __init__(self, cache: FileHandleCache, path: str) -> None:
         self.cache = cache
@@ -126,6 +130,9 @@ class CachedFile:
         self._pins = 0
         self._close_when_unpinned = False
         self.dirty = False
+        # Never closed by the cache once open (only by `close()`): the .log of a compacted log,
+        # whose path the cleaner may point at another inode while a reader holds the segment.
+        self.sticky = False
 
     @property
     def is_open(self) -> bool:

@@ -19,6 +19,9 @@ the default LogConfig until the broker asks for them with their topic's config i
 `get_or_create_log` (which then applies it). Opening after a clean shutdown does no work
 proportional to the data (see log_loader.py).
 
+Segment and index descriptors are opened on demand and bounded by the process-wide descriptor
+cache (fd_cache.py, `max_open_files`), so open fds do not grow with the number of partitions.
+
 Owned by the broker core; called on the event loop, except `flush_logs_due`, `checkpoint` and
 `close`, which the broker may run in its blocking-I/O pool (never concurrently with each other),
 and `clean_logs`, which runs in the broker's cleaner thread (see cleaner.py for how it shares a
@@ -39,6 +42,7 @@ from odradek.storage.checkpoints import (
     REPLICATION_OFFSET_CHECKPOINT,
     OffsetCheckpointFile,
 )
+from odradek.storage.fd_cache import cache_for
 from odradek.storage.fs import FileSystem
 from odradek.storage.log import DELETE_DIR_SUFFIX, Log, parse_partition_dir
 from odradek.storage.log_config import LogConfig
@@ -70,10 +74,16 @@ class _DataDir:
 
 
 class LogManager:
-    def __init__(self, fs: FileSystem, log_dirs: list[str], now_ms: int) -> None:
+    def __init__(self, fs: FileSystem, log_dirs: list[str], now_ms: int, *,
+                 max_open_files: int | None = None) -> None:
+        """`max_open_files`: bound on the segment and index descriptors kept open while unused
+        (odradek's own `log.max.open.files`, see fd_cache.py); None keeps the cache's bound
+        (by default a quarter of RLIMIT_NOFILE, at most 4096)."""
         if not log_dirs:
             raise ValueError("at least one log dir is required")
         self.fs = fs
+        if max_open_files is not None:
+            cache_for(fs).set_max_open_files(max_open_files)
         self.now_ms = now_ms
         self._dirs = [_DataDir(fs, os.path.abspath(d)) for d in log_dirs]
         self._logs: dict[tuple[str, int], Log] = {}

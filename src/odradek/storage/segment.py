@@ -106,9 +106,9 @@ class LogSegment:
         self.fs = fs
         self.dir = dir
         self.base_offset = base_offset
-        self.config = config
         self.log_path = os.path.join(dir, segment_file_name(base_offset, LOG_SUFFIX))
         self._log_file = CachedFile(cache_for(fs), self.log_path)
+        self.config = config
         self.offset_index = OffsetIndex(fs, os.path.join(dir, segment_file_name(base_offset, INDEX_SUFFIX)),
                                         base_offset, config.segment_index_bytes)
         self.time_index = TimeIndex(fs, os.path.join(dir, segment_file_name(base_offset, TIME_INDEX_SUFFIX)),
@@ -128,6 +128,16 @@ class LogSegment:
         # for a non-empty active segment). Kafka uses the first batch's max timestamp, which lets
         # clients with old CreateTime timestamps roll a segment per batch; we do not.
         self.rolling_base_ms: int | None = None
+
+    @property
+    def config(self) -> LogConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: LogConfig) -> None:
+        # A compacted log's .log descriptor stays open once opened (see fd_cache.CachedFile.sticky).
+        self._config = config
+        self._log_file.sticky = "compact" in config.cleanup_policy
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
