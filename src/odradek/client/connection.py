@@ -183,6 +183,7 @@ class _InFlight:
     correlation_id: int
     response_cls: type
     future: asyncio.Future
+    decode: Any = None  # frame -> response, instead of kio's reader (see `send`)
 
 
 class BrokerConnection:
@@ -303,10 +304,16 @@ class BrokerConnection:
         return payload_module(api_key, self.version(api_key), True)
 
     async def send(
-        self, request: Any, *, expect_response: bool = True, timeout_ms: int | None = None
+        self,
+        request: Any,
+        *,
+        expect_response: bool = True,
+        timeout_ms: int | None = None,
+        decode: Any = None,
     ) -> Any:
         """Send one request and wait for its response (None when `expect_response` is False,
-        as for Produce with acks=0)."""
+        as for Produce with acks=0). `decode(frame)`, when given, reads the response frame
+        (correlation id first) instead of kio, for responses kio cannot read."""
         if self._closed_reason is not None:
             raise KafkaConnectionError(
                 f"connection to {self.address} is closed: {self._closed_reason}"
@@ -321,7 +328,7 @@ class BrokerConnection:
             return None
         async with self._slots:
             future = asyncio.get_running_loop().create_future()
-            self._in_flight[correlation_id] = _InFlight(correlation_id, response_cls, future)
+            self._in_flight[correlation_id] = _InFlight(correlation_id, response_cls, future, decode)
             self._order.append(correlation_id)
             self._writer.write(frame)
             await self._drain()
@@ -365,7 +372,10 @@ class BrokerConnection:
                 if entry.future.done():
                     continue
                 try:
-                    _, response = decode_response(entry.response_cls, frame)
+                    if entry.decode is not None:
+                        response = entry.decode(frame)
+                    else:
+                        _, response = decode_response(entry.response_cls, frame)
                 except Exception as exc:  # noqa: BLE001 (kio raises several types)
                     fallback = _api_versions_v0_fallback(entry.response_cls, frame)
                     if fallback is not None:

@@ -21,9 +21,9 @@ Owned by one task on one event loop, like the Client it wraps.
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from odradek.client.connection import (
@@ -87,13 +87,108 @@ class ProducerState:
     current_txn_start_offset: int
 
 
-def _ms(value: Any) -> int:
-    """Milliseconds of a kio timedelta or datetime field (plain ints pass through)."""
-    if isinstance(value, datetime):
-        return round(value.timestamp() * 1000)
-    if hasattr(value, "total_seconds"):
-        return round(value.total_seconds() * 1000)
-    return int(value)
+class _Frame:
+    """A bounded cursor over one response frame, for `decode_describe_transactions`."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.data = memoryview(frame)
+        self.position = 0
+
+    def take(self, fmt: str) -> Any:
+        item = struct.Struct(fmt)
+        if self.position + item.size > len(self.data):
+            raise ValueError("DescribeTransactions response ends early")
+        (value,) = item.unpack_from(self.data, self.position)
+        self.position += item.size
+        return value
+
+    def uvarint(self) -> int:
+        value = shift = 0
+        while True:
+            byte = self.take(">B")
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 28:
+                raise ValueError("varint too long")
+
+    def count(self) -> int:
+        """A compact array length (null read as empty), bounded by the bytes left."""
+        n = self.uvarint() - 1
+        if n > len(self.data) - self.position:
+            raise ValueError(f"array of {n} entries in a frame that cannot hold them")
+        return max(n, 0)
+
+    def string(self) -> str:
+        n = self.uvarint() - 1
+        if n < 0:
+            return ""
+        if self.position + n > len(self.data):
+            raise ValueError("DescribeTransactions response ends early")
+        text = bytes(self.data[self.position : self.position + n]).decode("utf-8")
+        self.position += n
+        return text
+
+    def skip_tagged_fields(self) -> None:
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            size = self.uvarint()
+            if self.position + size > len(self.data):
+                raise ValueError("DescribeTransactions response ends early")
+            self.position += size
+
+
+@dataclass(frozen=True, slots=True)
+class DescribedTransactionState:
+    """One entry of a DescribeTransactions response (start time -1: no transaction open)."""
+
+    error_code: ErrorCode
+    transactional_id: str
+    transaction_state: str
+    transaction_timeout_ms: int
+    transaction_start_time_ms: int
+    producer_id: int
+    producer_epoch: int
+    partitions: tuple[tuple[str, int], ...]
+
+
+def decode_describe_transactions(frame: bytes) -> list[DescribedTransactionState]:
+    """A DescribeTransactions v0 response frame (correlation id first), read by hand.
+
+    kio's reader refuses the start time -1 that Kafka (and we) answer for a transactional id
+    with no open transaction ("Cannot parse negative timestamp"), so this one response is read
+    here. Layout (flexible): correlation id int32, header tagged fields; throttle ms int32;
+    compact array of [error code int16, transactional id, state (compact strings), timeout ms
+    int32, start time ms int64, producer id int64, producer epoch int16, compact array of
+    [topic, compact array of partition int32, tagged fields], tagged fields]; tagged fields.
+    """
+    f = _Frame(frame)
+    f.take(">i")
+    f.skip_tagged_fields()
+    f.take(">i")
+    states = []
+    for _ in range(f.count()):
+        error_code = ErrorCode(f.take(">h"))
+        transactional_id, state = f.string(), f.string()
+        timeout_ms, start_ms = f.take(">i"), f.take(">q")
+        producer_id, producer_epoch = f.take(">q"), f.take(">h")
+        partitions: list[tuple[str, int]] = []
+        for _ in range(f.count()):
+            topic = f.string()
+            partitions += [(topic, f.take(">i")) for _ in range(f.count())]
+            f.skip_tagged_fields()
+        f.skip_tagged_fields()
+        states.append(
+            DescribedTransactionState(
+                error_code, transactional_id, state, timeout_ms, start_ms,
+                producer_id, producer_epoch, tuple(partitions),
+            )
+        )
+    f.skip_tagged_fields()
+    if f.position != len(f.data):
+        raise ValueError(f"{len(f.data) - f.position} bytes left after DescribeTransactions")
+    return states
 
 
 def _check(error_code: ErrorCode, context: str) -> None:
@@ -200,23 +295,22 @@ class TransactionAdmin:
                 DESCRIBE_TRANSACTIONS,
                 "DescribeTransactionsRequest",
                 transactional_ids=(transactional_id,),
-            )
+            ),
+            decode=decode_describe_transactions,
         )
-        if len(response.transaction_states) != 1:
-            raise KafkaClientError(
-                f"DescribeTransactions answered {len(response.transaction_states)} ids for one"
-            )
-        t = response.transaction_states[0]
+        if len(response) != 1:
+            raise KafkaClientError(f"DescribeTransactions answered {len(response)} ids for one")
+        t = response[0]
         _check(t.error_code, f"describe transactional id {transactional_id!r}")
         return TransactionDescription(
             t.transactional_id,
             node_id,
             t.transaction_state,
-            int(t.producer_id),
-            int(t.producer_epoch),
-            _ms(t.transaction_timeout),
-            _ms(t.transaction_start_time),
-            tuple((d.topic, int(p)) for d in t.topics for p in d.partitions),
+            t.producer_id,
+            t.producer_epoch,
+            t.transaction_timeout_ms,
+            t.transaction_start_time_ms,
+            t.partitions,
         )
 
     async def describe_producers(self, topic: str, partition: int) -> list[ProducerState]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from odradek.protocol.errors import ErrorCode
+
 
 def _datetime_ms(timestamp_ms: int) -> datetime:
     return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
@@ -28,7 +30,7 @@ async def handle(request, ctx):
         transaction_states=tuple(
             ctx.entity(
                 "TransactionState",
-                error_code=d.error_code,
+                error_code=ErrorCode(d.error_code),
                 transactional_id=d.transactional_id,
                 transaction_state=d.transaction_state,
                 transaction_timeout=timedelta(milliseconds=d.transaction_timeout_ms),
