@@ -194,16 +194,20 @@ class CoordinatorRuntime:
 
     def _replay_steps(self, p: int) -> Iterator[None]:
         """Replay partition p's log, from its log start offset to its log end offset; yields
-        after each read so the async loader can give the loop a turn."""
+        after each read so the async loader can give the loop a turn (then the caller must
+        finish loading with no await after the generator ends)."""
         partition = self._core.replica_manager.get(self.topic, p)
         if partition is None:
             return
         partition_log = partition.log
         offset = partition_log.log_start_offset
-        end = partition_log.log_end_offset
         load_ms = now_ms()
-        while offset < end:
-            result = partition_log.read(offset, LOAD_READ_BYTES, max_offset=end,
+        # Up to the log end offset as it is at each step, not as it was at the start: markers
+        # written to a loading partition meanwhile (their completion is left to the loader) are
+        # replayed too. The last check and `finish_loading` run with no await between them.
+        while offset < partition_log.log_end_offset:
+            result = partition_log.read(offset, LOAD_READ_BYTES,
+                                        max_offset=partition_log.log_end_offset,
                                         min_one_message=True)
             if (
                 result.error is not ErrorCode.none

@@ -2,17 +2,19 @@
 
 Answers a group's committed offsets (-1 where nothing is committed), for the partitions asked or,
 when the topic list is null (v2+), for every partition the group committed. v1-7 ask for one
-group; v8+ for several groups in one request (KIP-709). v7+ `require_stable` is accepted: without
-transactions no offset is ever pending a transaction. v1 has no top-level error: a group error
-is reported on every partition asked for.
-Errors: COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, INVALID_GROUP_ID (per group).
+group; v8+ for several groups in one request (KIP-709). v7+ `require_stable` (KIP-447): a partition
+with an offset committed in a transaction not yet ended answers UNSTABLE_OFFSET_COMMIT, so that
+a consumer starting after a transactional producer's commit never reads stale offsets. v1 has no
+top-level error: a group error is reported on every partition asked for.
+Errors: COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, INVALID_GROUP_ID (per group),
+UNSTABLE_OFFSET_COMMIT (per partition).
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from odradek.coordinator.messages import NONE, OffsetFetchGroup
+from odradek.coordinator.messages import NONE, OffsetFetchGroup, OffsetFetchGroupResponse
 from odradek.protocol.errors import ErrorCode
 
 MULTI_GROUP_MIN_VERSION = 8
@@ -23,7 +25,7 @@ async def handle(request, ctx):
     coordinator = ctx.broker.groups.coordinator
     if ctx.api_version >= MULTI_GROUP_MIN_VERSION:
         asked = [OffsetFetchGroup(g.group_id, _topics(g.topics)) for g in request.groups]
-        results = _fetch(coordinator, asked)
+        results = _fetch(coordinator, asked, getattr(request, "require_stable", False))
         return ctx.response(
             throttle_time=timedelta(0),
             groups=tuple(
@@ -38,7 +40,8 @@ async def handle(request, ctx):
                 for r in results
             ),
         )
-    (r,) = _fetch(coordinator, [OffsetFetchGroup(request.group_id, _topics(request.topics))])
+    (r,) = _fetch(coordinator, [OffsetFetchGroup(request.group_id, _topics(request.topics))],
+                  getattr(request, "require_stable", False))
     error = r.error_code
     topics = _response_topics(ctx, r, "OffsetFetchResponseTopic", "OffsetFetchResponsePartition")
     if error != NONE and ctx.api_version < TOP_LEVEL_ERROR_MIN_VERSION:
@@ -69,15 +72,13 @@ def _topics(topics) -> dict[str, tuple[int, ...]] | None:
     return {t.name: tuple(t.partition_indexes) for t in topics}
 
 
-def _fetch(coordinator, asked: list[OffsetFetchGroup]):
+def _fetch(coordinator, asked: list[OffsetFetchGroup], require_stable: bool):
     results = []
     for g in asked:
         if not g.group_id:
-            from odradek.coordinator.messages import OffsetFetchGroupResponse
-
             results.append(OffsetFetchGroupResponse(g.group_id, ErrorCode.invalid_group_id.value))
         else:
-            results.extend(coordinator.offset_fetch([g]))
+            results.extend(coordinator.offset_fetch([g], require_stable=require_stable))
     return results
 
 
