@@ -1,0 +1,21 @@
+import uuid
+
+import pytest
+
+from tests.metadata.etcd_server import ETCD_BINARY, EtcdServer
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    if ETCD_BINARY is None:
+        pytest.skip("the etcd binary is not installed (Debian: apt-get install etcd-server)")
+    server = EtcdServer()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def root():
+    """A fresh key root per test, so tests sharing one etcd never see each other's keys."""
+    return f"/odradek-test-{uuid.uuid4().hex[:12]}"
