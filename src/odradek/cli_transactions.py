@@ -78,13 +78,16 @@ def add_parser(commands: Any, add_bootstrap: Any) -> None:
     abort = actions.add_parser("abort", help="abort a hanging transaction on one partition")
     abort.add_argument("--topic", required=True)
     abort.add_argument("--partition", type=_non_negative, required=True, metavar="P")
-    abort.add_argument(
+    which = abort.add_mutually_exclusive_group(required=True)
+    which.add_argument(
         "--start-offset",
         type=_non_negative,
         metavar="O",
         help="the first offset of the transaction to abort (finds its producer)",
     )
-    abort.add_argument("--producer-id", type=_non_negative, metavar="P")
+    which.add_argument(
+        "--producer-id", type=_non_negative, metavar="P", help="with --producer-epoch"
+    )
     abort.add_argument("--producer-epoch", type=_non_negative, metavar="E")
     abort.add_argument(
         "--coordinator-epoch", type=_non_negative, default=0, metavar="C", help="default 0"
@@ -201,21 +204,17 @@ async def _abort(admin: Any, args: argparse.Namespace) -> int:
     from odradek.cli import EXIT_USAGE, CliError
     from odradek.client.transactions import NoOpenTransactionError
 
-    by_offset = args.start_offset is not None
-    by_producer = args.producer_id is not None or args.producer_epoch is not None
-    if by_offset == by_producer:
-        raise CliError(
-            "abort needs either --start-offset, or --producer-id with --producer-epoch", EXIT_USAGE
-        )
-    if by_offset:
+    if args.start_offset is not None:
+        if args.producer_epoch is not None:
+            raise CliError("--producer-epoch goes with --producer-id, not --start-offset", EXIT_USAGE)
         try:
             producer = await admin.abort_transaction(args.topic, args.partition, args.start_offset)
         except NoOpenTransactionError as exc:
             raise CliError(f"cannot abort: {exc}") from None
         producer_id, producer_epoch = producer.producer_id, producer.producer_epoch
     else:
-        if args.producer_id is None or args.producer_epoch is None:
-            raise CliError("--producer-id and --producer-epoch go together", EXIT_USAGE)
+        if args.producer_epoch is None:
+            raise CliError("--producer-id needs --producer-epoch", EXIT_USAGE)
         producer_id, producer_epoch = args.producer_id, args.producer_epoch
         await admin.write_txn_marker(
             args.topic,

@@ -386,13 +386,13 @@ def test_cli_list_describe_describe_producers_and_abort(broker, capsys, topic):
 
 
 def test_cli_describe_unknown_transactional_id_fails_in_one_line(broker, capsys):
-    code, out, err = transactions_cli(broker, capsys, "describe", "--transactional-id", "never-seen")
+    code, _, err = transactions_cli(broker, capsys, "describe", "--transactional-id", "never-seen")
     assert code == 1
     assert "TRANSACTIONAL_ID_NOT_FOUND" in err and len(err.strip().splitlines()) == 1
 
 
 def test_cli_abort_on_an_unknown_topic_fails_in_one_line(broker, capsys):
-    code, out, err = transactions_cli(broker, capsys, "abort", "--topic", "missing-topic", "--partition",
+    code, _, err = transactions_cli(broker, capsys, "abort", "--topic", "missing-topic", "--partition",
                                       "0", "--start-offset", "0")
     assert code == 1
     assert err.startswith("odradek: ") and len(err.strip().splitlines()) == 1
