@@ -5,6 +5,8 @@ kafka-transactions.sh does.
                               [--transactional-id-pattern REGEX]
     odradek transactions describe --transactional-id ID
     odradek transactions describe-producers --topic T --partition P
+    odradek transactions find-hanging [--broker-id N] [--topic T [--partition P]]
+                                      [--max-transaction-timeout-ms MS]
     odradek transactions abort --topic T --partition P --start-offset O
     odradek transactions abort --topic T --partition P --producer-id P --producer-epoch E
                                [--coordinator-epoch C]
@@ -13,7 +15,9 @@ kafka-transactions.sh does.
 picks the one whose open transaction starts at that offset and writes an ABORT marker for it
 (WriteTxnMarkers); with no such producer it refuses and says which offsets are open. This is
 for a hanging transaction, one its coordinator no longer knows about: aborting a live one
-behind its coordinator's back makes the producer's next commit fail.
+behind its coordinator's back makes the producer's next commit fail. `find-hanging` lists the
+candidates: open transactions whose producer wrote nothing for longer than
+transaction.max.timeout.ms and that no coordinator holds as live.
 
 Tables are Kafka's columns, tab-separated as kafka-transactions.sh prints them. Only argparse is
 imported at start; the client and kio load when a command runs.
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+
+DEFAULT_MAX_TRANSACTION_TIMEOUT_MS = 900_000  # transaction.max.timeout.ms
 
 
 def add_parser(commands: Any, add_bootstrap: Any) -> None:
@@ -75,6 +81,25 @@ def add_parser(commands: Any, add_bootstrap: Any) -> None:
     producers.add_argument("--partition", type=_non_negative, required=True, metavar="P")
     add_bootstrap(producers)
 
+    hanging = actions.add_parser(
+        "find-hanging",
+        help="open transactions that no coordinator will ever end (abort them with `abort`)",
+    )
+    hanging.add_argument("--broker-id", type=_non_negative, metavar="N",
+                         help="only partitions led by this broker (default: every broker)")
+    hanging.add_argument("--topic", help="only this topic")
+    hanging.add_argument("--partition", type=_non_negative, metavar="P",
+                         help="only this partition (with --topic)")
+    hanging.add_argument(
+        "--max-transaction-timeout-ms",
+        type=_non_negative,
+        default=DEFAULT_MAX_TRANSACTION_TIMEOUT_MS,
+        metavar="MS",
+        help="the brokers' transaction.max.timeout.ms: a transaction whose producer wrote "
+        f"nothing for longer is a candidate (default {DEFAULT_MAX_TRANSACTION_TIMEOUT_MS})",
+    )
+    add_bootstrap(hanging)
+
     abort = actions.add_parser("abort", help="abort a hanging transaction on one partition")
     abort.add_argument("--topic", required=True)
     abort.add_argument("--partition", type=_non_negative, required=True, metavar="P")
@@ -109,6 +134,7 @@ async def run(client: Any, args: argparse.Namespace) -> int:
         "list": _list,
         "describe": _describe,
         "describe-producers": _describe_producers,
+        "find-hanging": _find_hanging,
         "abort": _abort,
     }[args.transactions_command]
     return await action(TransactionAdmin(client), args)
@@ -195,6 +221,42 @@ async def _describe_producers(admin: Any, args: argparse.Namespace) -> int:
             _none_if_negative(p.current_txn_start_offset),
         )
         for p in producers
+    ]
+    print(_table(rows))
+    return 0
+
+
+async def _find_hanging(admin: Any, args: argparse.Namespace) -> int:
+    import time
+
+    from odradek.cli import EXIT_USAGE, CliError
+
+    if args.partition is not None and args.topic is None:
+        raise CliError("--partition needs --topic", EXIT_USAGE)
+    now_ms = time.time_ns() // 1_000_000
+    hanging = await admin.find_hanging(
+        now_ms=now_ms,
+        broker_id=args.broker_id,
+        topic=args.topic,
+        partition=args.partition,
+        max_transaction_timeout_ms=args.max_transaction_timeout_ms,
+    )
+    rows: list[tuple[Any, ...]] = [
+        ("Topic", "Partition", "ProducerId", "ProducerEpoch", "CoordinatorEpoch", "StartOffset",
+         "LastTimestamp", "Duration(min)")
+    ]
+    rows += [
+        (
+            h.topic,
+            h.partition,
+            h.producer.producer_id,
+            h.producer.producer_epoch,
+            h.producer.coordinator_epoch,
+            h.producer.current_txn_start_offset,
+            h.producer.last_timestamp_ms,
+            max(0, now_ms - h.producer.last_timestamp_ms) // 60_000,
+        )
+        for h in hanging
     ]
     print(_table(rows))
     return 0

@@ -396,3 +396,18 @@ def test_cli_abort_on_an_unknown_topic_fails_in_one_line(broker, capsys):
                                       "0", "--start-offset", "0")
     assert code == 1
     assert err.startswith("odradek: ") and len(err.strip().splitlines()) == 1
+
+
+def test_cli_find_hanging_does_not_report_a_live_transaction(broker, capsys, topic):
+    _, producer = open_transaction(broker, topic, partition=1)
+    # Its producer's last write is stamped TIMESTAMP_MS (2023): old enough to be a candidate,
+    # but its coordinator holds it Ongoing on this partition, so it is not hanging.
+    code, out, err = transactions_cli(broker, capsys, "find-hanging", "--topic", topic,
+                                      "--max-transaction-timeout-ms", "1000")
+    assert code == 0, err
+    table = tsv(out)
+    assert table[0][:3] == ["Topic", "Partition", "ProducerId"]
+    assert table[1:] == []
+    code, out, err = transactions_cli(broker, capsys, "find-hanging", "--broker-id", "1")
+    assert code == 0, err
+    producer.abort_transaction(10)

@@ -19,10 +19,12 @@ from odradek.broker.handlers import describe_transactions, list_transactions
 from odradek.cli_transactions import describe_rows
 from odradek.client.transactions import (
     NoOpenTransactionError,
+    OpenTransaction,
     ProducerState,
     TransactionAdmin,
     TransactionDescription,
     decode_describe_transactions,
+    is_hanging,
 )
 from odradek.coordinator.txn_harness import TxnHarness
 from odradek.protocol import apis
@@ -224,3 +226,65 @@ def test_describe_table_as_kafka_transactions_sh():
     empty = TransactionDescription("pay-2", 1, "Empty", 6, 0, 60_000, -1, ())
     _, row = describe_rows(empty, now_ms=4_000)
     assert row[6:] == ("None", "None", "")
+
+
+# -- find-hanging -------------------------------------------------------------------------------
+
+
+def candidate(pid=7, topic="orders", partition=0):
+    return OpenTransaction(topic, partition, producer(pid, start=3))
+
+
+def view(pid=7, state="Ongoing", partitions=(("orders", 0),)):
+    return TransactionDescription("pay", 1, state, pid, 0, 60_000, 1_000, partitions)
+
+
+@pytest.mark.parametrize(("coordinator_view", "hanging"), [
+    (view(), False),
+    (view(state="PrepareAbort"), False),
+    (None, True),                                   # no coordinator knows the producer
+    (view(state="CompleteCommit"), True),           # the coordinator finished it, the log did not
+    (view(state="Empty", partitions=()), True),
+    (view(pid=8), True),                            # the id moved on to another producer id
+    (view(partitions=(("orders", 1),)), True),      # live, but not on this partition
+])
+def test_is_hanging_as_kafka_transactions_sh(coordinator_view, hanging):
+    assert is_hanging(candidate(), coordinator_view) is hanging
+
+
+class FakeCluster(FakeAdmin):
+    """Two partitions of 'orders' led by broker 1: an old open transaction of producer 7 on 0,
+    a fresh one of producer 8 on 1; producer 7's transactional id is Ongoing on partition 1 only."""
+
+    def __init__(self):
+        super().__init__([])
+        leaders = (SimpleNamespace(partition=0, leader_id=1), SimpleNamespace(partition=1, leader_id=1))
+        topic = SimpleNamespace(name="orders", error_code=ErrorCode.none, partitions=leaders)
+        metadata = SimpleNamespace(topics={"orders": topic}, brokers={1: None})
+
+        async def fetch_metadata(topics=None):
+            return metadata
+
+        self.client = SimpleNamespace(metadata=fetch_metadata)
+        self.listed_with = None
+
+    async def describe_producers(self, topic, partition):
+        if partition == 0:
+            return [ProducerState(7, 0, 1, 1_000, 0, 40), producer(9)]
+        return [ProducerState(8, 0, 1, 99_000, 0, 50)]
+
+    async def list_transactions(self, states=(), producer_ids=(), **filters):
+        self.listed_with = list(producer_ids)
+        return [SimpleNamespace(transactional_id="pay", producer_id=7)]
+
+    async def describe_transaction(self, transactional_id):
+        return view(pid=7, partitions=(("orders", 1),))
+
+
+def test_find_hanging_checks_old_open_transactions_with_their_coordinator():
+    admin = FakeCluster()
+    hanging = asyncio.run(admin.find_hanging(now_ms=100_000, max_transaction_timeout_ms=10_000))
+    assert [(h.topic, h.partition, h.producer.producer_id) for h in hanging] == [("orders", 0, 7)]
+    assert admin.listed_with == [7]  # producer 8 wrote 1 s ago: not a candidate
+    assert asyncio.run(admin.find_hanging(now_ms=100_000, broker_id=2)) == []
+    assert asyncio.run(admin.find_hanging(now_ms=5_000, max_transaction_timeout_ms=10_000)) == []

@@ -5,6 +5,7 @@
     await admin.describe_transaction("payments-1")           # FindCoordinator + DescribeTransactions
     await admin.describe_producers("orders", 0)              # DescribeProducers to the leader
     await admin.abort_transaction("orders", 0, start_offset=42)   # DescribeProducers + WriteTxnMarkers
+    await admin.find_hanging(now_ms=now, broker_id=1)        # DescribeProducers, then the coordinators
 
 As Kafka's Admin: ListTransactions is sent to every broker and the answers merged (each broker
 lists only the transactional ids it coordinates); DescribeTransactions goes to the id's
@@ -49,6 +50,10 @@ TRANSACTION_KEY_TYPE = 1  # FindCoordinator key type of a transactional id
 COORDINATOR_ATTEMPTS = 20  # while the coordinator is not available or loading
 COORDINATOR_RETRY_BACKOFF_MS = 200
 NO_OFFSET = -1
+
+
+LIVE_STATES = ("Ongoing", "PrepareCommit", "PrepareAbort")  # the coordinator still owns it
+DEFAULT_MAX_TRANSACTION_TIMEOUT_MS = 900_000  # transaction.max.timeout.ms
 
 
 class NoOpenTransactionError(KafkaClientError):
@@ -189,6 +194,29 @@ def decode_describe_transactions(frame: bytes) -> list[DescribedTransactionState
     if f.position != len(f.data):
         raise ValueError(f"{len(f.data) - f.position} bytes left after DescribeTransactions")
     return states
+
+
+@dataclass(frozen=True, slots=True)
+class OpenTransaction:
+    """A producer's open transaction on one partition, as DescribeProducers shows it."""
+
+    topic: str
+    partition: int
+    producer: ProducerState
+
+
+def is_hanging(candidate: OpenTransaction, coordinator_view: TransactionDescription | None) -> bool:
+    """Kafka's test (kafka-transactions.sh find-hanging): an open transaction on a partition is
+    hanging unless the coordinator has a live transaction (Ongoing, PrepareCommit, PrepareAbort)
+    of the same producer id that includes the partition. `coordinator_view` is None when no
+    transactional id of the producer is known to any coordinator."""
+    if coordinator_view is None:
+        return True
+    return not (
+        coordinator_view.producer_id == candidate.producer.producer_id
+        and coordinator_view.state in LIVE_STATES
+        and (candidate.topic, candidate.partition) in coordinator_view.partitions
+    )
 
 
 def _check(error_code: ErrorCode, context: str) -> None:
@@ -407,3 +435,48 @@ class TransactionAdmin:
             commit=False,
         )
         return producer
+
+    async def find_hanging(
+        self,
+        *,
+        now_ms: int,
+        broker_id: int | None = None,
+        topic: str | None = None,
+        partition: int | None = None,
+        max_transaction_timeout_ms: int = DEFAULT_MAX_TRANSACTION_TIMEOUT_MS,
+    ) -> list[OpenTransaction]:
+        """Open transactions whose producer last wrote more than `max_transaction_timeout_ms`
+        ago and that no coordinator holds as live (see `is_hanging`), on the partitions led by
+        `broker_id` (all brokers when None) of `topic` (all topics when None)."""
+        metadata = await self.client.metadata(None if topic is None else [topic])
+        partitions = sorted(
+            (t.name, p.partition)
+            for t in metadata.topics.values()
+            if t.error_code == ErrorCode.none and (topic is None or t.name == topic)
+            for p in t.partitions
+            if (broker_id is None or p.leader_id == broker_id)
+            and (partition is None or p.partition == partition)
+        )
+        if topic is not None and not partitions and topic not in metadata.topics:
+            raise KafkaError(ErrorCode.unknown_topic_or_partition, context=f"topic {topic!r}")
+        candidates = []
+        for name, index in partitions:
+            for producer in await self.describe_producers(name, index):
+                if (
+                    producer.current_txn_start_offset >= 0
+                    and now_ms - producer.last_timestamp_ms > max_transaction_timeout_ms
+                ):
+                    candidates.append(OpenTransaction(name, index, producer))
+        if not candidates:
+            return []
+        listed = await self.list_transactions(
+            producer_ids=sorted({c.producer.producer_id for c in candidates})
+        )
+        views: dict[int, TransactionDescription] = {}
+        for t in listed:
+            try:
+                views[t.producer_id] = await self.describe_transaction(t.transactional_id)
+            except KafkaError as exc:
+                if exc.error_code != ErrorCode.transactional_id_not_found:
+                    raise
+        return [c for c in candidates if is_hanging(c, views.get(c.producer.producer_id))]
