@@ -215,7 +215,7 @@ class LiveBroker:
         try:
             endpoints = body.get("endpoints") or []
             if not isinstance(endpoints, list) or len(endpoints) > MAX_ENDPOINTS:
-                raise ValueError("endpoints must be a list of at most %d" % MAX_ENDPOINTS)
+                raise ValueError(f"endpoints must be a list of at most {MAX_ENDPOINTS}")
             broker = cls(
                 node_id=int(body["node_id"]),
                 incarnation_id=_short_str(body["incarnation_id"]),

@@ -319,8 +319,10 @@ class EtcdMetadataStore:
         for task in tasks:
             try:
                 await task
-            except BaseException:  # cancelled, or failed: either way it is over
+            except asyncio.CancelledError:
                 pass
+            except Exception:  # a task that failed before close: report it, then carry on closing
+                log.exception("etcd metadata store task %s failed", task.get_name())
         self._tasks = []
         self._set_controller(False)
         await self._conn.close()
@@ -634,8 +636,8 @@ class EtcdMetadataStore:
                 finally:
                     try:
                         await watch.cancel()
-                    except Exception:
-                        pass
+                    except _TRANSIENT:
+                        log.debug("cancelling a broken watch failed", exc_info=True)
                 log.info("metadata watch ended; re-reading from entry %d", self.applied_sequence)
             except _ResyncNeeded:
                 continue
