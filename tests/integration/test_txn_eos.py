@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 
 import pytest
 
@@ -28,7 +29,7 @@ from .txn_helpers import (
 )
 
 INPUT_PARTITIONS = 3
-OPEN_TXN_TIMEOUT_MS = 5000  # transaction.timeout.ms of the transactions left open by a crash
+OPEN_TXN_TIMEOUT_MS = 8000  # transaction.timeout.ms of the transactions left open by a crash
 
 
 def write_input(bootstrap: str, topic: str, transactions: int, per_transaction: int) -> list[bytes]:
@@ -103,7 +104,7 @@ def txn_broker(tmp_path):
 
 
 def test_confluent_consume_transform_produce_killed_mid_transaction_outputs_each_input_once(txn_broker):
-    run_transformer_with_kills(txn_broker.bootstrap, kills=3, transactions=12, seed=8)
+    run_transformer_with_kills(txn_broker.bootstrap, kills=3, transactions=24, seed=8)
 
 
 @pytest.mark.slow
@@ -111,7 +112,7 @@ def test_confluent_consume_transform_produce_many_kills_slow(txn_broker, request
     if "slow" not in (request.config.getoption("-m") or ""):
         pytest.skip("slow: run with -m slow")
     for seed in range(3):
-        run_transformer_with_kills(txn_broker.bootstrap, kills=12, transactions=45, seed=seed)
+        run_transformer_with_kills(txn_broker.bootstrap, kills=12, transactions=120, seed=seed)
 
 
 def test_broker_killed_during_open_transactions_aborts_them_after_timeout_on_restart(tmp_path):
@@ -157,6 +158,8 @@ def test_broker_killed_during_open_transactions_aborts_them_after_timeout_on_res
             assert lso == first_open_offset
             assert sorted(r.value for r in view) == sorted(f"before-{p}-{i}".encode()
                                                            for p in range(2) for i in range(4))
+        else:
+            warnings.warn("too slow to check the LSO while the transactions were certainly open", stacklevel=1)
         assert not any(r.value.startswith(b"open") for r in view)
 
         # After the timeout the coordinator aborts both: one marker each per partition.

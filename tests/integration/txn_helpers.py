@@ -192,7 +192,12 @@ class ScriptProcess:
                                      + "\n".join(self.errors[-30:]))
             return self.count(prefix) >= count
 
-        wait_until(seen, timeout_s, f"{count} {prefix!r} lines from {self.args[0]}", interval_s=0.005)
+        try:
+            wait_until(seen, timeout_s, f"{count} {prefix!r} lines from {self.args[0]}", interval_s=0.005)
+        except AssertionError as exc:
+            with self._lock:
+                tail = "\n".join(self.lines[-10:] + self.errors[-30:])
+            raise AssertionError(f"{exc}; its last output:\n{tail}") from None
 
     def alive(self) -> bool:
         return self.process.poll() is None
