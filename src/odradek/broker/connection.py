@@ -211,7 +211,12 @@ class KafkaConnection(asyncio.Protocol):
             return
         if response is None or self._closed:
             return
-        self._send(api_key, api_version, correlation_id, response)
+        try:
+            self._send(api_key, api_version, correlation_id, response)
+        except Exception:  # a response kio cannot encode is a broker bug: say so and close
+            log.exception("encoding the %s v%d response failed; closing %s", api.name, api_version,
+                          self.client.connection_id)
+            self._close("handler error")
 
     def _send(self, api_key: int, api_version: int, correlation_id: int, response: Any) -> None:
         if isinstance(response, EncodedResponse):

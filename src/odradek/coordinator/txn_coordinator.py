@@ -164,8 +164,8 @@ class TransactionCoordinator:
         self.config = config or TransactionConfig()
         self.allocate_producer_id = allocate_producer_id
         self.transactions: dict[str, TransactionMetadata] = {}
-        self.coordinator_epochs: dict[int, int] = {p: coordinator_epoch for p in owned_partitions}
         self.owned: set[int] = set(owned_partitions)
+        self.coordinator_epochs: dict[int, int] = {p: coordinator_epoch for p in self.owned}
         self.loading: set[int] = set()
         self._next_append_id = 1
         self._in_flight: dict[int, _InFlight] = {}
