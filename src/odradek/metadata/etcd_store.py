@@ -83,7 +83,8 @@ MAX_RESYNC_BYTES = 1024 * 1024 * 1024  # bound on everything one resync reads
 MAX_LIVE_BROKERS = 100_000
 RECONNECT_BACKOFF_MIN_MS = 50
 RECONNECT_BACKOFF_MAX_MS = 2_000
-ELECTION_POLL_S = 1.0  # the election loop re-checks at least this often, watch or not
+ELECTION_POLL_S = 1.0
+KEEPALIVE_MIN_TIMEOUT_S = 0.5  # the election loop re-checks at least this often, watch or not
 
 Listener = Callable[[MetadataImage, MetadataImage, list[Change]], None]
 BrokerListener = Callable[[dict[int, LiveBroker], dict[int, LiveBroker]], None]
@@ -220,7 +221,7 @@ class EtcdMetadataStore:
         self.controller_listeners: list[ControllerListener] = []
         self.controller_id: int | None = None
         self.controller_epoch = 0
-        self.is_controller = False
+        self._controller_flag = False  # as last announced to controller_listeners
         self.fatal_error: Exception | None = None
 
         self._lease_id: int | None = None
@@ -403,7 +404,10 @@ class EtcdMetadataStore:
                         self._registered = True
                         self._election_wakeup.set()
                     continue
-                reply = await client.refresh_lease(self._lease_id)
+                # Bounded well below the TTL: this round trip is also the liveness probe of the
+                # shared connection (a failure resets it, which ends and restarts the watch).
+                reply = await asyncio.wait_for(client.refresh_lease(self._lease_id),
+                                               max(KEEPALIVE_MIN_TIMEOUT_S, self.lease_ttl_s / 3))
                 if reply is None or reply.TTL <= 0:
                     log.warning("lease %x of broker %d expired; registering again under a new lease",
                                 self._lease_id, self.node_id)
@@ -490,10 +494,17 @@ class EtcdMetadataStore:
         self._set_controller(mine and self._lease_fresh() and self._synced and self.fatal_error is None
                              and not self._closing)
 
+    @property
+    def is_controller(self) -> bool:
+        """True while this broker holds the controller key of its term, with a lease renewed within
+        the TTL. Checked live, so it turns False the moment the lease goes stale, even before the
+        listeners hear it (at the next keepalive round)."""
+        return self._controller_flag and self._lease_fresh()
+
     def _set_controller(self, value: bool) -> None:
-        if value == self.is_controller:
+        if value == self._controller_flag:
             return
-        self.is_controller = value
+        self._controller_flag = value
         log.info("broker %d %s controller (epoch %d)", self.node_id, "is now" if value else "is no longer",
                  self.controller_epoch)
         for listener in list(self.controller_listeners):
