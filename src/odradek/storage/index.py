@@ -87,15 +87,25 @@ class _IndexFile:
         self._file.dirty = True
         self._loaded = True
 
+    # Writes pin the descriptor while they use it: LogManager.close closes logs from several
+    # threads, and another thread's open may evict an unpinned descriptor at any moment.
     def _write_at(self, data: bytes, position: int) -> None:
         assert self._loaded, f"{self.path} written before it was loaded"
         self._file.dirty = True
-        self.fs.pwrite(self._file.fd(), data, position)
+        fd = self._file.pin()
+        try:
+            self.fs.pwrite(fd, data, position)
+        finally:
+            self._file.unpin()
 
     def _truncate_file(self, size_bytes: int) -> None:
         assert self._loaded, f"{self.path} truncated before it was loaded"
         self._file.dirty = True
-        self.fs.truncate(self._file.fd(), size_bytes)
+        fd = self._file.pin()
+        try:
+            self.fs.truncate(fd, size_bytes)
+        finally:
+            self._file.unpin()
 
     @property
     def entries(self) -> int:
