@@ -411,11 +411,12 @@ FETCH_FOR_END = {0: 4, 1: 5, 2: 7, 3: 11, 4: 12, 5: 12}  # EndTxn version -> a F
 @pytest.mark.parametrize("version", range(6))
 def test_end_txn_writes_markers_and_read_committed_honours_them(conn, topic, version, commit):
     fetch_version = FETCH_FOR_END[version]
+    add_version = 5 if version >= 5 else min(version, 3)  # a transaction-version-2 client at v5
     plain = produce(conn, topic, 0, records.build_batch([(None, b"before", [], int(time.time() * 1000))]),
                     transactional_id=None)
     assert (plain.error_code, plain.base_offset) == (NONE, 0)
     tid = new_tid()
-    pid, epoch = begin(conn, tid, topic, partitions=(0, 1), add_version=min(version, 3))
+    pid, epoch = begin(conn, tid, topic, partitions=(0, 1), add_version=add_version)
     for p in (0, 1):
         assert produce(conn, topic, p, txn_batch([b"t1", b"t2"], pid, epoch, 0),
                        transactional_id=tid).error_code is NONE
@@ -460,13 +461,28 @@ def test_end_txn_writes_markers_and_read_committed_honours_them(conn, topic, ver
 
     # The producer goes on with a second transaction (with the epoch EndTxn answered, v5).
     epoch = ended.producer_epoch if version >= 5 else epoch
-    errors = add_partitions_settled(conn, min(version, 3), tid, pid, epoch, {topic: [0]})
+    errors = add_partitions_settled(conn, add_version, tid, pid, epoch, {topic: [0]})
     assert errors == {(topic, 0): NONE}
     seq = 0 if version >= 5 else 2
     assert produce(conn, topic, 0, txn_batch([b"t3"], pid, epoch, seq), transactional_id=tid).error_code is NONE
     assert latest_offset(conn, topic, 0, 1) == 4
     assert end_txn(conn, version, tid, pid, epoch, True).error_code is NONE
     wait_until(lambda: latest_offset(conn, topic, 0, 1) == 6, SETTLE_TIMEOUT_S, "the second commit")
+
+
+@pytest.mark.parametrize("add_version", (3, 4))
+def test_end_txn_v5_bumps_the_epoch_whatever_version_added_the_partitions(conn, topic, add_version):
+    """Kafka takes the transaction version of an EndTxn from its request version alone
+    (TransactionVersion.transactionVersionForEndTxn: v5+ is TV_2) and TransactionMetadata.
+    prepareAbortOrCommit bumps the epoch for TV_2; the markers carry the bumped epoch."""
+    tid = new_tid()
+    pid, epoch = begin(conn, tid, topic, partitions=(0,), add_version=add_version)
+    assert produce(conn, topic, 0, txn_batch([b"a"], pid, epoch, 0), transactional_id=tid).error_code is NONE
+    ended = end_txn(conn, 5, tid, pid, epoch, True)
+    assert (ended.error_code, ended.producer_id, ended.producer_epoch) == (NONE, pid, epoch + 1)
+    wait_until(lambda: latest_offset(conn, topic, 0, 1) == 2, SETTLE_TIMEOUT_S, "the commit marker")
+    control = [h for h, _ in batches(fetch(conn, topic, 0, 0, 0).records) if h.is_control]
+    assert [(h.producer_id, h.producer_epoch) for h in control] == [(pid, epoch + 1)]
 
 
 @pytest.mark.parametrize("version", range(6))
