@@ -214,11 +214,29 @@ def markers_of(data) -> list[tuple[int, bool]]:
     return found
 
 
+RETRIABLE_INIT_ERRORS = (ErrorCode.coordinator_not_available, ErrorCode.not_coordinator,
+                         ErrorCode.coordinator_load_in_progress, ErrorCode.concurrent_transactions)
+
+
+def init_settled(conn, version: int, tid: str, *, timeout_ms: int = TXN_TIMEOUT_MS):
+    """FindCoordinator (until it answers), then InitProducerId until it answers other than with a
+    retriable error (a fresh broker creates and loads `__transaction_state` first)."""
+    wait_until(lambda: find_coordinator(conn, 3, tid).error_code is NONE, SETTLE_TIMEOUT_S,
+               "FindCoordinator for a transactional id")
+
+    def attempt():
+        response = init_producer_id(conn, version, tid, timeout_ms=timeout_ms)
+        return None if response.error_code in RETRIABLE_INIT_ERRORS else response
+    init = wait_until(attempt, SETTLE_TIMEOUT_S, "InitProducerId without a retriable error")
+    assert init.error_code is NONE, init
+    return init
+
+
 def begin(conn, tid: str, topic: str, partitions=(0,), *, init_version: int = 4, add_version: int = 3,
           timeout_ms: int = TXN_TIMEOUT_MS) -> tuple[int, int]:
-    """InitProducerId and AddPartitionsToTxn; (producer id, epoch) of a transaction now open."""
-    init = init_producer_id(conn, init_version, tid, timeout_ms=timeout_ms)
-    assert init.error_code is NONE, init
+    """FindCoordinator, InitProducerId (retried on retriable errors, as a client does) and
+    AddPartitionsToTxn; (producer id, epoch) of a transaction now open."""
+    init = init_settled(conn, init_version, tid, timeout_ms=timeout_ms)
     errors = add_partitions(conn, add_version, tid, init.producer_id, init.producer_epoch,
                             {topic: list(partitions)})
     assert set(errors.values()) == {NONE}, errors
