@@ -78,8 +78,24 @@ class ReplicaManager:
                      now_ms: int) -> AppendResult:
         """Append one validated batch as leader; durable per the flush policy before returning."""
         log = partition.log
+        return await self._appended(partition, lambda: log.append(
+            batch, header, leader_epoch=partition.leader_epoch, now_ms=now_ms))
+
+    async def write_txn_marker(self, partition: Partition, producer_id: int, producer_epoch: int,
+                               commit: bool, coordinator_epoch: int, now_ms: int) -> AppendResult:
+        """Write one end-transaction marker (COMMIT or ABORT) as leader: Kafka's WriteTxnMarkers
+        path for one partition. Moves the high watermark (and with it the last stable offset)
+        and wakes fetchers as `append` does."""
+        log = partition.log
+        return await self._appended(partition, lambda: log.append_control_marker(
+            producer_id, producer_epoch, commit, coordinator_epoch, partition.leader_epoch, now_ms))
+
+    async def _appended(self, partition: Partition, write) -> AppendResult:
+        """Run `write()` (one append to the partition's log), then advance the high watermark,
+        wake fetchers and flush as the policy asks."""
+        log = partition.log
         try:
-            result = log.append(batch, header, leader_epoch=partition.leader_epoch, now_ms=now_ms)
+            result = write()
         except OSError as exc:
             return self._core.storage_error(partition, exc)
         if result.error is not ErrorCode.none:
@@ -88,28 +104,6 @@ class ReplicaManager:
         # Advanced before any await, so a cancelled request (its client hung up) cannot leave
         # appended data invisible. As in Kafka, the flush policy delays the acknowledgement,
         # not the high watermark.
-        log.update_high_watermark(log.log_end_offset)
-        partition.wake_waiters()
-        if result.needs_flush:
-            try:
-                await self._core.run_blocking(log.flush)
-            except OSError as exc:
-                return self._core.storage_error(partition, exc)
-        return result
-
-    async def write_txn_marker(self, partition: Partition, producer_id: int, producer_epoch: int,
-                               commit: bool, coordinator_epoch: int, now_ms: int) -> AppendResult:
-        """Write one end-transaction marker (COMMIT or ABORT) as leader: Kafka's WriteTxnMarkers
-        path for one partition. Moves the high watermark (and with it the last stable offset)
-        and wakes fetchers as `append` does; durable per the flush policy before returning."""
-        log = partition.log
-        try:
-            result = log.append_control_marker(producer_id, producer_epoch, commit, coordinator_epoch,
-                                               partition.leader_epoch, now_ms)
-        except OSError as exc:
-            return self._core.storage_error(partition, exc)
-        if result.error is not ErrorCode.none:
-            return result
         log.update_high_watermark(log.log_end_offset)
         partition.wake_waiters()
         if result.needs_flush:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from odradek.broker.handlers._commits import merge_answer, split_partitions, topics_response
 from odradek.coordinator.messages import OffsetCommitPartition, OffsetCommitRequest
 from odradek.protocol.errors import ErrorCode
 
@@ -23,53 +24,29 @@ ONE_MS = timedelta(milliseconds=1)
 
 
 async def handle(request, ctx):
-    topics_image = ctx.broker.image.topics_by_name
-    errors: dict[tuple[str, int], int] = {}
-    known: dict[str, list[OffsetCommitPartition]] = {}
-    for topic in request.topics:
-        for p in topic.partitions:
-            if not request.group_id:
-                errors[(topic.name, p.partition_index)] = ErrorCode.invalid_group_id.value
-            elif topic.name not in topics_image:
-                errors[(topic.name, p.partition_index)] = ErrorCode.unknown_topic_or_partition.value
-            else:
-                known.setdefault(topic.name, []).append(
-                    OffsetCommitPartition(
-                        partition=p.partition_index,
-                        offset=p.committed_offset,
-                        leader_epoch=getattr(p, "committed_leader_epoch", -1),
-                        metadata=p.committed_metadata,
-                    )
-                )
+    errors, known = split_partitions(
+        request.topics, ctx.broker.image.topics_by_name,
+        lambda p: OffsetCommitPartition(
+            partition=p.partition_index,
+            offset=p.committed_offset,
+            leader_epoch=getattr(p, "committed_leader_epoch", -1),
+            metadata=p.committed_metadata,
+        ),
+        refuse=None if request.group_id else ErrorCode.invalid_group_id.value,
+    )
     if known:
         retention = getattr(request, "retention_time", None)
         req = OffsetCommitRequest(
             group_id=request.group_id,
-            topics={name: tuple(ps) for name, ps in known.items()},
+            topics=known,
             generation_id=request.generation_id_or_member_epoch,
             member_id=request.member_id,
             group_instance_id=getattr(request, "group_instance_id", None),
             retention_time_ms=-1 if retention is None else retention // ONE_MS,
         )
-        r = await ctx.broker.groups.call("offset_commit", req)
-        for name, partitions in r.topics.items():
-            for index, error in partitions:
-                errors[(name, index)] = error
+        merge_answer(errors, (await ctx.broker.groups.call("offset_commit", req)).topics)
     return ctx.response(
         throttle_time=timedelta(0),
-        topics=tuple(
-            ctx.entity(
-                "OffsetCommitResponseTopic",
-                name=topic.name,
-                partitions=tuple(
-                    ctx.entity(
-                        "OffsetCommitResponsePartition",
-                        partition_index=p.partition_index,
-                        error_code=ErrorCode(errors[(topic.name, p.partition_index)]),
-                    )
-                    for p in topic.partitions
-                ),
-            )
-            for topic in request.topics
-        ),
+        topics=topics_response(ctx, request.topics, errors, "OffsetCommitResponseTopic",
+                               "OffsetCommitResponsePartition"),
     )

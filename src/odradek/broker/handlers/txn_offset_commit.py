@@ -15,52 +15,35 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from odradek.broker.handlers._commits import merge_answer, split_partitions, topics_response
 from odradek.coordinator.messages import TxnOffsetCommitPartition, TxnOffsetCommitRequest
-from odradek.protocol.errors import ErrorCode
 
 
 async def handle(request, ctx):
-    topics_image = ctx.broker.image.topics_by_name
-    errors: dict[tuple[str, int], int] = {}
-    known: dict[str, list[TxnOffsetCommitPartition]] = {}
-    for topic in request.topics:
-        for p in topic.partitions:
-            if topic.name not in topics_image:
-                errors[(topic.name, p.partition_index)] = ErrorCode.unknown_topic_or_partition.value
-            else:
-                known.setdefault(topic.name, []).append(TxnOffsetCommitPartition(
-                    partition=p.partition_index,
-                    offset=p.committed_offset,
-                    leader_epoch=getattr(p, "committed_leader_epoch", -1),
-                    metadata=p.committed_metadata,
-                ))
+    errors, known = split_partitions(
+        request.topics, ctx.broker.image.topics_by_name,
+        lambda p: TxnOffsetCommitPartition(
+            partition=p.partition_index,
+            offset=p.committed_offset,
+            leader_epoch=getattr(p, "committed_leader_epoch", -1),
+            metadata=p.committed_metadata,
+        ),
+    )
     if known:
         answer = await ctx.broker.groups.call("txn_offset_commit", TxnOffsetCommitRequest(
             transactional_id=request.transactional_id,
             group_id=request.group_id,
             producer_id=request.producer_id,
             producer_epoch=request.producer_epoch,
-            topics={name: tuple(ps) for name, ps in known.items()},
+            topics=known,
             generation_id=getattr(request, "generation_id", -1),
             member_id=getattr(request, "member_id", ""),
             group_instance_id=getattr(request, "group_instance_id", None),
             api_version=ctx.api_version,
         ))
-        for name, partitions in answer.topics.items():
-            for index, error in partitions:
-                errors[(name, index)] = error
+        merge_answer(errors, answer.topics)
     return ctx.response(
         throttle_time=timedelta(0),
-        topics=tuple(
-            ctx.entity(
-                "TxnOffsetCommitResponseTopic",
-                name=topic.name,
-                partitions=tuple(
-                    ctx.entity("TxnOffsetCommitResponsePartition", partition_index=p.partition_index,
-                               error_code=ErrorCode(errors[(topic.name, p.partition_index)]))
-                    for p in topic.partitions
-                ),
-            )
-            for topic in request.topics
-        ),
+        topics=topics_response(ctx, request.topics, errors, "TxnOffsetCommitResponseTopic",
+                               "TxnOffsetCommitResponsePartition"),
     )
