@@ -29,6 +29,7 @@ from .txn_helpers import (
     group_offsets,
     list_offsets,
     plain_producer,
+    raw_read_committed_offsets,
     txn_producer,
     unique,
     wait_until,
@@ -94,6 +95,7 @@ def test_confluent_committed_transaction_over_three_partitions_with_group_offset
 
         # Open: nothing for read_committed, everything for read_uncommitted, offsets pending.
         assert drain(broker.bootstrap, output, 3, read_committed=True) == []
+        assert [raw_read_committed_offsets(broker.bootstrap, output, p) for p in range(3)] == [[], [], []]
         assert len(drain(broker.bootstrap, output, 3, read_committed=False)) == 30
         assert list_offsets(broker.bootstrap, output, 3, read_committed=True) == [0, 0, 0]  # the LSO
         assert list_offsets(broker.bootstrap, output, 3, read_committed=False) == [10, 10, 10]
@@ -215,9 +217,11 @@ def test_confluent_open_transaction_blocks_read_committed_only_until_its_timeout
     # While the transaction is open the LSO stays at its first offset.
     blocked_lso = list_offsets(broker.bootstrap, topic, 1, read_committed=True)
     blocked_view = drain(broker.bootstrap, topic, 1, read_committed=True)
+    blocked_wire = raw_read_committed_offsets(broker.bootstrap, topic, 0)
     if time.monotonic() - opened_at < OPEN_TXN_TIMEOUT_MS / 1000 - 0.5:  # certainly not yet timed out
         assert blocked_lso == [0]
         assert blocked_view == []
+        assert blocked_wire == []
     else:
         warnings.warn("too slow to check the LSO while the transaction was certainly open", stacklevel=1)
 

@@ -23,6 +23,7 @@ from .txn_helpers import (
     group_offsets,
     list_offsets,
     plain_producer,
+    raw_read_committed_offsets,
     txn_producer,
     unique,
     wait_until,
@@ -154,10 +155,12 @@ def test_broker_killed_during_open_transactions_aborts_them_after_timeout_on_res
         # The recovered log knows the open transactions: the LSO is still their first offset.
         lso = list_offsets(broker.bootstrap, topic, 2, read_committed=True)
         view = drain(broker.bootstrap, topic, 2, read_committed=True)
+        wire = [raw_read_committed_offsets(broker.bootstrap, topic, p) for p in range(2)]
         if time.monotonic() - opened_at < OPEN_TXN_TIMEOUT_MS / 1000 - 1:  # certainly not yet timed out
             assert lso == first_open_offset
             assert sorted(r.value for r in view) == sorted(f"before-{p}-{i}".encode()
                                                            for p in range(2) for i in range(4))
+            assert wire == [[0, 1, 2, 3], [0, 1, 2, 3]]
         else:
             warnings.warn("too slow to check the LSO while the transactions were certainly open", stacklevel=1)
         assert not any(r.value.startswith(b"open") for r in view)

@@ -160,6 +160,21 @@ def group_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> li
     return [by_partition.get(p) for p in range(partitions)]
 
 
+def raw_read_committed_offsets(bootstrap: str, topic: str, partition: int) -> list[int]:
+    """Offsets of the data records one read_committed Fetch from offset 0 returns, as sent on
+    the wire (no client-side filtering): Kafka never sends a batch at or past the LSO."""
+    import asyncio
+
+    from odradek.client.client import Client
+
+    async def fetch() -> list[int]:
+        async with Client(bootstrap) as client:
+            result = await client.fetch(topic, partition, 0, isolation_level=1, max_wait_ms=100)
+            return [r.offset for r in result.records]
+
+    return asyncio.run(fetch())
+
+
 class ScriptProcess:
     """This file run as a subprocess in one of its modes; its stdout lines are collected by a
     thread so the test can wait for them, and it can be SIGKILLed."""
