@@ -43,6 +43,12 @@ FENCED_SINCE = {22: 4, 24: 2, 25: 2, 26: 2}
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
     with BrokerProcess(str(tmp_path_factory.mktemp("txn-protocol")), overrides=OVERRIDES) as process:
+        with RawConnection(process.bootstrap) as conn:
+            # Create and load __transaction_state and __consumer_offsets before any test, so that
+            # each test sees a ready coordinator whatever ran before it.
+            init_settled(conn, 4, new_tid())
+            wait_until(lambda: find_coordinator(conn, 3, "warm-up", key_type=0).error_code is NONE,
+                       SETTLE_TIMEOUT_S, "FindCoordinator for a group")
         yield process
 
 
@@ -562,8 +568,9 @@ def add_offsets(conn, version: int, tid: str, pid: int, epoch: int, group: str):
 @pytest.mark.parametrize("version", range(6))
 def test_txn_offset_commit_is_visible_only_after_commit(conn, topic, version, commit):
     add_version, tid, group = min(version, 4), new_tid(), f"g-{uuid.uuid4().hex[:8]}"
-    assert find_coordinator(conn, 3, group, key_type=0).error_code is NONE
-    init = init_producer_id(conn, 4, tid)
+    wait_until(lambda: find_coordinator(conn, 3, group, key_type=0).error_code is NONE, SETTLE_TIMEOUT_S,
+               "FindCoordinator for the group")
+    init = init_settled(conn, 4, tid)
     pid, epoch = init.producer_id, init.producer_epoch
     assert add_offsets(conn, add_version, tid, pid, epoch, group).error_code is NONE
     assert txn_offset_commit(conn, version, tid, group, pid, epoch, topic, {0: 7, 1: 9}) == {0: NONE, 1: NONE}
@@ -590,3 +597,20 @@ def test_add_offsets_to_txn_errors(conn, version):
     assert init_producer_id(conn, 4, tid).producer_epoch == epoch + 1
     assert add_offsets(conn, version, tid, pid, epoch, group).error_code is fenced(25, version)
     assert add_offsets(conn, version, tid, pid, epoch + 1, group).error_code is NONE
+
+
+@pytest.mark.parametrize("version", range(6))
+def test_txn_offset_commit_for_an_unknown_topic_is_unknown_topic_or_partition(conn, topic, version):
+    tid, group = new_tid(), f"g-{uuid.uuid4().hex[:8]}"
+    wait_until(lambda: find_coordinator(conn, 3, group, key_type=0).error_code is NONE, SETTLE_TIMEOUT_S,
+               "FindCoordinator for the group")
+    init = init_settled(conn, 4, tid)
+    pid, epoch = init.producer_id, init.producer_epoch
+    assert add_offsets(conn, min(version, 4), tid, pid, epoch, group).error_code is NONE
+    missing = f"missing-{uuid.uuid4().hex[:6]}"
+    assert txn_offset_commit(conn, version, tid, group, pid, epoch, missing, {0: 1}) == {
+        0: ErrorCode.unknown_topic_or_partition}
+    assert txn_offset_commit(conn, version, tid, group, pid, epoch, topic, {0: 3}) == {0: NONE}
+    assert end_txn(conn, min(version, 4), tid, pid, epoch, True).error_code is NONE
+    wait_until(lambda: offset_fetch(conn, group, topic, 0, require_stable=True) == (3, NONE), SETTLE_TIMEOUT_S,
+               "the committed offset")
