@@ -171,6 +171,53 @@ def test_confluent_aborted_transactions_are_invisible_to_read_committed_but_visi
     assert list_offsets(broker.bootstrap, topic, 2, read_committed=True) == [23, 18]
 
 
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+def test_confluent_read_committed_consumer_polling_through_commits_and_aborts_gets_only_committed(
+        broker, compression):
+    topic = unique("live")
+    create_topic(broker.bootstrap, topic, 2)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": unique("live-g"),
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 50})
+    consumer.assign([TopicPartition(topic, p, confluent_kafka.OFFSET_BEGINNING) for p in range(2)])
+    producer = txn_producer(broker.bootstrap, unique("tx"), **{"compression.type": compression})
+    got: list[bytes] = []
+
+    def poll_some(duration_s: float) -> None:
+        until = time.monotonic() + duration_s
+        while time.monotonic() < until:
+            msg = consumer.poll(0.02)
+            if msg is not None:
+                assert msg.error() is None, msg.error()
+                got.append(msg.value())
+
+    expected = []
+    try:
+        for t in range(16):
+            producer.begin_transaction()
+            for p in range(2):
+                for i in range(3):
+                    producer.produce(topic, value=f"t{t}-p{p}-{i}".encode(), partition=p)
+            poll_some(0.05)  # the consumer fetches while the transaction is open
+            assert producer.flush(CLIENT_TIMEOUT_S) == 0
+            poll_some(0.05)
+            if t % 4 == 1:
+                producer.abort_transaction(CLIENT_TIMEOUT_S)
+            else:
+                producer.commit_transaction(CLIENT_TIMEOUT_S)
+                expected += [f"t{t}-p{p}-{i}".encode() for p in range(2) for i in range(3)]
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while len(got) < len(expected) and time.monotonic() < deadline:
+            poll_some(0.2)
+        poll_some(0.5)  # anything extra would arrive now
+    finally:
+        consumer.close()
+    assert sorted(got) == sorted(expected)
+    for p in range(2):  # in order within a partition
+        mine = [v for v in got if f"-p{p}-".encode() in v]
+        assert mine == [v for v in expected if f"-p{p}-".encode() in v]
+
+
 @pytest.mark.parametrize("next_operation", ["commit", "produce_to_new_partition"])
 def test_confluent_second_producer_with_same_transactional_id_fences_the_first(broker, next_operation):
     topic = unique("fence")

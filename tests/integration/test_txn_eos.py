@@ -183,3 +183,39 @@ def test_broker_killed_during_open_transactions_aborts_them_after_timeout_on_res
         again.produce(topic, value=b"again", partition=0)
         again.commit_transaction(CLIENT_TIMEOUT_S)
         assert b"again" in [r.value for r in drain(broker.bootstrap, topic, 2, read_committed=True, expect=11)]
+
+
+def test_broker_killed_repeatedly_under_a_committing_producer_leaves_every_transaction_whole(tmp_path):
+    with BrokerProcess(str(tmp_path / "data"), overrides=TXN_OVERRIDES) as broker:
+        topic = unique("atomic")
+        create_topic(broker.bootstrap, topic, 3)
+        producer = ScriptProcess("commit_loop", broker.bootstrap, topic, 3, unique("looper"))
+        try:
+            rng = random.Random(5)
+            for crash in range(2):
+                producer.wait_for("committed", producer.count("committed") + 3, 60)
+                time.sleep(rng.uniform(0, 0.05))
+                broker.kill()  # mid-transaction or mid-commit: markers partly written or not at all
+                time.sleep(0.3)
+                broker.start()
+            producer.wait_for("committed", producer.count("committed") + 3, 90)
+        finally:
+            producer.kill()  # its last transaction is left open; the coordinator aborts it
+        outcome = {int(line.split()[1]): line.split()[0] for line in producer.lines}
+        committed_ids = {i for i, what in outcome.items() if what == "committed"}
+
+        wait_until(lambda: list_offsets(broker.bootstrap, topic, 3, read_committed=True)
+                   == list_offsets(broker.bootstrap, topic, 3, read_committed=False), 30,
+                   "the LSO at the high watermark once the last transaction is aborted", interval_s=0.3)
+        seen = drain(broker.bootstrap, topic, 3, read_committed=True, expect=3 * len(committed_ids))
+        per_transaction: dict[int, list[int]] = {}
+        for r in seen:
+            number, partition = r.value.decode().split("-")
+            assert partition == f"p{r.partition}"
+            per_transaction.setdefault(int(number[1:]), []).append(r.partition)
+        # Whole or nothing: every visible transaction has exactly one record in each partition.
+        torn = {i: ps for i, ps in per_transaction.items() if sorted(ps) != [0, 1, 2]}
+        assert not torn, f"transactions seen partly or twice: {torn}"
+        assert committed_ids <= set(per_transaction), f"acknowledged commits missing: " \
+            f"{sorted(committed_ids - set(per_transaction))}"
+        assert not {i for i, what in outcome.items() if what == "aborted"} & set(per_transaction)

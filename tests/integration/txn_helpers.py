@@ -12,6 +12,9 @@ Run as a script it is one of those subprocesses (it imports only confluent_kafka
     python txn_helpers.py open <bootstrap> <topic> <partitions> <transactional.id> <timeout_ms> <group>
         begins a transaction, writes 3 records to each partition, adds offsets for <group>
         (<topic> partition 0 at offset 1), flushes, prints "open" and sleeps until killed.
+    python txn_helpers.py commit_loop <bootstrap> <topic> <partitions> <transactional.id>
+        numbered transactions with one record per partition, committed one after another,
+        retrying commits while the broker is down; prints "committed <i>" or "aborted <i>".
 
 Owned by the tests of this directory; nothing here is part of the broker.
 """
@@ -286,6 +289,41 @@ def _open(bootstrap: str, topic: str, partitions: str, transactional_id: str, ti
         time.sleep(1)
 
 
+def _commit_loop(bootstrap: str, topic: str, partitions: str, transactional_id: str) -> None:
+    """Transactions numbered from 0, each with one record per partition, committed one after
+    another; a commit that fails retriably (the broker is down) is retried, one that needs an
+    abort is aborted. Prints "committed <i>" / "aborted <i>" once the outcome is known."""
+    from confluent_kafka import KafkaException
+
+    producer = txn_producer(bootstrap, transactional_id, **{"transaction.timeout.ms": 3000})
+    i = 0
+    while True:
+        producer.begin_transaction()
+        for p in range(int(partitions)):
+            producer.produce(topic, value=f"t{i}-p{p}".encode(), partition=p)
+        while True:
+            try:
+                producer.commit_transaction(CLIENT_TIMEOUT_S)
+                print("committed", i, flush=True)
+                break
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.retriable():
+                    continue
+                if not error.txn_requires_abort():
+                    raise
+                while True:
+                    try:
+                        producer.abort_transaction(CLIENT_TIMEOUT_S)
+                        break
+                    except KafkaException as abort_exc:
+                        if not abort_exc.args[0].retriable():
+                            raise
+                print("aborted", i, flush=True)
+                break
+        i += 1
+
+
 if __name__ == "__main__":
-    modes = {"transform": _transform, "open": _open}
+    modes = {"transform": _transform, "open": _open, "commit_loop": _commit_loop}
     modes[sys.argv[1]](*sys.argv[2:])
