@@ -12,8 +12,8 @@ Steps against an Odradek subprocess (`python -m odradek serve`, data on disk und
    and (with `--produce`) one more record to every partition after the restart;
 4. RSS and open fds of the broker after each step.
 
-With `--profile DIR`, py-spy records the broker during creation and during the restart (SVG
-flame graphs `create.svg`, `restart.svg`). Prints one line per figure and asserts nothing.
+With `--profile DIR`, py-spy records the broker during creation and during the restart (collapsed
+stacks `create.txt`, `after_restart.txt`). Prints one line per figure and asserts nothing.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def _profile(pid: int | None, out: Path | None, name: str) -> subprocess.Popen |
     if out is None or pid is None:
         return None
     out.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "-o", str(out / f"{name}.svg"),
-                             "--rate", "200", "--nonblocking"],
+    # Collapsed stacks (one `frame;frame;... count` line each) are easy to grep and sum.
+    return subprocess.Popen([PY_SPY, "record", "--pid", str(pid), "-o", str(out / f"{name}.txt"),
+                             "--format", "raw", "--rate", "200", "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -111,12 +112,12 @@ def run(args: argparse.Namespace) -> dict:
         except (KafkaException, TimeoutError) as exc:
             figures["error"] = f"CreateTopics failed: {exc}"
         figures["create_s"] = round(time.perf_counter() - started, 2)
-        _stop_profile(spy)
         figures["partitions"], figures["metadata_ms"] = _metadata_partitions(server.bootstrap, names)
         _sample(server, figures, "after_create")
         if args.produce and "error" not in figures:
             figures["produce_all_s"] = round(_produce_everywhere(server.bootstrap, names, per_topic), 2)
             _sample(server, figures, "after_produce")
+        _stop_profile(spy)
         started = time.perf_counter()
         server.stop()
         figures["clean_stop_s"] = round(time.perf_counter() - started, 2)
