@@ -409,9 +409,12 @@ def test_produce_control_batch_from_a_client_is_invalid_record(conn, topic):
     pid, epoch = begin(conn, tid, topic, partitions=(0,))
     marker = records.build_end_txn_marker(producer_id=pid, producer_epoch=epoch, commit=True,
                                           coordinator_epoch=0, timestamp_ms=int(time.time() * 1000))
-    for transactional_id in (tid, None):
-        refused = produce(conn, topic, 0, marker, transactional_id=transactional_id)
-        assert refused.error_code is ErrorCode.invalid_record, transactional_id
+    refused = produce(conn, topic, 0, marker, transactional_id=tid)
+    assert refused.error_code is ErrorCode.invalid_record
+    # A control batch is transactional too: without a transactional id Kafka's authorization
+    # check refuses it first.
+    refused = produce(conn, topic, 0, marker, transactional_id=None)
+    assert refused.error_code is ErrorCode.transactional_id_authorization_failed
     assert fetch(conn, topic, 0, 0, 0).high_watermark == 0
 
 

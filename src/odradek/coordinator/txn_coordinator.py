@@ -248,7 +248,12 @@ class TransactionCoordinator:
                     extra["partitions"]
                 )
             elif action == "end_epoch_bump":
-                if cur.client_transaction_version >= 2:  # KIP-890 part 2
+                # KIP-890 part 2: an EndTxn v5+ is a transaction version 2 request whatever
+                # version added the partitions (Kafka's transactionVersionForEndTxn); an end
+                # the coordinator starts itself follows the transaction's recorded version.
+                tv2 = extra.get("tv2", cur.client_transaction_version >= 2)
+                if tv2:
+                    changes["client_transaction_version"] = 2
                     changes["producer_epoch"] = cur.producer_epoch + 1
                     changes["last_producer_epoch"] = cur.producer_epoch
                     if is_epoch_exhausted(cur.producer_epoch + 1):
@@ -444,7 +449,7 @@ class TransactionCoordinator:
                 t.producer_id,
                 t.producer_epoch,
                 t.partitions,
-                2 if version >= 5 else 0,
+                2 if version >= 4 else 0,  # Kafka's transactionVersionForAddPartitionsToTxn
                 now_ms,
                 result,
             )
@@ -614,7 +619,7 @@ class TransactionCoordinator:
                 answer(out, NONE, c.producer_id, c.producer_epoch)
 
         event = Event.COMMIT if req.commit else Event.ABORT
-        error = self._start_transition(txn, event, now_ms, result, released)
+        error = self._start_transition(txn, event, now_ms, result, released, tv2=tv2)
         if error == NONE:  # a retry of an ended transaction
             released(NONE, result)
         elif error is not None:

@@ -17,7 +17,8 @@ Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, COR
 INVALID_TOPIC_EXCEPTION (a client appending to an internal topic),
 INVALID_RECORD (also an unknown compression codec), UNSUPPORTED_COMPRESSION_TYPE (zstd before v7),
 UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, OUT_OF_ORDER_SEQUENCE_NUMBER,
-INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, NOT_ENOUGH_REPLICAS (transaction verification could
+INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactional
+records without a transactional id: the whole request), NOT_ENOUGH_REPLICAS (transaction verification could
 not answer), KAFKA_STORAGE_ERROR.
 """
 
@@ -49,6 +50,9 @@ async def handle(request, ctx):
     for t, topic in enumerate(request.topic_data):
         for p, data in enumerate(topic.partition_data):
             last_occurrence[(topic.topic_id if by_id else topic.name, data.index)] = (t, p)
+    # As Kafka: transactional records in a request without a transactional id fail its
+    # authorization, so every partition of the request is refused.
+    refuse_all = request.transactional_id is None and _has_transactional_batch(request)
     topic_responses = []
     for t, topic in enumerate(request.topic_data):
         if by_id:
@@ -63,6 +67,9 @@ async def handle(request, ctx):
                 continue
             if acks not in VALID_ACKS:
                 outcome = (ErrorCode.invalid_required_acks, None, None)
+            elif refuse_all:
+                outcome = (ErrorCode.transactional_id_authorization_failed,
+                           "transactional records need a transactional id", None)
             elif topic_image is None or data.index not in topic_image.partitions:
                 outcome = (unknown, None, None)
             elif topic_image.name in INTERNAL_TOPICS and ctx.client_id != ADMIN_CLIENT_ID:
@@ -130,10 +137,20 @@ _RETRIABLE_VERIFY_ERRORS = frozenset(e.value for e in (
     ErrorCode.coordinator_not_available, ErrorCode.not_coordinator, ErrorCode.network_exception))
 
 
+def _has_transactional_batch(request) -> bool:
+    """Whether any partition's records start with a batch whose transactional bit is set (a
+    look at one attribute byte pair; the batch is validated later)."""
+    for topic in request.topic_data:
+        for data in topic.partition_data:
+            raw = data.records
+            if raw and len(raw) > records.ATTRIBUTES_OFFSET + 1 and (
+                    raw[records.ATTRIBUTES_OFFSET + 1] & records.TRANSACTIONAL_MASK):
+                return True
+    return False
+
+
 def _verify_transaction(core, partition, header, transactional_id):
     """KIP-890: the (error, message, None) refusing a transactional batch, or None to append."""
-    if transactional_id is None:
-        return ErrorCode.invalid_record, "transactional records need a transactional id", None
     state = partition.log.producer_state
     entry = state.producers.get(header.producer_id)
     if (header.producer_id in state.ongoing_txns and entry is not None
