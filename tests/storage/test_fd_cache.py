@@ -192,3 +192,28 @@ def test_retention_rename_keeps_outstanding_regions_readable():
     assert region.read() == expected
     log.delete_expired_files(now_ms=10**9)
     assert region.read() == expected  # the pin keeps the (now unlinked) file's descriptor
+
+
+def test_a_new_partition_creates_only_its_log_file_and_indexes_come_with_the_first_entry(caplog):
+    fs = FakeFileSystem()
+    log = open_log(fs, LogConfig(index_interval_bytes=100))
+    assert sorted(n for n in fs.listdir("/data/topic-0") if "0000" in n) == ["00000000000000000000.log"]
+    append_values(log, [b"small"])
+    log.close()
+    # Restart: a segment smaller than index.interval.bytes loads without index files, no rebuild.
+    caplog.clear()
+    log = open_log(fs, LogConfig(index_interval_bytes=100))
+    assert [v for _, v in read_all(log)] == [b"small"]
+    assert "rebuilding" not in caplog.text
+    for i in range(10):
+        append_values(log, [b"x" * 50])
+    assert log.active_segment.offset_index.entries > 0
+    assert fs.exists("/data/topic-0/00000000000000000000.index")
+    log.close()
+    # A large segment whose .index is missing is rebuilt (as before).
+    fs.unlink("/data/topic-0/00000000000000000000.index")
+    caplog.clear()
+    log = open_log(fs, LogConfig(index_interval_bytes=100))
+    assert "rebuilding" in caplog.text
+    assert len(read_all(log)) == 11
+    assert log.active_segment.offset_index.entries > 0

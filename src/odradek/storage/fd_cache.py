@@ -165,9 +165,9 @@ class CachedFile:
             cache._evict_locked(self)
         return fd
 
-    def pin(self) -> int:
+    def pin(self, *, create: bool = False) -> int:
         """Open if needed and keep open until `unpin()`; returns the descriptor."""
-        fd = self.fd()
+        fd = self.fd(create=create)
         with self.cache._lock:
             assert self._fd == fd
             self._pins += 1

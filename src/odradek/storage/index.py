@@ -8,7 +8,8 @@ Both are arrays of fixed-size big-endian entries, exactly Kafka's formats:
 `relative_offset` is the offset minus the segment's base offset. Entries are appended in strictly
 increasing key order. Kafka preallocates index files to `segment.index.bytes` with mmap and trims
 them on close; we do not preallocate: a file holds exactly its entries and grows by one `pwrite`
-per entry (one every `index.interval.bytes` of log), and the whole index is kept in memory as an
+per entry, and it is created with its first entry (a new segment creates only its .log: creating
+10,000 partitions is 20,000 fewer file creations) (one every `index.interval.bytes` of log), and the whole index is kept in memory as an
 `array` once loaded (at most `segment.index.bytes`, 10 MiB by default). "Full" means the entry
 count reached `segment_index_bytes // entry_size`, which makes the log roll its segment.
 
@@ -51,11 +52,14 @@ def _load_be(typecode: str, data: bytes) -> array:
     return values
 
 
-def _read_existing(fs: FileSystem, file: CachedFile) -> bytes:
-    """The whole file; its descriptor is closed afterwards (the caller keeps the entries)."""
+def _read_existing(fs: FileSystem, file: CachedFile, missing_ok: bool) -> bytes:
+    """The whole file; its descriptor is closed afterwards (the caller keeps the entries).
+    A missing file reads as empty when `missing_ok`, else fails the sanity check."""
     try:
         fd = file.fd()
     except FileNotFoundError:
+        if missing_ok:
+            return b""
         raise CorruptIndexError(f"{file.path} is missing") from None
     try:
         return fs.pread(fd, fs.size(fd), 0)
@@ -87,12 +91,21 @@ class _IndexFile:
         self._file.dirty = True
         self._loaded = True
 
+    def start_empty(self) -> None:
+        """A new segment's index: no entries and no file yet (the first entry creates it).
+        The segment's base offset is new, so no older file can be at the path."""
+        self._loaded = True
+        self._clear_entries()
+
+    def _clear_entries(self) -> None:
+        raise NotImplementedError
+
     # Writes pin the descriptor while they use it: LogManager.close closes logs from several
     # threads, and another thread's open may evict an unpinned descriptor at any moment.
     def _write_at(self, data: bytes, position: int) -> None:
         assert self._loaded, f"{self.path} written before it was loaded"
         self._file.dirty = True
-        fd = self._file.pin()
+        fd = self._file.pin(create=True)
         try:
             self.fs.pwrite(fd, data, position)
         finally:
@@ -143,9 +156,10 @@ class OffsetIndex(_IndexFile):
         self._positions = array("i")
 
     # -- loading ---------------------------------------------------------------------------
-    def load(self, log_size_bytes: int) -> None:
-        """Open and read every entry; raises CorruptIndexError if missing or insane."""
-        data = _read_existing(self.fs, self._file)
+    def load(self, log_size_bytes: int, *, missing_ok: bool = False) -> None:
+        """Open and read every entry; raises CorruptIndexError if insane, or if missing unless
+        `missing_ok` (the segment is too small to have had an entry)."""
+        data = _read_existing(self.fs, self._file, missing_ok)
         self._loaded = True
         if len(data) % OFFSET_INDEX_ENTRY_BYTES:
             raise CorruptIndexError(f"{self.path}: size {len(data)} is not a multiple of 8")
@@ -162,6 +176,9 @@ class OffsetIndex(_IndexFile):
     def reset(self) -> None:
         """Drop every entry (before a rebuild)."""
         self._open_for_reset()
+        self._clear_entries()
+
+    def _clear_entries(self) -> None:
         self._offsets, self._positions = array("i"), array("i")
 
     # -- queries ---------------------------------------------------------------------------
@@ -219,9 +236,10 @@ class TimeIndex(_IndexFile):
         self._timestamps: list[int] = []
         self._offsets: list[int] = []  # relative
 
-    def load(self, last_offset: int) -> None:
-        """Open and read every entry; raises CorruptIndexError if missing or insane."""
-        data = _read_existing(self.fs, self._file)
+    def load(self, last_offset: int, *, missing_ok: bool = False) -> None:
+        """Open and read every entry; raises CorruptIndexError if insane, or if missing unless
+        `missing_ok`."""
+        data = _read_existing(self.fs, self._file, missing_ok)
         self._loaded = True
         if len(data) % TIME_INDEX_ENTRY_BYTES:
             raise CorruptIndexError(f"{self.path}: size {len(data)} is not a multiple of 12")
@@ -235,6 +253,9 @@ class TimeIndex(_IndexFile):
 
     def reset(self) -> None:
         self._open_for_reset()
+        self._clear_entries()
+
+    def _clear_entries(self) -> None:
         self._timestamps, self._offsets = [], []
 
     def last_entry(self) -> tuple[int, int] | None:

@@ -146,9 +146,11 @@ class LogSegment:
         segment = cls(fs, dir, base_offset, config)
         fs.truncate(segment._log_file.fd(create=True), 0)
         segment._size_known = True
-        segment.offset_index.reset()
-        segment.time_index.reset()
-        segment.txn_index.reset()
+        # Index files are created with their first entry (no stale one can exist: the base offset
+        # is new, and the loader removes index files without their .log).
+        segment.offset_index.start_empty()
+        segment.time_index.start_empty()
+        segment.txn_index.start_empty()
         segment._indexes_loaded = True
         segment.next_offset = base_offset
         segment._max_timestamp_known = True
@@ -183,9 +185,13 @@ class LogSegment:
         if self._indexes_loaded:
             return
         self._ensure_open()
+        # A segment no larger than index.interval.bytes never had an index entry, so its index
+        # files may never have been created; empty indexes are correct for it (a lookup scans
+        # from position 0) and a lost final time-index entry is recomputed from the batches.
+        small = self._size_bytes <= self.config.index_interval_bytes
         try:
-            self.offset_index.load(self._size_bytes)
-            self.time_index.load(self.base_offset + 2**31 - 1)
+            self.offset_index.load(self._size_bytes, missing_ok=small)
+            self.time_index.load(self.base_offset + 2**31 - 1, missing_ok=small)
         except CorruptIndexError as exc:
             log.warning("rebuilding indexes of %s: %s", self.log_path, exc)
             self._rebuild_indexes()

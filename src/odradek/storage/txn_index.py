@@ -157,6 +157,10 @@ class TransactionIndex:
         self._file.dirty = True
         self.fs.truncate(self._file.fd(), keep * ABORTED_TXN_ENTRY_BYTES)
 
+    def start_empty(self) -> None:
+        """A new segment's index: no entries, no file (the first entry creates it)."""
+        self._entries = []
+
     def reset(self) -> None:
         """Drop every entry (before a rebuild from the log); the file is removed."""
         self.close()
