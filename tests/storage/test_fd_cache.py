@@ -217,3 +217,54 @@ def test_a_new_partition_creates_only_its_log_file_and_indexes_come_with_the_fir
     assert "rebuilding" in caplog.text
     assert len(read_all(log)) == 11
     assert log.active_segment.offset_index.entries > 0
+
+
+def _abandon(manager: LogManager) -> None:
+    """A crash of the broker process (not of the machine): files stay as written, locks go."""
+    for data_dir in manager._dirs:
+        manager.fs.unlock(data_dir.lock_handle)
+    for the_log in manager.logs():
+        for segment in the_log.segments:
+            segment._log_file.close()
+
+
+def test_many_logs_open_and_recover_in_threads_on_a_real_filesystem(tmp_path):
+    fs = RealFileSystem()
+    config = LogConfig(segment_bytes=300, index_interval_bytes=50)
+    manager = LogManager(fs, [str(tmp_path)], now_ms=0, max_open_files=8)
+    manager.open()
+    logs = [manager.get_or_create_log("t", p, config, TOPIC_ID) for p in range(60)]
+    for round_ in range(5):
+        for p, log in enumerate(logs):
+            append_values(log, [b"p%d-r%d" % (p, round_)])
+    expected = {p: read_all(log) for p, log in enumerate(logs)}
+    _abandon(manager)
+    for p in range(0, 60, 7):  # torn tails in some partitions
+        last = sorted(n for n in os.listdir(tmp_path / f"t-{p}") if n.endswith(".log"))[-1]
+        with open(tmp_path / f"t-{p}" / last, "ab") as f:
+            f.write(b"\x00\x00\x00\x00\x00\x00\x00\x07\x00\x00\x01\x00torn")
+    manager = LogManager(fs, [str(tmp_path)], now_ms=0, max_open_files=8)
+    manager.open()
+    assert cache_for(fs).open_count <= 8
+    recovered = {p: read_all(manager.get_or_create_log("t", p, config, TOPIC_ID)) for p in range(60)}
+    assert recovered == expected
+    manager.close()
+    manager = LogManager(fs, [str(tmp_path)], now_ms=0, max_open_files=8)
+    manager.open()  # clean this time
+    assert {p: read_all(manager.get_or_create_log("t", p, config, TOPIC_ID)) for p in range(60)} == expected
+    manager.close()
+    assert cache_for(fs).open_count == 0
+
+
+def test_pinning_block_keeps_every_file_it_touched_open_until_it_ends():
+    fs = FakeFileSystem()
+    cache = FileHandleCache(fs, max_open_files=1)
+    a, b, c = _files(fs, cache, 3)
+    with cache.pinning():
+        a.fd(create=True)
+        b.fd(create=True)
+        assert a.is_open and b.is_open  # over the bound while pinned
+        c.fd(create=True)
+        assert a.is_open and b.is_open
+    c.fd()  # the next use enforces the bound again
+    assert cache.open_count == 1 and c.is_open

@@ -42,6 +42,8 @@ import resource
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from odradek.storage.fs import FileSystem
 
@@ -78,12 +80,30 @@ class FileHandleCache:
             raise ValueError(f"max_open_files must be at least 1, not {self.max_open_files}")
         self._open: OrderedDict[CachedFile, None] = OrderedDict()
         self._lock = threading.Lock()
+        self._local = threading.local()  # .held: files pinned by this thread's `pinning()` block
         self.opens = 0
         self.evictions = 0
 
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+    @contextmanager
+    def pinning(self) -> Iterator[None]:
+        """Every file this thread opens or uses inside the block stays pinned until it ends.
+
+        What makes it safe to open or close several logs from several threads at once (start-up
+        recovery, shutdown): storage code on the loop takes a descriptor and uses it at once,
+        which is only safe while no other thread can evict it. Blocks do not nest."""
+        assert getattr(self._local, "held", None) is None, "pinning() blocks do not nest"
+        held: dict[CachedFile, None] = {}
+        self._local.held = held
+        try:
+            yield
+        finally:
+            self._local.held = None
+            for file in held:
+                file.unpin()
 
     def set_max_open_files(self, max_open_files: int) -> None:
         if max_open_files < 1:
@@ -143,35 +163,44 @@ class CachedFile:
         """The descriptor if open now, without opening it."""
         return self._fd
 
-    def fd(self, *, create: bool = False) -> int:
-        """The open descriptor, opening the file (creating it when `create`) if the cache closed it."""
+    def fd(self, *, create: bool = False, pin: bool = False) -> int:
+        """The open descriptor, opening the file (creating it when `create`) if the cache closed it.
+        With `pin`, also pin it (see `pin()`); inside `FileHandleCache.pinning()` it is pinned
+        until the block ends."""
         cache = self.cache
+        held = getattr(cache._local, "held", None)
         with cache._lock:
             fd = self._fd
             if fd is not None:
                 cache._open.move_to_end(self)
                 self._close_when_unpinned = False
+                self._hold_locked(pin, held)
                 return fd
         fd = cache.fs.open(self.path, create=create)  # may raise FileNotFoundError; nothing changed
         with cache._lock:
             if self._fd is not None:  # (another thread opened it meanwhile: keep one)
                 cache.fs.close(fd)
                 cache._open.move_to_end(self)
+                self._hold_locked(pin, held)
                 return self._fd
             self._fd = fd
             self._close_when_unpinned = False
             cache._open[self] = None
             cache.opens += 1
+            self._hold_locked(pin, held)
             cache._evict_locked(self)
         return fd
 
+    def _hold_locked(self, pin: bool, held: dict | None) -> None:
+        if pin:
+            self._pins += 1
+        if held is not None and self not in held:
+            held[self] = None
+            self._pins += 1
+
     def pin(self, *, create: bool = False) -> int:
         """Open if needed and keep open until `unpin()`; returns the descriptor."""
-        fd = self.fd(create=create)
-        with self.cache._lock:
-            assert self._fd == fd
-            self._pins += 1
-        return fd
+        return self.fd(create=create, pin=True)
 
     def unpin(self) -> None:
         cache = self.cache

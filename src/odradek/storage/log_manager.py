@@ -57,6 +57,11 @@ METADATA_LOG_DIR = "__cluster_metadata-0"
 # snapshot and its directory). One after another that is tens of seconds for 10,000 partitions;
 # issued from this many threads at once the filesystem's journal commits them together.
 CLOSE_THREADS = 32
+# Opening logs at start (Kafka's num.recovery.threads.per.data.dir, which defaults to 1): after an
+# unclean shutdown recovery reads and fsyncs every partition's tail, I/O that overlaps well; after
+# a clean one the work is mostly Python, so threads help only while others wait on syscalls.
+RECOVERY_THREADS = 32
+OPEN_THREADS = 4
 
 
 class DataDirLockedError(Exception):
@@ -132,26 +137,49 @@ class LogManager:
             self.fs.fsync_dir(data_dir.path)
         elif any(parse_partition_dir(name) for name in self.fs.listdir(data_dir.path)):
             log.info("%s: no clean shutdown marker; recovering logs from their recovery points", data_dir.path)
+        partitions: list[tuple[tuple[str, int], str]] = []
         for name in sorted(self.fs.listdir(data_dir.path)):
             path = os.path.join(data_dir.path, name)
             if name.endswith(DELETE_DIR_SUFFIX):
                 log.info("removing deleted partition dir %s", path)
                 self.fs.remove_tree(path)
                 continue
-            if name == METADATA_LOG_DIR or not self.fs.is_dir(path):
+            if name == METADATA_LOG_DIR:
                 continue
             key = parse_partition_dir(name)
-            if key is None:
+            if key is None or not self.fs.is_dir(path):
                 continue
-            the_log = Log.open(self.fs, path, LogConfig(), topic_id=None,
-                               recovery_point=recovery_points.get(key, 0),
-                               log_start_offset=log_start_offsets.get(key, 0),
-                               high_watermark=high_watermarks.get(key, 0),
-                               clean_shutdown=data_dir.clean_shutdown, now_ms=self.now_ms,
-                               allow_offset_gaps=key in data_dir.cleaner_offsets)
+            partitions.append((key, path))
+
+        def open_log(key: tuple[str, int], path: str) -> Log:
+            with cache_for(self.fs).pinning():
+                return Log.open(self.fs, path, LogConfig(), topic_id=None,
+                                recovery_point=recovery_points.get(key, 0),
+                                log_start_offset=log_start_offsets.get(key, 0),
+                                high_watermark=high_watermarks.get(key, 0),
+                                clean_shutdown=data_dir.clean_shutdown, now_ms=self.now_ms,
+                                allow_offset_gaps=key in data_dir.cleaner_offsets)
+
+        threads = RECOVERY_THREADS if not data_dir.clean_shutdown else OPEN_THREADS
+        for key, the_log in zip((k for k, _ in partitions), self._in_threads(open_log, partitions, threads)):
             self._logs[key] = the_log
             self._log_dir_of[key] = data_dir
             data_dir.log_count += 1
+
+    def _in_threads(self, fn, items: list[tuple], threads: int) -> list:
+        """[fn(*item) for item in items], from up to `threads` threads on a real filesystem (the
+        tests' fake filesystem is not thread-safe: one thread there). Each call must touch only
+        its own log's files, inside `cache_for(fs).pinning()`. Every call runs; the first error
+        is raised afterwards (and the results of the others are closed by the caller's cleanup
+        only if they were stored: a failed open leaves the opened logs to the garbage collector)."""
+        if len(items) < 2 or threads < 2 or not isinstance(self.fs, RealFileSystem):
+            return [fn(*item) for item in items]
+        with ThreadPoolExecutor(max_workers=min(threads, len(items)), thread_name_prefix="log-io") as pool:
+            futures = [pool.submit(fn, *item) for item in items]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            raise errors[0]
+        return [f.result() for f in futures]
 
     def close(self) -> None:
         """Flush and close every log, write the checkpoints and the clean-shutdown marker, unlock."""
@@ -174,22 +202,14 @@ class LogManager:
 
     def _flush_and_close_logs(self, logs: list[Log]) -> None:
         """Flush and close `logs`, from CLOSE_THREADS threads on a real filesystem (each log is
-        closed by one thread; the descriptor cache is thread-safe, and index writes pin their
-        descriptor). The fake filesystem of the tests is not thread-safe: one thread there.
-        The first error is raised after every log was tried."""
+        closed by one thread, inside a `pinning()` block of the descriptor cache). The first
+        error is raised after every log was tried."""
         def flush_and_close(the_log: Log) -> None:
-            the_log.flush()
-            the_log.close()
+            with cache_for(self.fs).pinning():
+                the_log.flush()
+                the_log.close()
 
-        if len(logs) < 2 or not isinstance(self.fs, RealFileSystem):
-            for the_log in logs:
-                flush_and_close(the_log)
-            return
-        with ThreadPoolExecutor(max_workers=min(CLOSE_THREADS, len(logs)), thread_name_prefix="log-close") as pool:
-            futures = [pool.submit(flush_and_close, the_log) for the_log in logs]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            raise errors[0]
+        self._in_threads(flush_and_close, [(the_log,) for the_log in logs], CLOSE_THREADS)
 
     # -- logs ----------------------------------------------------------------------------------
     def get_log(self, topic: str, partition: int) -> Log | None:
