@@ -14,7 +14,7 @@ import pytest
 
 from odradek.metadata import etcd_layout as layout
 from odradek.metadata.etcd_layout import BrokerEndpoint
-from odradek.metadata.etcd_store import EtcdMetadataStore, MetadataQuorumError
+from odradek.metadata.etcd_store import ELECTION_POLL_S, EtcdMetadataStore, MetadataQuorumError
 from odradek.metadata.image import InvalidMetadataRecord
 from odradek.metadata.records import (
     RESOURCE_TOPIC,
@@ -26,8 +26,11 @@ from odradek.metadata.records import (
 )
 from odradek.protocol.errors import ErrorCode
 
-TTL_S = 1  # the test etcd's minimum lease TTL
-TAKEOVER_S = 6.0  # lease expiry (TTL + etcd's 0.5 s expiry sweep) + a campaign, with slack
+# Stores that must stay alive get a lease that survives a loaded machine's stalls (other test
+# suites share the CPU); a store whose lease is meant to expire gets the test etcd's minimum.
+TTL_S = 4
+SHORT_TTL_S = 1
+TAKEOVER_S = 10.0  # a short lease's expiry (TTL + etcd's 0.5 s sweep) + a campaign, with slack
 
 
 def run(coro):
@@ -42,7 +45,7 @@ def topic_records(name: str, partitions: int = 3, replicas=(1, 2, 3)):
 
 async def open_store(etcd, root, node_id, **kwargs) -> EtcdMetadataStore:
     kwargs.setdefault("lease_ttl_s", TTL_S)
-    kwargs.setdefault("rpc_timeout_s", 2.0)
+    kwargs.setdefault("rpc_timeout_s", 5.0)
     kwargs.setdefault("open_timeout_s", 10.0)
     return await EtcdMetadataStore.open(etcd.url, node_id, root=root, **kwargs)
 
@@ -147,10 +150,12 @@ def test_controller_revoked_lease_new_controller_takes_over_and_deposed_append_i
 
 def test_controller_that_stops_renewing_its_lease_is_replaced_and_its_registration_expires(etcd, root):
     async def main():
-        stores = [await open_store(etcd, root, node_id) for node_id in (1, 2, 3)]
+        old = await open_store(etcd, root, 1, lease_ttl_s=SHORT_TTL_S)
+        stores = [old]
         try:
-            old = await the_controller(stores)
-            others = [s for s in stores if s is not old]
+            assert await the_controller(stores) is old
+            others = [await open_store(etcd, root, node_id) for node_id in (2, 3)]
+            stores += others
             departures = []
             others[0].broker_listeners.append(
                 lambda before, after: departures.extend(sorted(before.keys() - after.keys())))
@@ -185,6 +190,10 @@ def test_broker_registration_appears_and_disappears_with_its_lease(etcd, root):
             registration = observer.live_brokers[2]
             assert registration.endpoints == endpoints and registration.rack == "rack-b"
             assert registration.incarnation_id == second.incarnation_id
+            bound = (BrokerEndpoint("PLAINTEXT", "10.0.0.2", 40123),)
+            await second.update_registration(bound, rack="rack-c")
+            await observer.wait_until(lambda: observer.live_brokers[2].endpoints == bound, 3)
+            assert observer.live_brokers[2].rack == "rack-c"
             await second.close()  # clean shutdown: the lease is revoked, the key goes at once
             await observer.wait_until(lambda: 2 not in observer.live_brokers, 2)
             # Another process registers as node 3 and is killed with SIGKILL: the lease expires.
@@ -197,12 +206,12 @@ def test_broker_registration_appears_and_disappears_with_its_lease(etcd, root):
                 await observer.wait_until(lambda: 3 in observer.live_brokers, 3)
                 child.send_signal(signal.SIGKILL)
                 await child.wait()
-                await observer.wait_until(lambda: 3 not in observer.live_brokers, TTL_S + 3)
+                await observer.wait_until(lambda: 3 not in observer.live_brokers, SHORT_TTL_S + 5)
             finally:
                 if child.returncode is None:
                     child.kill()
                     await child.wait()
-            assert events == [[1, 2], [1], [1, 3], [1]]
+            assert events == [[1, 2], [1, 2], [1], [1, 3], [1]]
         finally:
             await observer.close()
     run(main())
@@ -365,4 +374,19 @@ def test_open_without_a_reachable_etcd_times_out_with_a_kafka_error_code():
             await EtcdMetadataStore.open("etcd://127.0.0.1:1,127.0.0.1:2", 1, lease_ttl_s=1, rpc_timeout_s=0.5,
                                          open_timeout_s=1.0)
         assert failed.value.error_code == ErrorCode.request_timed_out
+    run(main())
+
+
+def test_controller_that_resigns_is_replaced_without_waiting_for_its_lease(etcd, root):
+    async def main():
+        stores = [await open_store(etcd, root, node_id, lease_ttl_s=30) for node_id in (1, 2)]
+        try:
+            old = await the_controller(stores)
+            new_one = next(s for s in stores if s is not old)
+            await old.resign()
+            new = await the_controller(stores, timeout_s=ELECTION_POLL_S + 1.5)  # far below the 30 s TTL
+            assert new is new_one and new.controller_epoch == 2 and not old.is_controller
+            assert old.node_id in new.live_brokers  # still a live broker, only not the controller
+        finally:
+            await close_all(stores)
     run(main())

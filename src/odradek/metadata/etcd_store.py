@@ -84,7 +84,8 @@ MAX_LIVE_BROKERS = 100_000
 RECONNECT_BACKOFF_MIN_MS = 50
 RECONNECT_BACKOFF_MAX_MS = 2_000
 ELECTION_POLL_S = 1.0
-KEEPALIVE_MIN_TIMEOUT_S = 0.5  # the election loop re-checks at least this often, watch or not
+KEEPALIVE_MIN_TIMEOUT_S = 0.5
+CLOSE_TIMEOUT_S = 2.0  # close() waits this long for its tasks to stop  # the election loop re-checks at least this often, watch or not
 
 Listener = Callable[[MetadataImage, MetadataImage, list[Change]], None]
 BrokerListener = Callable[[dict[int, LiveBroker], dict[int, LiveBroker]], None]
@@ -170,9 +171,31 @@ class _EtcdConnection:
 
 async def _close_quietly(client: aetcd.Client) -> None:
     try:
-        await asyncio.wait_for(client.close(), 2.0)
+        await _rpc(client.close(), 2.0)
     except Exception:  # closing a broken channel: nothing left to save
         log.debug("closing etcd client failed", exc_info=True)
+
+
+class _ConnectionReset(aetcd.ClientError):
+    """An etcd call cut short because another task closed the shared client."""
+
+
+async def _rpc(awaitable, timeout_s: float | None = None):
+    """Await one etcd call (bounded by `timeout_s` when given).
+
+    grpc.aio cancels the calls in flight on a channel being closed (another task reset the shared
+    connection), which shows as CancelledError in a task nobody cancelled: that becomes a
+    transient _ConnectionReset. A real cancellation of the calling task still propagates.
+    """
+    try:
+        if timeout_s is None:
+            return await awaitable
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise _ConnectionReset("etcd call cut short by a connection reset") from None
 
 
 class _ResyncNeeded(Exception):
@@ -311,19 +334,20 @@ class EtcdMetadataStore:
         self._closing = True
         if revoke_lease and self._lease_id is not None:
             try:
-                await asyncio.wait_for(self._conn.client().revoke_lease(self._lease_id), self._conn.rpc_timeout_s)
+                await _rpc(self._conn.client().revoke_lease(self._lease_id), self._conn.rpc_timeout_s)
             except (TimeoutError, *_TRANSIENT):
                 log.info("could not revoke lease %x at close; it expires in %d s", self._lease_id, self.lease_ttl_s)
         tasks = self._tasks + ([self._compaction] if self._compaction else [])
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # a task that failed before close: report it, then carry on closing
-                log.exception("etcd metadata store task %s failed", task.get_name())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+            for task in pending:  # a bug: report where it is stuck, and close the channel anyway
+                log.error("etcd metadata store task %s did not stop within %s s", task.get_name(), CLOSE_TIMEOUT_S)
+                task.print_stack()
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("etcd metadata store task %s failed", task.get_name(), exc_info=task.exception())
         self._tasks = []
         self._set_controller(False)
         await self._conn.close()
@@ -359,8 +383,8 @@ class EtcdMetadataStore:
         key = layout.cluster_id_key(self.root)
         candidate = generate_cluster_id()
         tx = client.transactions
-        created, responses = await client.transaction(
-            compare=[tx.create(key) == 0], success=[tx.put(key, candidate.encode("ascii"))], failure=[tx.get(key)])
+        created, responses = await _rpc(client.transaction(
+            compare=[tx.create(key) == 0], success=[tx.put(key, candidate.encode("ascii"))], failure=[tx.get(key)]))
         if created:
             log.info("created cluster id %s under %s", candidate, self.root)
             return candidate
@@ -369,7 +393,7 @@ class EtcdMetadataStore:
         return value.decode("ascii")
 
     async def _grant_lease(self, client: aetcd.Client) -> None:
-        lease = await client.lease(self.lease_ttl_s)
+        lease = await _rpc(client.lease(self.lease_ttl_s))
         self._lease_id = lease.id
         self._lease_renewed_at = time.monotonic()
         self._registered = False
@@ -378,9 +402,9 @@ class EtcdMetadataStore:
         """Put `brokers/<node id>` under the lease unless another incarnation holds it."""
         key = layout.broker_key(self.prefix, self.node_id)
         tx = client.transactions
-        ok, responses = await client.transaction(
+        ok, responses = await _rpc(client.transaction(
             compare=[tx.create(key) == 0], success=[tx.put(key, self.registration.encode(), lease=self._lease_id)],
-            failure=[tx.get(key)])
+            failure=[tx.get(key)]))
         if ok:
             return True
         existing = responses[0][0][1] if responses and responses[0] else None
@@ -389,6 +413,27 @@ class EtcdMetadataStore:
         log.warning("node id %d is registered by another live broker; waiting for its lease to expire",
                     self.node_id)
         return False
+
+    async def update_registration(self, listeners: Sequence[BrokerEndpoint], rack: str | None = None) -> None:
+        """Rewrite this broker's registration (say, once its listeners are bound and their ports
+        known), under the same lease; only if the key still holds this incarnation's value.
+        Raises MetadataQuorumError REQUEST_TIMED_OUT when etcd is unreachable or the registration
+        is being renewed (the renewal then writes the new endpoints)."""
+        previous = self.registration
+        self.registration = LiveBroker(self.node_id, self.incarnation_id, tuple(listeners), rack)
+        key = layout.broker_key(self.prefix, self.node_id)
+        client = self._conn.client()
+        tx = client.transactions
+        try:
+            ok, _ = await _rpc(client.transaction(compare=[tx.value(key) == previous.encode()],
+                                             success=[tx.put(key, self.registration.encode(), lease=self._lease_id)],
+                                             failure=[]))
+        except _TRANSIENT as exc:
+            await self._conn.reset(client)
+            raise MetadataQuorumError(ErrorCode.request_timed_out, f"etcd unreachable: {exc}") from None
+        if not ok:
+            raise MetadataQuorumError(ErrorCode.request_timed_out,
+                                      f"the registration of broker {self.node_id} is being renewed")
 
     async def _keepalive_loop(self) -> None:
         backoff = _Backoff()
@@ -406,8 +451,8 @@ class EtcdMetadataStore:
                     continue
                 # Bounded well below the TTL: this round trip is also the liveness probe of the
                 # shared connection (a failure resets it, which ends and restarts the watch).
-                reply = await asyncio.wait_for(client.refresh_lease(self._lease_id),
-                                               max(KEEPALIVE_MIN_TIMEOUT_S, self.lease_ttl_s / 3))
+                reply = await _rpc(client.refresh_lease(self._lease_id),
+                                   max(KEEPALIVE_MIN_TIMEOUT_S, self.lease_ttl_s / 3))
                 if reply is None or reply.TTL <= 0:
                     log.warning("lease %x of broker %d expired; registering again under a new lease",
                                 self._lease_id, self.node_id)
@@ -453,18 +498,18 @@ class EtcdMetadataStore:
         """Create the controller key if nobody holds it, bumping the controller epoch with it."""
         controller_key = layout.key(self.prefix, layout.CONTROLLER_KEY)
         epoch_key = layout.key(self.prefix, layout.CONTROLLER_EPOCH_KEY)
-        current = await client.get(epoch_key)
+        current = await _rpc(client.get(epoch_key))
         epoch, epoch_mod = 0, 0
         if current is not None:
             layout.check_size("controller epoch", current.value, 32)
             epoch, epoch_mod = int(current.value), current.mod_revision
         claim = ControllerClaim(self.node_id, self.incarnation_id, epoch + 1)
         tx = client.transactions
-        won, responses = await client.transaction(
+        won, responses = await _rpc(client.transaction(
             compare=[tx.create(controller_key) == 0, tx.mod(epoch_key) == epoch_mod],
             success=[tx.put(controller_key, claim.encode(), lease=self._lease_id),
                      tx.put(epoch_key, str(epoch + 1).encode("ascii"))],
-            failure=[])
+            failure=[]))
         if won:
             self._term_revision = responses[0].response_put.header.revision
             log.info("broker %d won the controller election (epoch %d, revision %d)",
@@ -481,8 +526,8 @@ class EtcdMetadataStore:
         client = self._conn.client()
         tx = client.transactions
         try:
-            await client.transaction(compare=[tx.create(controller_key) == self._term_revision],
-                                     success=[tx.delete(controller_key)], failure=[])
+            await _rpc(client.transaction(compare=[tx.create(controller_key) == self._term_revision],
+                                     success=[tx.delete(controller_key)], failure=[]))
         except _TRANSIENT as exc:
             await self._conn.reset(client)
             raise MetadataQuorumError(ErrorCode.request_timed_out, f"could not resign: {exc}") from None
@@ -561,8 +606,8 @@ class EtcdMetadataStore:
         if expect_absent:
             compare.append(tx.create(key) == 0)
         try:
-            ok, responses = await client.transaction(
-                compare=compare, success=[tx.put(key, value), *extra_success], failure=[tx.get(controller_key)])
+            ok, responses = await _rpc(client.transaction(
+                compare=compare, success=[tx.put(key, value), *extra_success], failure=[tx.get(controller_key)]))
         except _TRANSIENT as exc:
             await self._conn.reset(client)
             raise MetadataQuorumError(ErrorCode.request_timed_out, f"etcd unreachable: {exc}") from None
@@ -639,7 +684,7 @@ class EtcdMetadataStore:
             client = self._conn.client()
             try:
                 revision = await self._resync(client)
-                watch = await client.watch_prefix(self.prefix.encode("ascii"), start_revision=revision + 1)
+                watch = await _rpc(client.watch_prefix(self.prefix.encode("ascii"), start_revision=revision + 1))
                 backoff.reset()
                 try:
                     async for event in watch:
@@ -673,8 +718,8 @@ class EtcdMetadataStore:
         while True:
             request = rpc.RangeRequest(key=start, range_end=end, limit=RANGE_PAGE_KEYS, revision=revision)
             try:
-                response = await client.kvstub.Range(request, timeout=self._conn.rpc_timeout_s,
-                                                     metadata=client.metadata)
+                response = await _rpc(client.kvstub.Range(request, timeout=self._conn.rpc_timeout_s,
+                                                     metadata=client.metadata))
             except rpc.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
                     raise aetcd.RevisionCompactedError(0) from None
@@ -691,10 +736,10 @@ class EtcdMetadataStore:
 
     async def _resync(self, client: aetcd.Client) -> int:
         """Bring the store up to date at one etcd revision R; returns R (watch from R+1)."""
-        await client.connect()
+        await _rpc(client.connect())
         snapshot_key = layout.key(self.prefix, layout.SNAPSHOT_KEY)
-        response = await client.kvstub.Range(aetcd.rpc.RangeRequest(key=snapshot_key),
-                                             timeout=self._conn.rpc_timeout_s, metadata=client.metadata)
+        response = await _rpc(client.kvstub.Range(aetcd.rpc.RangeRequest(key=snapshot_key),
+                                             timeout=self._conn.rpc_timeout_s, metadata=client.metadata))
         revision = response.header.revision
         if response.kvs:
             kv = response.kvs[0]
