@@ -24,6 +24,7 @@ from odradek.testing.process import BrokerProcess
 from .txn_helpers import (
     CLIENT_TIMEOUT_S,
     TXN_OVERRIDES,
+    GroupOffsetError,
     create_topic,
     drain,
     group_offsets,
@@ -100,6 +101,9 @@ def test_confluent_committed_transaction_over_three_partitions_with_group_offset
         assert list_offsets(broker.bootstrap, output, 3, read_committed=True) == [0, 0, 0]  # the LSO
         assert list_offsets(broker.bootstrap, output, 3, read_committed=False) == [10, 10, 10]
         assert group_offsets(broker.bootstrap, group, source, 1) == [None]
+        with pytest.raises(GroupOffsetError) as unstable:  # KIP-447: a pending offset is unstable
+            group_offsets(broker.bootstrap, group, source, 1, require_stable=True)
+        assert unstable.value.args[0].code() == KafkaError.UNSTABLE_OFFSET_COMMIT
 
         producer.commit_transaction(CLIENT_TIMEOUT_S)
     finally:
@@ -114,6 +118,7 @@ def test_confluent_committed_transaction_over_three_partitions_with_group_offset
     assert list_offsets(broker.bootstrap, output, 3, read_committed=True) == [11, 11, 11]
     assert list_offsets(broker.bootstrap, output, 3, read_committed=False) == [11, 11, 11]
     assert group_offsets(broker.bootstrap, group, source, 1) == [30]
+    assert group_offsets(broker.bootstrap, group, source, 1, require_stable=True) == [30]
 
 
 def test_confluent_aborted_transactions_are_invisible_to_read_committed_but_visible_to_read_uncommitted(broker):

@@ -189,7 +189,8 @@ def test_broker_killed_repeatedly_under_a_committing_producer_leaves_every_trans
     with BrokerProcess(str(tmp_path / "data"), overrides=TXN_OVERRIDES) as broker:
         topic = unique("atomic")
         create_topic(broker.bootstrap, topic, 3)
-        producer = ScriptProcess("commit_loop", broker.bootstrap, topic, 3, unique("looper"))
+        transactional_id = unique("looper")
+        producer = ScriptProcess("commit_loop", broker.bootstrap, topic, 3, transactional_id)
         try:
             rng = random.Random(5)
             for crash in range(2):
@@ -200,9 +201,10 @@ def test_broker_killed_repeatedly_under_a_committing_producer_leaves_every_trans
                 broker.start()
             producer.wait_for("committed", producer.count("committed") + 3, 90)
         finally:
-            producer.kill()  # its last transaction is left open; the coordinator aborts it
+            producer.kill()  # its last transaction is left open
         outcome = {int(line.split()[1]): line.split()[0] for line in producer.lines}
         committed_ids = {i for i, what in outcome.items() if what == "committed"}
+        txn_producer(broker.bootstrap, transactional_id)  # fences the killed one, aborts its transaction
 
         wait_until(lambda: list_offsets(broker.bootstrap, topic, 3, read_committed=True)
                    == list_offsets(broker.bootstrap, topic, 3, read_committed=False), 30,

@@ -146,19 +146,21 @@ def list_offsets(bootstrap: str, topic: str, partitions: int, *, read_committed:
     return [by_partition[p] for p in range(partitions)]
 
 
-def group_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int | None]:
-    """The group's committed offsets (OffsetFetch, require_stable false); None where none."""
+def group_offsets(bootstrap: str, group: str, topic: str, partitions: int, *,
+                  require_stable: bool = False) -> list[int | None]:
+    """The group's committed offsets (OffsetFetch); None where none. A partition error raises
+    `GroupOffsetError`."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(partitions)])
-    result = admin.list_consumer_group_offsets([request], require_stable=False,
+    result = admin.list_consumer_group_offsets([request], require_stable=require_stable,
                                                request_timeout=CLIENT_TIMEOUT_S)[group].result(CLIENT_TIMEOUT_S)
     by_partition = {}
     for tp in result.topic_partitions:
         if tp.error is not None:
-            raise AssertionError(f"OffsetFetch error for {tp}: {tp.error}")
+            raise GroupOffsetError(tp.error)
         by_partition[tp.partition] = tp.offset if tp.offset >= 0 else None
     return [by_partition.get(p) for p in range(partitions)]
 
@@ -176,6 +178,10 @@ def raw_read_committed_offsets(bootstrap: str, topic: str, partition: int) -> li
             return [r.offset for r in result.records]
 
     return asyncio.run(fetch())
+
+
+class GroupOffsetError(Exception):
+    """A per-partition OffsetFetch error; args[0] is confluent's KafkaError."""
 
 
 class ScriptProcess:
@@ -214,7 +220,7 @@ class ScriptProcess:
             wait_until(seen, timeout_s, f"{count} {prefix!r} lines from {self.args[0]}", interval_s=0.005)
         except AssertionError as exc:
             with self._lock:
-                tail = "\n".join(self.lines[-10:] + self.errors[-30:])
+                tail = "\n".join(self.lines[-10:] + self.errors[-80:])
             raise AssertionError(f"{exc}; its last output:\n{tail}") from None
 
     def alive(self) -> bool:
@@ -295,7 +301,9 @@ def _commit_loop(bootstrap: str, topic: str, partitions: str, transactional_id: 
     abort is aborted. Prints "committed <i>" / "aborted <i>" once the outcome is known."""
     from confluent_kafka import KafkaException
 
-    producer = txn_producer(bootstrap, transactional_id, **{"transaction.timeout.ms": 3000})
+    # A timeout well above the broker's downtime: the coordinator must not abort on its own.
+    producer = txn_producer(bootstrap, transactional_id, **{"transaction.timeout.ms": 20_000,
+                                                            "debug": "eos", "log_level": 7})
     i = 0
     while True:
         producer.begin_transaction()
