@@ -1,14 +1,40 @@
-"""Property: after any crash, recovery yields a prefix of what was appended that holds all fsynced data."""
+"""Property: after any crash, recovery yields a prefix of what was appended that holds all fsynced data.
+
+Crash models (tests/storage/fakefs.py): "drop" loses every unsynced write, "tear" keeps them all
+but tears the last one, "reorder-files" lets every file keep its own random prefix of its unsynced
+writes (the next one perhaps torn), independently of the other files, and "reorder" does that and
+also lets every directory keep its own random prefix of its unsynced entry operations (creates,
+renames, unlinks).
+
+Under "reorder", `Log.flush` not fsyncing directories (tests/storage/test_crash_reorder.py, xfail)
+can lose fsynced records of a segment created since the last flush; until storage fsyncs them
+(probed below, so this test tightens itself when it does), that one assertion is skipped for the
+"reorder" model: the log must still be a prefix, readable and appendable.
+"""
 
 import os
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from odradek.protocol.records import iter_headers
 from odradek.storage.log_config import LogConfig
 from tests.storage.fakefs import FakeFileSystem
 from tests.storage.helpers import append_values, open_log, read_all
+
+
+def _flush_syncs_directories() -> bool:
+    """Whether Log.flush makes a new segment's directory entry durable (fsyncs the partition dir)."""
+    fs = FakeFileSystem()
+    log = open_log(fs, LogConfig(segment_bytes=100))
+    append_values(log, [b"x" * 60])
+    append_values(log, [b"y" * 60])  # rolls
+    before = fs.fsync_dir_count
+    log.flush()
+    return fs.fsync_dir_count > before
+
+
+FLUSH_SYNCS_DIRECTORIES = _flush_syncs_directories()
 
 operations = st.lists(
     st.one_of(
@@ -22,10 +48,13 @@ operations = st.lists(
 @settings(max_examples=int(os.environ.get("ODRADEK_PROPERTY_EXAMPLES", "1000")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations, tear_at=st.one_of(st.none(), st.integers(min_value=0, max_value=120)),
        segment_bytes=st.sampled_from([200, 500, 1 << 20]), use_checkpointed_recovery_point=st.booleans(),
-       flip=st.one_of(st.none(), st.integers(min_value=0, max_value=10_000)))
+       flip=st.one_of(st.none(), st.integers(min_value=0, max_value=10_000)),
+       crash_model=st.sampled_from(["drop", "tear", "reorder-files", "reorder"]), crash_rng=st.randoms(use_true_random=False))
 def test_recovery_after_crash_is_a_prefix_holding_every_fsynced_record(
-        ops, tear_at, segment_bytes, use_checkpointed_recovery_point, flip):
+        ops, tear_at, segment_bytes, use_checkpointed_recovery_point, flip, crash_model, crash_rng):
     fs = FakeFileSystem()
+    fs.mkdir("/data")
+    fs.fsync_dir("/")  # the data dir existed before the broker started
     config = LogConfig(segment_bytes=segment_bytes, index_interval_bytes=64)
     log = open_log(fs, config)
     written: list[tuple[int, bytes]] = []
@@ -40,7 +69,11 @@ def test_recovery_after_crash_is_a_prefix_holding_every_fsynced_record(
             log.flush()
             durable = log.recovery_point
     recovery_point = log.recovery_point if use_checkpointed_recovery_point else 0
-    fs.crash(tear_last_write_at=tear_at)
+    if crash_model.startswith("reorder"):
+        lost = fs.crash(rng=crash_rng, keep_dir_entries=crash_model == "reorder-files")
+    else:
+        lost = fs.crash(tear_last_write_at=tear_at if crash_model == "tear" else None)
+    note(f"crash ({crash_model}) lost: {lost}")
     if flip is not None:
         # Corrupt one byte of the active segment beyond the durable data: the torn region.
         active = log.segments[-1]
@@ -58,7 +91,8 @@ def test_recovery_after_crash_is_a_prefix_holding_every_fsynced_record(
     records = read_all(recovered)
     assert records == written[: len(records)], "recovered log is not a prefix of what was written"
     assert recovered.log_end_offset == len(records)
-    assert len(records) >= durable, "fsynced records were lost"
+    if crash_model != "reorder" or FLUSH_SYNCS_DIRECTORIES:
+        assert len(records) >= durable, "fsynced records were lost"
     # The recovered log accepts appends and survives a clean reopen unchanged.
     append_values(recovered, [b"after"], now_ms=now_ms + 1)
     recovered.flush()
