@@ -1,7 +1,7 @@
 """The `odradek` command line: run a broker, manage topics, produce and consume.
 
     odradek serve [--config server.properties] [--listeners L] [--log-dirs DIR] [--node-id N]
-                  [--override key=value ...]
+                  [--metadata etcd://host:port[,host:port]] [--override key=value ...]
     odradek topics create NAME [--partitions N] [--replication-factor R] [--config k=v ...]
     odradek topics list | describe [NAME] | delete NAME
     odradek produce TOPIC [--key-separator SEP] [--partition N] [--compression C] [--acks A]
@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-dirs", metavar="DIR", help="data directory (log.dirs)")
     serve.add_argument("--node-id", type=_non_negative, metavar="N", help="node.id")
+    serve.add_argument("--metadata", metavar="etcd://HOST:PORT[,HOST:PORT]",
+                       help="cluster mode: the etcd metadata quorum (metadata.quorum)")
     serve.add_argument(
         "--override",
         type=_key_value,
@@ -299,6 +301,8 @@ def serve_overrides(args: argparse.Namespace) -> dict[str, str]:
         overrides["log.dirs"] = args.log_dirs
     if args.node_id is not None:
         overrides["node.id"] = str(args.node_id)
+    if args.metadata is not None:
+        overrides["metadata.quorum"] = args.metadata
     return overrides
 
 

@@ -382,6 +382,21 @@ BROKER_CONFIG_DEFS: tuple[BrokerConfigDef, ...] = (
     _b("cluster.id", S, None, None,
        "Odradek extension: the cluster id; unset = generated on first start, kept in meta.properties."),
     _b("broker.rack", S, None, None, "Rack of the broker, reported in Metadata."),
+    _b("metadata.quorum", S, None, None,
+       "ODRADEK: cluster mode's metadata quorum, etcd://host:port[,host:port]; unset = a single "
+       "node with its embedded metadata log."),
+    _b("broker.session.timeout.ms", I, 9000, at_least(1000),
+       "A broker that stops renewing its registration this long is dead (its etcd lease TTL, "
+       "rounded up to whole seconds)."),
+    _b("replica.lag.time.max.ms", L, 30000, at_least(1),
+       "A follower not caught up for this long leaves the ISR."),
+    _b("replica.fetch.max.bytes", I, 1048576, at_least(0), "Bytes a follower asks per partition."),
+    _b("replica.fetch.response.max.bytes", I, 10485760, at_least(0),
+       "Bytes a follower asks per fetch."),
+    _b("replica.fetch.wait.max.ms", I, 500, at_least(0), "How long a follower's fetch may wait."),
+    _b("replica.fetch.min.bytes", I, 1, at_least(1), "Bytes a follower's fetch waits for."),
+    _b("replica.fetch.backoff.ms", I, 1000, at_least(0), "Pause after a failed follower fetch."),
+    _b("replica.socket.timeout.ms", I, 30000, at_least(1), "A follower's request timeout."),
     _b("num.partitions", I, 1, at_least(1), "Default number of partitions of a new topic."),
     _b("default.replication.factor", I, 1, at_least(1), "Default replication factor of a new topic."),
     _b("auto.create.topics.enable", B, True, None, "Create a topic when a client asks for its metadata."),
@@ -503,6 +518,15 @@ class BrokerConfig:
     log_dirs: tuple[str, ...] = (DEFAULT_LOG_DIR,)
     cluster_id: str | None = _default("cluster.id")
     broker_rack: str | None = _default("broker.rack")
+    metadata_quorum: str | None = _default("metadata.quorum")
+    broker_session_timeout_ms: int = _default("broker.session.timeout.ms")
+    replica_lag_time_max_ms: int = _default("replica.lag.time.max.ms")
+    replica_fetch_max_bytes: int = _default("replica.fetch.max.bytes")
+    replica_fetch_response_max_bytes: int = _default("replica.fetch.response.max.bytes")
+    replica_fetch_wait_max_ms: int = _default("replica.fetch.wait.max.ms")
+    replica_fetch_min_bytes: int = _default("replica.fetch.min.bytes")
+    replica_fetch_backoff_ms: int = _default("replica.fetch.backoff.ms")
+    replica_socket_timeout_ms: int = _default("replica.socket.timeout.ms")
     num_partitions: int = _default("num.partitions")
     default_replication_factor: int = _default("default.replication.factor")
     auto_create_topics_enable: bool = _default("auto.create.topics.enable")
