@@ -88,8 +88,8 @@ class LogManager:
     def __init__(self, fs: FileSystem, log_dirs: list[str], now_ms: int, *,
                  max_open_files: int | None = None) -> None:
         """`max_open_files`: bound on the segment and index descriptors kept open while unused
-        (odradek's own `log.max.open.files`, see fd_cache.py); None keeps the cache's bound
-        (by default a quarter of RLIMIT_NOFILE, at most 4096)."""
+        (to be set from our own config key `odradek.log.max.open.files`, see fd_cache.py); None
+        keeps the cache's bound (by default a quarter of RLIMIT_NOFILE, at most 4096)."""
         if not log_dirs:
             raise ValueError("at least one log dir is required")
         self.fs = fs
