@@ -2,14 +2,14 @@ import uuid
 
 import pytest
 
-from tests.metadata.etcd_server import ETCD_BINARY, EtcdServer
+from odradek.testing.cluster import ETCD_BINARY, EtcdProcess
 
 
 @pytest.fixture(scope="module")
 def etcd():
     if ETCD_BINARY is None:
         pytest.skip("the etcd binary is not installed (Debian: apt-get install etcd-server)")
-    server = EtcdServer()
+    server = EtcdProcess()
     server.start()
     yield server
     server.destroy()
