@@ -28,6 +28,7 @@ from odradek.metadata.records import (
     RegisterBrokerRecord,
     RemoveTopicRecord,
     TopicRecord,
+    UnregisterBrokerRecord,
 )
 
 
@@ -62,10 +63,15 @@ class TopicImage:
 
 @dataclass(frozen=True, slots=True)
 class BrokerRegistration:
+    """A registered broker; incarnation_id and broker_epoch as in RegisterBrokerRecord v1
+    (None / -1 on a single node)."""
+
     broker_id: int
     host: str
     port: int
     rack: str | None
+    incarnation_id: str | None = None
+    broker_epoch: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +206,13 @@ class MetadataImage:
         raise InvalidMetadataRecord(f"ConfigRecord for unknown resource type {record.resource_type}")
 
     def _apply_register_broker(self, record: RegisterBrokerRecord) -> Change:
-        self.brokers[record.broker_id] = BrokerRegistration(record.broker_id, record.host, record.port, record.rack)
+        self.brokers[record.broker_id] = BrokerRegistration(record.broker_id, record.host, record.port, record.rack,
+                                                            record.incarnation_id, record.broker_epoch)
+        return Change(brokers_changed=(record.broker_id,))
+
+    def _apply_unregister_broker(self, record: UnregisterBrokerRecord) -> Change:
+        if self.brokers.pop(record.broker_id, None) is None:
+            return Change()
         return Change(brokers_changed=(record.broker_id,))
 
     def _apply_producer_ids(self, record: ProducerIdsRecord) -> Change:
@@ -215,7 +227,8 @@ class MetadataImage:
         """The fewest records that rebuild this image (cluster_id aside): a snapshot."""
         records: list[MetadataRecord] = []
         for broker in sorted(self.brokers.values(), key=lambda b: b.broker_id):
-            records.append(RegisterBrokerRecord(broker.broker_id, broker.host, broker.port, broker.rack))
+            records.append(RegisterBrokerRecord(broker.broker_id, broker.host, broker.port, broker.rack,
+                                                broker.incarnation_id, broker.broker_epoch))
         for resource_name in sorted(self.broker_configs):
             for name, value in sorted(self.broker_configs[resource_name].items()):
                 records.append(ConfigRecord(RESOURCE_BROKER, resource_name, name, value))
@@ -239,5 +252,6 @@ _APPLY = {
     RemoveTopicRecord: MetadataImage._apply_remove_topic,
     ConfigRecord: MetadataImage._apply_config,
     RegisterBrokerRecord: MetadataImage._apply_register_broker,
+    UnregisterBrokerRecord: MetadataImage._apply_unregister_broker,
     ProducerIdsRecord: MetadataImage._apply_producer_ids,
 }

@@ -92,12 +92,33 @@ class ConfigRecord:
 
 @dataclass(frozen=True, slots=True)
 class RegisterBrokerRecord:
-    """A broker registered with the controller, reachable at host:port."""
+    """A broker registered with the controller, reachable at host:port.
+
+    Version 1 (cluster mode) adds, as Kafka's RegisterBrokerRecord:
+    incarnation_id  the registration's incarnation (a new one at every broker start), so a
+                    controller, even a newly elected one, tells a restarted broker from a live
+                    one and never treats the restart as still in sync; None in version 0
+    broker_epoch    Kafka's broker epoch: the metadata log sequence of the entry holding this
+                    registration (KIP-903 checks it); -1 in version 0 and on a single node
+    A version 0 record decodes with these defaults.
+    """
 
     broker_id: int
     host: str
     port: int
     rack: str | None = None
+    incarnation_id: str | None = None
+    broker_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class UnregisterBrokerRecord:
+    """The broker is no longer registered (cluster mode: its etcd lease expired, or it came back
+    in a new incarnation that a RegisterBrokerRecord follows). Kafka writes this record only when
+    a broker is decommissioned and fences lost brokers instead; here the image's `brokers` are
+    the live, registered brokers, which is what topic creation places replicas on."""
+
+    broker_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +130,15 @@ class ProducerIdsRecord:
 
 
 MetadataRecord = Union[TopicRecord, PartitionRecord, PartitionChangeRecord, RemoveTopicRecord, ConfigRecord,
-                       RegisterBrokerRecord, ProducerIdsRecord]
+                       RegisterBrokerRecord, UnregisterBrokerRecord, ProducerIdsRecord]
 
 # type name -> (class, current version). The type name is written in every payload.
 RECORD_TYPES: dict[str, tuple[type, int]] = {
     cls.__name__: (cls, 0)
     for cls in (TopicRecord, PartitionRecord, PartitionChangeRecord, RemoveTopicRecord, ConfigRecord,
-                RegisterBrokerRecord, ProducerIdsRecord)
+                RegisterBrokerRecord, UnregisterBrokerRecord, ProducerIdsRecord)
 }
+RECORD_TYPES[RegisterBrokerRecord.__name__] = (RegisterBrokerRecord, 1)  # v1: incarnation_id, broker_epoch
 _UUID_FIELDS = {"topic_id"}
 _TUPLE_FIELDS = {"replicas", "isr"}
 
