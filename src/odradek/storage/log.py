@@ -259,6 +259,98 @@ class Log:
         return AppendResult(ErrorCode.none, base_offset, last_offset, log_append_time_ms, self.log_start_offset,
                             None, self.unflushed_messages >= self.config.flush_messages)
 
+    def append_as_follower(self, data: bytes | bytearray | memoryview, now_ms: int) -> AppendResult:
+        """Append record batches exactly as the leader wrote them (Kafka's appendAsFollower).
+
+        `data` is a Fetch response's records for this partition: whole batches, perhaps followed
+        by a torn last batch (the leader cut the response at max bytes), which is ignored. Every
+        complete batch is checked first (size, magic, CRC-32C, `validate_batch`; a compacted
+        topic's batches may hold fewer records than their offset span), so a bad batch refuses
+        the whole call with CORRUPT_MESSAGE and leaves the log unchanged. Offsets and partition
+        leader epochs are NOT patched: the first batch must start at the log end offset (a
+        compacted log may skip offsets, never go back), and each later batch above the previous
+        one. A batch starting below the log end offset is a bug of the caller (the follower
+        truncates first) and raises ValueError.
+
+        Per batch: roll as `_write` does, the epoch cache learns the batch's partition leader
+        epoch at its base offset, ONE write, indexes, producer state as on the leader without the
+        sequence checks (Kafka's replication origin): data batches via `update`, end-transaction
+        markers via `complete_txn` and `_on_txn_completed` (aborted ones go to .txnindex; markers
+        above the high watermark hold the LSO back) as `append_control_marker` does.
+        Returns the offsets of the appended span (-1, -1 when nothing complete was in `data`)
+        and `needs_flush`. Raises OSError when a write fails: the batches before it stay.
+        """
+        assert not self.closed
+        view = memoryview(data).cast("B")
+        checked, error = self._check_follower_batches(view)
+        if error is not None:
+            return self._failed(ErrorCode.corrupt_message, error)
+        if not checked:
+            return AppendResult(ErrorCode.none, -1, -1, -1, self.log_start_offset, None, False)
+        for header, marker in checked:
+            size = header.size_bytes
+            batch = view[header.position:header.position + size]
+            segment = self.active_segment
+            if segment.should_roll(size, header.last_offset, now_ms):
+                segment = self._roll(now_ms)
+            epoch = header.partition_leader_epoch
+            if epoch > self.leader_epoch_cache.latest_epoch:
+                self.leader_epoch_cache.assign(epoch, header.base_offset)
+            segment.append(batch, header.last_offset, header.max_timestamp, now_ms)
+            self.log_end_offset = header.next_offset
+            self._messages_appended += header.records_count
+            if not header.is_control:
+                self.producer_state.update(header, header.base_offset, header.last_offset, header.max_timestamp)
+            elif marker is not None and header.has_producer_id:
+                completed = self.producer_state.complete_txn(header.producer_id, header.producer_epoch, marker,
+                                                             header.base_offset)
+                if completed is not None:
+                    self._on_txn_completed(segment, completed, self.producer_state)
+                    if completed.last_offset >= self.high_watermark:
+                        self._unreplicated_txns.append((completed.first_offset, completed.last_offset))
+        return AppendResult(ErrorCode.none, checked[0][0].base_offset, checked[-1][0].last_offset, -1,
+                            self.log_start_offset, None, self.unflushed_messages >= self.config.flush_messages)
+
+    def _check_follower_batches(self, view: memoryview
+                                ) -> tuple[list[tuple[BatchHeader, EndTransactionMarker | None]], str | None]:
+        """The complete batches of a follower append with their decoded markers, or a reason to
+        refuse them all; a torn last batch is left out. Raises ValueError on an offset below the
+        log end offset (see `append_as_follower`)."""
+        checked: list[tuple[BatchHeader, EndTransactionMarker | None]] = []
+        position, end = 0, len(view)
+        next_offset = self.log_end_offset
+        while end - position >= records.BATCH_HEADER_SIZE:
+            header = records.read_header(view, position)
+            if header.batch_length >= records.BATCH_HEADER_SIZE - records.LOG_OVERHEAD \
+                    and position + header.size_bytes > end:
+                break  # torn last batch: the leader cut the response here
+            result = records.validate_batch(view, position, end - position)
+            if isinstance(result, records.BatchError):
+                compacted = self.allow_offset_gaps and result.error is ErrorCode.invalid_record \
+                    and 0 < header.records_count <= header.last_offset_delta
+                if not compacted:
+                    return [], f"batch at offset {header.base_offset}: {result.message}"
+                result = header
+            if result.size_bytes > self.config.segment_bytes:
+                return [], (f"batch of {result.size_bytes} bytes at offset {result.base_offset} is larger than "
+                            f"segment.bytes {self.config.segment_bytes}")
+            if result.base_offset < next_offset:
+                raise ValueError(f"{self.topic}-{self.partition}: follower append at offset {result.base_offset} "
+                                 f"below the expected {next_offset} (log end offset {self.log_end_offset})")
+            if result.base_offset > next_offset and not self.allow_offset_gaps:
+                return [], (f"batch at offset {result.base_offset} leaves a gap after {next_offset} in a log "
+                            "that is not compacted")
+            marker = None
+            if result.is_control:
+                try:
+                    marker = records.parse_end_txn_marker(view[position:position + result.size_bytes])
+                except ValueError as exc:
+                    return [], f"control batch at offset {result.base_offset}: {exc}"
+            checked.append((result, marker))
+            next_offset = result.next_offset
+            position += result.size_bytes
+        return checked, None
+
     def _on_txn_completed(self, segment: LogSegment, completed: CompletedTxn, state: ProducerStateManager) -> None:
         """Index an aborted transaction in the segment holding its marker (Kafka's updateTxnIndex);
         `state` has already applied the marker, so its first unstable offset excludes it."""
