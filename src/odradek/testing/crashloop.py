@@ -22,7 +22,12 @@ What is checked (`CrashLoopReport.check`), the broker's guarantees to an idempot
   the order it sent them;
 - the consumer saw no error (no CRC failure, no corrupt batch);
 - with `group_id`, a committer commits growing offsets for the topic's partitions throughout the
-  run; every offset the broker acknowledged must still be committed (or a later one) at the end.
+  run; every offset the broker acknowledged must still be committed (or a later one) at the end;
+- the broker starts after every kill. A start that fails is recorded in `start_failures` with the
+  broker's output (its traceback), and the data dir is kept for a post-mortem: the listing of
+  every file with its size as the kill left it (taken before the start) and after the failed
+  start, and a copy of the dir, in `<data_dir>.start-failure-<n>{.txt,/}`. The start is then
+  tried again (`START_ATTEMPTS` in all): a failure that goes away on retry was transient.
 
 Records a producer sent but never saw acknowledged may or may not be in the log; when they are,
 they still count for the duplicate and order checks. Runs in the test process; not thread-safe
@@ -32,7 +37,9 @@ though the interleaving with the broker is up to the OS.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -44,6 +51,7 @@ DEFAULT_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 FLUSH_TIMEOUT_S = 90.0
 CONSUME_TIMEOUT_S = 30.0  # without any record arriving
 ADMIN_TIMEOUT_S = 20.0
+START_ATTEMPTS = 3  # per restart after a kill; every failed attempt is a finding
 
 
 @dataclass
@@ -70,6 +78,7 @@ class CrashLoopReport:
     group_offsets_checked: bool = False
     commits_acked: int = 0  # OffsetCommit requests the broker acknowledged (when group_id is set)
     broker_exits: list = field(default_factory=list)  # the broker died without being killed
+    start_failures: list = field(default_factory=list)  # failed starts after kills
 
     def summary(self) -> str:
         restart_ms = sorted(self.restart_s)
@@ -81,6 +90,7 @@ class CrashLoopReport:
             f"consumer_errors={len(self.consumer_errors)} fatal={len(self.producer_fatal)} "
             f"group_offsets_checked={self.group_offsets_checked} commits_acked={self.commits_acked} "
             f"regressions={len(self.committed_offset_regressions)} "
+            f"start_failures={len(self.start_failures)} "
             f"restart_median_ms={median:.0f} elapsed_s={self.elapsed_s:.1f}"
         )
 
@@ -95,6 +105,7 @@ class CrashLoopReport:
             "producer_fatal",
             "committed_offset_regressions",
             "broker_exits",
+            "start_failures",
         ):
             found = getattr(self, name)
             if found:
@@ -254,7 +265,7 @@ class CrashLoop:
                 report.kills += 1
                 time.sleep(self.random.uniform(0.0, self.max_downtime_s))
                 restart_started = time.monotonic()
-                self.broker.start()
+                self._start_after_kill(report)
                 report.restart_s.append(time.monotonic() - restart_started)
             self._sleep_up(committer)
             stop.set()
@@ -282,6 +293,37 @@ class CrashLoop:
             self.broker.stop()
         report.elapsed_s = time.monotonic() - started
         return report
+
+    def _start_after_kill(self, report: CrashLoopReport) -> None:
+        """Start the broker again; record and keep the evidence of every failed attempt."""
+        before = _listing(self.broker.data_dir)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self.broker.start()
+                return
+            except RuntimeError as exc:
+                evidence = self._keep_evidence(len(report.start_failures), before, str(exc))
+                report.start_failures.append(
+                    f"after kill {report.kills}, attempt {attempt}: {exc} (evidence: {evidence})"
+                )
+        raise RuntimeError(
+            f"the broker did not start after kill {report.kills} in {START_ATTEMPTS} attempts:\n"
+            + "\n".join(report.start_failures[-START_ATTEMPTS:])
+        )
+
+    def _keep_evidence(self, index: int, before: str, output: str) -> str:
+        base = f"{self.broker.data_dir.rstrip(os.sep)}.start-failure-{index}"
+        with open(base + ".txt", "w") as f:
+            f.write(f"broker output:\n{output}\n\nthe data dir as the kill left it:\n{before}\n")
+            f.write(f"\nthe data dir after the failed start:\n{_listing(self.broker.data_dir)}\n")
+        shutil.copytree(
+            self.broker.data_dir,
+            base,
+            dirs_exist_ok=True,
+            ignore_dangling_symlinks=True,
+            copy_function=_copy_if_present,
+        )
+        return base + ".txt"
 
     def _check_alive(self, report: CrashLoopReport) -> None:
         process = self.broker.process
@@ -439,3 +481,24 @@ class _OffsetCommitter:
                 regressions.append((tp.partition, self.acked[tp.partition], tp.offset))
         self._consumer.close()
         return regressions
+
+
+def _listing(data_dir: str) -> str:
+    """Every file under `data_dir` with its size, sorted; files that vanish meanwhile are skipped."""
+    lines = []
+    for root, _, names in os.walk(data_dir):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            lines.append(f"{os.path.relpath(path, data_dir)} {size}")
+    return "\n".join(sorted(lines))
+
+
+def _copy_if_present(src: str, dst: str) -> None:
+    try:
+        shutil.copy2(src, dst)
+    except FileNotFoundError:
+        pass
