@@ -11,8 +11,9 @@ from odradek.metadata.etcd_layout import (
     LayoutError,
     LiveBroker,
     SnapshotDescriptor,
+    image_changes,
+    parse_etcd_url,
 )
-from odradek.metadata.etcd_store import image_changes, parse_etcd_url
 from odradek.metadata.image import MetadataImage
 from odradek.metadata.records import (
     RESOURCE_TOPIC,

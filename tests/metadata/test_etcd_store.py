@@ -9,8 +9,9 @@ import signal
 import sys
 import uuid
 
-import aetcd
 import pytest
+
+aetcd = pytest.importorskip("aetcd", reason="the etcd client aetcd is not installed (pip install 'aetcd>=1.0,<2')")
 
 from odradek.metadata import etcd_layout as layout
 from odradek.metadata.etcd_layout import BrokerEndpoint

@@ -54,6 +54,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
+from odradek.metadata.image import Change, MetadataImage
 from odradek.metadata.records import MetadataRecord, RecordDecodeError, decode_record, encode_record
 
 DEFAULT_ROOT = "/odradek"
@@ -269,3 +270,41 @@ def _json_object(value: bytes, what: str) -> dict:
     if not isinstance(body, dict):
         raise LayoutError(f"{what} is not a JSON object")
     return body
+
+
+# -- helpers the store and the broker share ----------------------------------------------------
+
+def parse_etcd_url(url: str) -> list[tuple[str, int]]:
+    """`etcd://host:port[,host:port...]` (or a bare `host:port,...`) as (host, port) pairs."""
+    text = url.removeprefix("etcd://")
+    endpoints = []
+    for part in text.rstrip("/").split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad etcd endpoint {part!r} in {url!r}: expected host:port")
+        endpoints.append((host.strip("[]"), int(port)))
+    return endpoints
+
+
+def image_changes(old: MetadataImage, new: MetadataImage) -> list[Change]:
+    """What differs from `old` to `new`, as Changes (for listeners when a snapshot replaces the
+    image instead of entries applying one by one)."""
+    created = tuple(sorted(name for name, t in new.topics_by_name.items()
+                           if old.topics_by_id.get(t.topic_id) is None))
+    deleted = tuple(t for t in old.topics_by_name.values() if new.topics_by_id.get(t.topic_id) is None)
+    partitions: list[tuple[str, int]] = []
+    configs: list[str] = []
+    for name, topic in new.topics_by_name.items():
+        before = old.topics_by_id.get(topic.topic_id)
+        for index, partition in topic.partitions.items():
+            if before is None or before.partitions.get(index) != partition:
+                partitions.append((name, index))
+        if before is not None and before.configs != topic.configs or before is None and topic.configs:
+            configs.append(name)
+    broker_configs = tuple(sorted(k for k in set(old.broker_configs) | set(new.broker_configs)
+                                  if old.broker_configs.get(k) != new.broker_configs.get(k)))
+    brokers = tuple(sorted(b for b in set(old.brokers) | set(new.brokers) if old.brokers.get(b) != new.brokers.get(b)))
+    change = Change(topics_created=created, topics_deleted=deleted, partitions_changed=tuple(sorted(partitions)),
+                    topic_configs_changed=tuple(sorted(configs)), broker_configs_changed=broker_configs,
+                    brokers_changed=brokers)
+    return [change] if change != Change() else []

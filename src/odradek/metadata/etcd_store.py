@@ -65,6 +65,8 @@ from odradek.metadata.etcd_layout import (
     LayoutError,
     LiveBroker,
     SnapshotDescriptor,
+    image_changes,
+    parse_etcd_url,
 )
 from odradek.metadata.image import Change, InvalidMetadataRecord, MetadataImage
 from odradek.metadata.records import MetadataRecord
@@ -102,18 +104,6 @@ class MetadataQuorumError(Exception):
         super().__init__(f"{error_code.name}: {message}")
         self.error_code = error_code
         self.deposed = deposed
-
-
-def parse_etcd_url(url: str) -> list[tuple[str, int]]:
-    """`etcd://host:port[,host:port...]` (or a bare `host:port,...`) as (host, port) pairs."""
-    text = url.removeprefix("etcd://")
-    endpoints = []
-    for part in text.rstrip("/").split(","):
-        host, sep, port = part.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad etcd endpoint {part!r} in {url!r}: expected host:port")
-        endpoints.append((host.strip("[]"), int(port)))
-    return endpoints
 
 
 class _Backoff:
@@ -519,7 +509,9 @@ class EtcdMetadataStore:
             self._update_controller_state()
 
     async def resign(self) -> None:
-        """Give up the controller key (a controlled shutdown); others then campaign."""
+        """Give up the controller key and stop campaigning (a controlled shutdown); the other
+        brokers campaign as soon as they see the key deleted."""
+        campaign, self.campaign = self.campaign, False  # before the delete: our own watch sees it
         if not self._term_revision:
             return
         controller_key = layout.key(self.prefix, layout.CONTROLLER_KEY)
@@ -527,11 +519,11 @@ class EtcdMetadataStore:
         tx = client.transactions
         try:
             await _rpc(client.transaction(compare=[tx.create(controller_key) == self._term_revision],
-                                     success=[tx.delete(controller_key)], failure=[]))
+                                          success=[tx.delete(controller_key)], failure=[]))
         except _TRANSIENT as exc:
+            self.campaign = campaign
             await self._conn.reset(client)
             raise MetadataQuorumError(ErrorCode.request_timed_out, f"could not resign: {exc}") from None
-        self.campaign = False
 
     def _update_controller_state(self) -> None:
         mine = (self._term_revision != 0 and self._controller_create_revision == self._term_revision
@@ -761,6 +753,8 @@ class EtcdMetadataStore:
                 sequence = layout.parse_sequence(name)
             except LayoutError as exc:
                 raise _Fatal(str(exc)) from None
+            if sequence <= self.applied_sequence:
+                continue  # published by our own append while this read was in flight
             if sequence != self.applied_sequence + 1:
                 raise _Fatal(f"metadata log has a gap: entry {sequence} after {self.applied_sequence}")
             self._apply_entry(sequence, kv.value)
@@ -797,6 +791,8 @@ class EtcdMetadataStore:
                 image.apply(record)
         except (LayoutError, InvalidMetadataRecord) as exc:
             raise _Fatal(f"metadata snapshot {descriptor.sequence} cannot be applied: {exc}") from None
+        if descriptor.sequence <= self.applied_sequence:
+            return  # our own appends overtook it while the chunks were read
         log.info("loaded metadata snapshot at entry %d (%d records)", descriptor.sequence, len(records))
         self._publish(image, image_changes(self.image, image), descriptor.sequence)
 
@@ -879,30 +875,6 @@ class EtcdMetadataStore:
         self._controller_lease = kv.lease
         self.controller_id = claim.node_id
         self.controller_epoch = claim.epoch
-
-
-def image_changes(old: MetadataImage, new: MetadataImage) -> list[Change]:
-    """What differs from `old` to `new`, as Changes (for listeners when a snapshot replaces the
-    image instead of entries applying one by one)."""
-    created = tuple(sorted(name for name, t in new.topics_by_name.items()
-                           if old.topics_by_id.get(t.topic_id) is None))
-    deleted = tuple(t for t in old.topics_by_name.values() if new.topics_by_id.get(t.topic_id) is None)
-    partitions: list[tuple[str, int]] = []
-    configs: list[str] = []
-    for name, topic in new.topics_by_name.items():
-        before = old.topics_by_id.get(topic.topic_id)
-        for index, partition in topic.partitions.items():
-            if before is None or before.partitions.get(index) != partition:
-                partitions.append((name, index))
-        if before is not None and before.configs != topic.configs or before is None and topic.configs:
-            configs.append(name)
-    broker_configs = tuple(sorted(k for k in set(old.broker_configs) | set(new.broker_configs)
-                                  if old.broker_configs.get(k) != new.broker_configs.get(k)))
-    brokers = tuple(sorted(b for b in set(old.brokers) | set(new.brokers) if old.brokers.get(b) != new.brokers.get(b)))
-    change = Change(topics_created=created, topics_deleted=deleted, partitions_changed=tuple(sorted(partitions)),
-                    topic_configs_changed=tuple(sorted(configs)), broker_configs_changed=broker_configs,
-                    brokers_changed=brokers)
-    return [change] if change != Change() else []
 
 
 __all__ = [
