@@ -39,11 +39,17 @@ class _Pin:
     __slots__ = ("_file",)
 
     def __init__(self, file: CachedFile) -> None:
+        self._file: CachedFile | None = None
         file.pin()
         self._file = file
 
     def __del__(self) -> None:
-        self._file.unpin()
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.unpin()
+            except Exception:  # at interpreter exit, or an fs already gone: nothing to undo
+                pass
 
 
 @dataclass(frozen=True, slots=True)
