@@ -481,3 +481,205 @@ class ClusterProcess:
         wait_until(attempt, timeout_s, interval_s=0.2, message=f"topic {name} created")
         for index in range(partitions):
             self.wait_for_leader(name, index, timeout_s=timeout_s)
+
+
+# -- clients for the "nothing acknowledged is lost" checks ------------------------------------------
+
+
+class ContinuousProducer(threading.Thread):
+    """An idempotent acks=all confluent-kafka producer writing `b"<seq>"` continuously.
+
+    Values are the sequence numbers 0, 1, 2, ... in send order, round-robin over `partitions`,
+    at most `records_per_s`. Each delivery report is kept: `acked[seq] = (partition, offset,
+    ack_time)` (monotonic seconds), `errors[name] = count`; `sent_at[seq]` is the monotonic time
+    of the produce call. librdkafka's own retries run underneath (message.timeout.ms 120 s), so
+    with idempotence every record is delivered once unless the producer hits a fatal error
+    (kept in `fatal`).
+
+    Owner: its own thread calls produce/poll; the test thread reads the dicts (appends and
+    dict writes are atomic under the GIL) and calls `stop_and_flush()` once.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, partitions: int = 1, records_per_s: float = 200.0,
+                 config: dict[str, Any] | None = None) -> None:
+        super().__init__(name=f"continuous-producer-{topic}", daemon=True)
+        from confluent_kafka import Producer
+
+        self.topic = topic
+        self.partitions = partitions
+        self.records_per_s = records_per_s
+        self.sent_at: dict[int, float] = {}
+        self.acked: dict[int, tuple[int, int, float]] = {}
+        self.errors: dict[str, int] = {}
+        self.fatal: list[str] = []
+        self._stop_event = threading.Event()
+        self.producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            "message.timeout.ms": 120_000,
+            "reconnect.backoff.ms": 20,
+            "reconnect.backoff.max.ms": 200,
+            "retry.backoff.ms": 20,
+            "retry.backoff.max.ms": 200,
+            "socket.connection.setup.timeout.ms": 3_000,
+            "topic.metadata.refresh.interval.ms": 2_000,
+            "error_cb": self._on_error,
+            "log_level": 0,
+            **(config or {}),
+        })
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self.fatal.append(str(err))
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        seq = int(msg.value())
+        if err is not None:
+            self.errors[err.name()] = self.errors.get(err.name(), 0) + 1
+        else:
+            self.acked[seq] = (msg.partition(), msg.offset(), time.monotonic())
+
+    def run(self) -> None:
+        started = time.monotonic()
+        seq = 0
+        while not self._stop_event.is_set() and not self.fatal:
+            delay_s = started + seq / self.records_per_s - time.monotonic()
+            if delay_s > 0:
+                self.producer.poll(min(delay_s, 0.01))
+                continue
+            try:
+                self.sent_at[seq] = time.monotonic()
+                self.producer.produce(self.topic, value=str(seq).encode(), partition=seq % self.partitions,
+                                      on_delivery=self._on_delivery)
+            except BufferError:
+                self.producer.poll(0.05)
+                continue
+            seq += 1
+            self.producer.poll(0)
+
+    @property
+    def sent(self) -> int:
+        return len(self.sent_at)
+
+    def first_ack_sent_after(self, t: float) -> float | None:
+        """The earliest acknowledgement time of a record produced after monotonic time `t`: the
+        end of a failover that started at `t` (a record sent later cannot have been acknowledged
+        by a leader that was already gone)."""
+        times = [ack_time for seq, (_, _, ack_time) in list(self.acked.items()) if self.sent_at.get(seq, 0) > t]
+        return min(times) if times else None
+
+    def wait_for_ack_after(self, t: float, timeout_s: float = DEFAULT_WAIT_S) -> float:
+        """Seconds from `t` to the first acknowledgement of a record sent after `t`."""
+        ack_time = wait_until(lambda: self.first_ack_sent_after(t), timeout_s,
+                              message=lambda: f"an acknowledged produce after the fault "
+                                              f"(sent {self.sent}, acked {len(self.acked)}, errors {self.errors})")
+        return ack_time - t
+
+    def stop_and_flush(self, timeout_s: float = 60.0) -> int:
+        """Stop producing, wait for every outstanding delivery report; returns records left."""
+        self._stop_event.set()
+        self.join(10)
+        return self.producer.flush(timeout_s)
+
+
+def read_partitions(bootstrap: str, topic: str, partitions: Iterable[int], *,
+                    timeout_s: float = DEFAULT_WAIT_S) -> list[tuple[int, int, bytes]]:
+    """Every record of the partitions from offset 0 up to their high watermarks at the call,
+    read with a confluent-kafka consumer (no group): [(partition, offset, value)]."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "enable.partition.eof": True, "check.crcs": True,
+                         "topic.metadata.refresh.interval.ms": 2_000, "log_level": 0})
+    try:
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            _, high = wait_until(
+                lambda p=partition: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=2),
+                timeout_s, message=f"watermarks of {topic}-{partition}")
+            ends[partition] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
+        records: list[tuple[int, int, bytes]] = []
+        positions = {p: 0 for p in ends}
+        deadline = time.monotonic() + timeout_s
+        while any(positions[p] < ends[p] for p in ends):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"read {topic} to {ends}: stuck at {positions}")
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                if msg.error().fatal() or msg.error().code() in (KafkaError._BAD_MSG, KafkaError.CORRUPT_MESSAGE):
+                    raise AssertionError(f"consumer error: {msg.error()}")
+                continue  # a broker down or moving: librdkafka retries
+            if msg.offset() < ends[msg.partition()]:
+                records.append((msg.partition(), msg.offset(), msg.value()))
+            positions[msg.partition()] = max(positions[msg.partition()], msg.offset() + 1)
+        return records
+    finally:
+        consumer.close()
+
+
+class ContinuousConsumer(threading.Thread):
+    """A confluent-kafka consumer reading assigned partitions from offset 0 in a thread, without
+    a group, keeping every record it is given: `seen[(partition, offset)] = value` and
+    `deliveries` (how many records were handed over, re-reads included), `fatal` errors.
+
+    Used to show that consumers resume after a failover and never see a record that is later
+    replaced (a record above the high watermark that a new leader truncated would show up as a
+    `seen` value that differs from the final log at that offset).
+    Owner: its own thread polls; the test thread reads `seen` and calls `stop()` once.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: Iterable[int]) -> None:
+        super().__init__(name=f"continuous-consumer-{topic}", daemon=True)
+        from confluent_kafka import Consumer
+
+        self.topic = topic
+        self.partitions = list(partitions)
+        self.seen: dict[tuple[int, int], bytes] = {}
+        self.deliveries = 0
+        self.fatal: list[str] = []
+        self._stop_event = threading.Event()
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watcher-{uuid.uuid4().hex[:8]}",
+                                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                  "check.crcs": True, "fetch.wait.max.ms": 100,
+                                  "topic.metadata.refresh.interval.ms": 2_000,
+                                  "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 200, "log_level": 0})
+
+    def run(self) -> None:
+        from confluent_kafka import KafkaError, TopicPartition
+
+        self.consumer.assign([TopicPartition(self.topic, p, 0) for p in self.partitions])
+        try:
+            while not self._stop_event.is_set():
+                msg = self.consumer.poll(0.1)
+                if msg is None:
+                    continue
+                if msg.error():
+                    error = msg.error()
+                    if error.fatal() or error.code() in (KafkaError._BAD_MSG, KafkaError.CORRUPT_MESSAGE):
+                        self.fatal.append(str(error))
+                    continue
+                self.deliveries += 1
+                self.seen[(msg.partition(), msg.offset())] = msg.value()
+        finally:
+            self.consumer.close()
+
+    def wait_for(self, ends: dict[int, int], timeout_s: float = DEFAULT_WAIT_S) -> None:
+        """Until every offset below `ends[partition]` has been seen."""
+        def caught_up() -> bool:
+            seen = set(self.seen)
+            return all((p, o) in seen for p, end in ends.items() for o in range(end))
+
+        wait_until(caught_up, timeout_s, interval_s=0.1,
+                   message=lambda: f"the consumer to read up to {ends} (seen {len(self.seen)})")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
