@@ -197,8 +197,7 @@ def test_confluent_producer_bootstrapped_at_a_follower_moves_to_the_leader(clust
     assert producer.flush(30) == 0
     assert [err for err, _ in delivered if err is not None] == []
     assert sorted(offset for _, offset in delivered) == list(range(20))
-    # Every replica has the records up to the high watermark: read each one with a consumer
-    # bootstrapped at that broker (consumers read from the leader, whichever broker they know).
+    # The high watermark covers them all (every ISR member has them), seen through the follower.
     consumer = Consumer({"bootstrap.servers": cluster.bootstrap_of(follower), "group.id": "g-" + topic,
                          "log_level": 0})
     try:

@@ -293,7 +293,8 @@ class ClusterProcess:
 
     def close(self) -> None:
         for broker in self.brokers.values():
-            broker.kill() if broker.paused else None
+            if broker.paused:
+                broker.kill()  # a stopped process cannot shut down cleanly
         threads = [threading.Thread(target=b.stop, args=(10.0,), daemon=True) for b in self.brokers.values()]
         for thread in threads:
             thread.start()
