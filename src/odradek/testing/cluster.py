@@ -418,8 +418,8 @@ class ClusterProcess:
                     return leader
             return None
 
-        return wait_until(agreed, timeout_s,
-                          message=lambda: f"a leader of {topic}-{partition} outside {excluded}")
+        return wait_until(agreed, timeout_s, message=lambda: f"a leader of {topic}-{partition} outside {excluded} (now " + str(
+            {n: self._safe(lambda v: self.leader_of(topic, partition, via=v), n) for n in self.running_nodes()}) + ")")
 
     def wait_for_isr(self, topic: str, partition: int, isr: set[int], *,
                      timeout_s: float = DEFAULT_WAIT_S) -> None:
@@ -438,13 +438,15 @@ class ClusterProcess:
                     return controller_id
             return None
 
-        return wait_until(agreed, timeout_s, message=f"a controller outside {excluded}")
+        return wait_until(agreed, timeout_s, message=lambda: f"a controller outside {excluded} (now " + str(
+            {n: self._safe(lambda v: self.controller(via=v), n) for n in self.running_nodes()}) + ")")
 
     def wait_for_brokers(self, nodes: Iterable[int] | None = None, *, timeout_s: float = DEFAULT_WAIT_S) -> None:
         """Every running broker lists exactly `nodes` (default: the running ones) in Metadata."""
         expected = set(nodes) if nodes is not None else set(self.running_nodes())
         wait_until(lambda: all(self.live_brokers(via=n) == expected for n in self.running_nodes()),
-                   timeout_s, message=f"every broker to list brokers {expected}")
+                   timeout_s, message=lambda: f"every broker to list brokers {expected} (now " + str(
+                       {n: self._safe(lambda v: self.live_brokers(via=v), n) for n in self.running_nodes()}) + ")")
 
     @staticmethod
     def _safe(call: Callable[..., T], *args: Any) -> T | str:
