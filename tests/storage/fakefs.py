@@ -42,7 +42,12 @@ prefix order, which ext4's data=ordered and XFS give for appends), and a rename 
 directories is two independent entry operations (storage renames only within one directory).
 
 Faults: `fail_next_write(errno, after_bytes)` makes the next pwrite write `after_bytes` bytes and
-raise OSError; `fail_next_fsync(errno)` likewise for fsync.
+raise OSError; `fail_next_fsync(errno)` likewise for fsync. `kill_after_ops(n)` kills the process
+between two system calls: the first n mutating calls (create, pwrite, truncate, fsync, mkdir,
+rename, unlink, remove_tree, fsync_dir; `mutating_ops` counts them) run, and every call after
+raises `ProcessKilled` (a BaseException, so no `except OSError` in storage swallows it) until
+`crash()`; `crash(plan=CrashPlan(default_file_ops="all"))` afterwards is a SIGKILL with the page
+cache intact, any other crash a power loss at that moment.
 
 Test-only, single-threaded (storage's threaded close uses one thread over this fake).
 """
@@ -55,6 +60,10 @@ import random as random_module
 from dataclasses import dataclass, field
 
 from odradek.storage.fs import FileSystem
+
+
+class ProcessKilled(BaseException):
+    """The fake process was killed between two system calls (`FakeFileSystem.kill_after_ops`)."""
 
 
 @dataclass(eq=False)
@@ -145,6 +154,9 @@ class FakeFileSystem(FileSystem):
         self._fsync_fault: int | None = None
         self.fsync_count = 0
         self.fsync_dir_count = 0
+        self.mutating_ops = 0
+        self._ops_before_kill: int | None = None
+        self._killed = False
 
     # -- views for tests -----------------------------------------------------------------------
     @property
@@ -172,6 +184,23 @@ class FakeFileSystem(FileSystem):
 
     def fail_next_fsync(self, err: int = errno_module.EIO) -> None:
         self._fsync_fault = err
+
+    def kill_after_ops(self, ops: int | None) -> None:
+        """Let `ops` more mutating calls run, then kill the process (see the module docs)."""
+        self._ops_before_kill = ops
+
+    def _check_alive(self) -> None:
+        if self._killed:
+            raise ProcessKilled("the process was killed")
+
+    def _mutating(self) -> None:
+        self._check_alive()
+        if self._ops_before_kill is not None:
+            if self._ops_before_kill <= 0:
+                self._killed = True
+                raise ProcessKilled("killed before a mutating call")
+            self._ops_before_kill -= 1
+        self.mutating_ops += 1
 
     def _every_node(self) -> tuple[dict[_File, str], dict[_Dir, str]]:
         """Every file and directory a crash may bring back: reachable from the root through current
@@ -262,6 +291,8 @@ class FakeFileSystem(FileSystem):
             d.pending = []
         self.fds.clear()
         self.locks.clear()
+        self._killed = False
+        self._ops_before_kill = None
         return lost
 
     def unsynced_bytes(self) -> int:
@@ -303,12 +334,14 @@ class FakeFileSystem(FileSystem):
 
     # -- handles -----------------------------------------------------------------------------
     def _file(self, fd: int) -> _File:
+        self._check_alive()
         try:
             return self.fds[fd]
         except KeyError:
             raise OSError(errno_module.EBADF, "bad file descriptor") from None
 
     def open(self, path: str, *, create: bool = False) -> int:
+        self._check_alive()
         node = self._lookup(path)
         if isinstance(node, _Dir):
             raise IsADirectoryError(errno_module.EISDIR, "is a directory", path)
@@ -316,6 +349,7 @@ class FakeFileSystem(FileSystem):
             if not create:
                 raise FileNotFoundError(errno_module.ENOENT, "no such file", path)
             parent, name = self._parent(path)
+            self._mutating()
             node = _File()
             self._dir_op(parent, ("link", name, node))
         fd = self._next_fd
@@ -324,6 +358,8 @@ class FakeFileSystem(FileSystem):
         return fd
 
     def close(self, fd: int) -> None:
+        if self._killed:  # the process is gone, and its descriptors with it
+            raise ProcessKilled("the process was killed")
         self._file(fd)
         del self.fds[fd]
 
@@ -332,6 +368,7 @@ class FakeFileSystem(FileSystem):
 
     def pwrite(self, fd: int, data, position: int) -> None:
         f = self._file(fd)
+        self._mutating()
         payload = bytes(data)
         fault, self._write_fault = self._write_fault, None
         if fault is not None:
@@ -344,6 +381,7 @@ class FakeFileSystem(FileSystem):
 
     def fsync(self, fd: int) -> None:
         f = self._file(fd)
+        self._mutating()
         fault, self._fsync_fault = self._fsync_fault, None
         if fault is not None:
             raise OSError(fault, os.strerror(fault))
@@ -356,6 +394,7 @@ class FakeFileSystem(FileSystem):
 
     def truncate(self, fd: int, size_bytes: int) -> None:
         f = self._file(fd)
+        self._mutating()
         self._seq += 1
         if size_bytes < len(f.data):
             del f.data[size_bytes:]
@@ -365,22 +404,27 @@ class FakeFileSystem(FileSystem):
 
     # -- paths -------------------------------------------------------------------------------
     def exists(self, path: str) -> bool:
+        self._check_alive()
         return self._lookup(path) is not None
 
     def is_dir(self, path: str) -> bool:
+        self._check_alive()
         return isinstance(self._lookup(path), _Dir)
 
     def listdir(self, path: str) -> list[str]:
+        self._check_alive()
         node = self._lookup(path)
         if not isinstance(node, _Dir):
             raise FileNotFoundError(errno_module.ENOENT, "no such directory", path)
         return sorted(node.entries)
 
     def mkdir(self, path: str) -> None:
+        self._check_alive()
         node = self.root
         for part in self._parts(path):
             child = node.entries.get(part)
             if child is None:
+                self._mutating()
                 child = _Dir()
                 self._dir_op(node, ("link", part, child))
             elif not isinstance(child, _Dir):
@@ -388,11 +432,13 @@ class FakeFileSystem(FileSystem):
             node = child
 
     def rename(self, src: str, dst: str) -> None:
+        self._check_alive()
         src_parent, src_name = self._parent(src)
         node = src_parent.entries.get(src_name)
         if node is None:
             raise FileNotFoundError(errno_module.ENOENT, "no such file", src)
         dst_parent, dst_name = self._parent(dst)
+        self._mutating()
         if src_parent is dst_parent:
             if src_name != dst_name:
                 self._dir_op(src_parent, ("rename", src_name, dst_name))
@@ -401,30 +447,37 @@ class FakeFileSystem(FileSystem):
             self._dir_op(src_parent, ("unlink", src_name))
 
     def unlink(self, path: str) -> None:
+        self._check_alive()
         try:
             parent, name = self._parent(path)
         except FileNotFoundError:
             return
         if isinstance(parent.entries.get(name), _File):
+            self._mutating()
             self._dir_op(parent, ("unlink", name))
 
     def remove_tree(self, path: str) -> None:
+        self._check_alive()
         try:
             parent, name = self._parent(path)
         except FileNotFoundError:
             return
         if name in parent.entries:
+            self._mutating()
             self._dir_op(parent, ("unlink", name))
 
     def fsync_dir(self, path: str) -> None:
+        self._check_alive()
         node = self._lookup(path)
         if not isinstance(node, _Dir):
             raise FileNotFoundError(errno_module.ENOENT, "no such directory", path)
+        self._mutating()
         node.durable = dict(node.entries)
         node.pending = []
         self.fsync_dir_count += 1
 
     def lock_exclusive(self, path: str) -> int:
+        self._check_alive()
         path = os.path.normpath(path)
         if path in self.locks:
             raise BlockingIOError(errno_module.EWOULDBLOCK, f"{path} is locked")
