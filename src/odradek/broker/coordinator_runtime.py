@@ -14,7 +14,7 @@ loop, the clock and the log:
 * every PendingAppend becomes ONE record batch appended to its partition of `topic`, in order per
   partition (one drain task per partition works through a FIFO), then `on_append_complete`;
 * one `loop.call_later` handle is (re)armed for `next_deadline_ms()` after every call;
-* loading: every hosted partition of `topic` is read from its log start offset to its log end
+* loading: every partition of `topic` this broker leads is read from its log start offset to its log end
   offset and replayed batch by batch (`_replay_batch`, the subclass's); at start this runs as a
   task, partition by partition, so requests meanwhile get COORDINATOR_LOAD_IN_PROGRESS. A
   partition that appears later (the topic is created by the first FindCoordinator) is empty and
@@ -155,8 +155,10 @@ class CoordinatorRuntime:
         self.coordinator = self._new_coordinator(len(topic.partitions))
 
     def _hosted_partitions(self) -> set[int]:
+        """The partitions of `topic` this broker leads (all it hosts, on a single node)."""
         return {
-            index for (topic, index) in self._core.replica_manager.partitions if topic == self.topic
+            index for (topic, index), partition in self._core.replica_manager.partitions.items()
+            if topic == self.topic and partition.is_leader
         }
 
     def _new_partitions(self) -> list[int]:
@@ -299,8 +301,9 @@ class CoordinatorRuntime:
         timestamp_ms = now_ms()
         batch = self._batch_for(append, timestamp_ms)
         header = records.read_header(batch)
+        # acks=all, as Kafka's coordinators write: answered once the ISR has it.
         result = await self._core.replica_manager.append(
-            partition, bytearray(batch), header, timestamp_ms
+            partition, bytearray(batch), header, timestamp_ms, required_acks=-1
         )
         return result.error.value
 

@@ -23,6 +23,7 @@ from odradek.broker.fetch_session import FetchSessionCache
 from odradek.broker.replica_manager import Partition, ReplicaManager
 from odradek.config import BrokerConfig
 from odradek.metadata import controller
+from odradek.metadata.image import MetadataImage
 from odradek.metadata.records import ProducerIdsRecord
 from odradek.metadata.store import MetadataStore
 from odradek.protocol.errors import ErrorCode
@@ -70,11 +71,20 @@ class BrokerCore:
         # Transaction coordinator (issue #8) on __transaction_state, built the same way.
         self._txns = None
         self._opened = False
+        # Cluster mode (issue #7, `metadata.quorum`): the etcd quorum's services, joined by
+        # `join_cluster` once the listeners are bound; None on a single node.
+        self.cluster = None
+        self._empty_image = MetadataImage()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def open(self) -> None:
-        """Lock the data directory, recover logs, replay metadata, host every partition."""
+        """Lock the data directory, recover logs, replay metadata, host every partition.
+
+        In cluster mode only the logs: the image comes from the quorum (`join_cluster`)."""
         self.log_manager.open()
+        if self.config.metadata_quorum:
+            self._opened = True
+            return
         data_dir = Path(self.config.log_dirs[0])
         self.metadata = MetadataStore.open(data_dir / METADATA_DIR, node_id=self.config.node_id,
                                            cluster_id=self.config.cluster_id, fs=self.fs)
@@ -118,13 +128,66 @@ class BrokerCore:
                 self._txns.open()
         return self._txns
 
+    async def join_cluster(self) -> None:
+        """Cluster mode: register with the quorum under the advertised endpoints, then follow
+        its image (host, lead and follow partitions as it says)."""
+        from odradek.broker.cluster import ClusterMetadata
+
+        self.cluster = await ClusterMetadata.open(self, self.endpoints)
+        self.on_image_published()
+
+    async def leave_cluster(self) -> None:
+        if self.cluster is not None:
+            cluster, self.cluster = self.cluster, None
+            await cluster.close()
+
+    def on_image_published(self) -> None:
+        """The quorum published a new image (cluster mode): follow it."""
+        self._sync_partitions()
+
+    def on_brokers_changed(self) -> None:
+        """Live brokers changed (cluster mode): fetchers reconnect where endpoints moved."""
+
     @property
     def image(self):
-        return self.metadata.image
+        if self.cluster is not None:
+            return self.cluster.store.image
+        if self.metadata is not None:
+            return self.metadata.image
+        return self._empty_image
 
     @property
     def cluster_id(self) -> str:
-        return self.metadata.image.cluster_id
+        return self.image.cluster_id
+
+    @property
+    def node_id(self) -> int:
+        return self.config.node_id
+
+    def controller_id(self) -> int | None:
+        """The active controller: this broker on a single node, else the quorum's."""
+        if self.cluster is None:
+            return self.config.node_id
+        return self.cluster.controller_id
+
+    def broker_endpoint(self, node_id: int, listener_name: str | None = None) -> tuple[str, int] | None:
+        """A live broker's advertised (host, port): on the listener of that name, else its first."""
+        if node_id == self.config.node_id:
+            return self.advertised_endpoint(listener_name) if self.endpoints else None
+        if self.cluster is None:
+            return None
+        broker = self.cluster.live_broker(node_id)
+        if broker is None or not broker.endpoints:
+            return None
+        for endpoint in broker.endpoints:
+            if endpoint.name == listener_name:
+                return endpoint.host, endpoint.port
+        return broker.endpoints[0].host, broker.endpoints[0].port
+
+    def live_broker_ids(self) -> list[int]:
+        if self.cluster is None:
+            return [self.config.node_id]
+        return sorted(self.cluster.store.live_brokers)
 
     def advertised_endpoint(self, listener_name: str) -> tuple[str, int]:
         return self.endpoints.get(listener_name) or next(iter(self.endpoints.values()))
@@ -145,6 +208,9 @@ class BrokerCore:
         Callers run inside `_controlled`."""
         if not records:
             return
+        if self.cluster is not None:
+            await self.cluster.append(records)  # the image listener follows it
+            return
         await self.run_blocking(self.metadata.append, records)
         self._sync_partitions()
 
@@ -153,9 +219,12 @@ class BrokerCore:
         self.config = self.static_config.with_dynamic_configs(
             image.broker_configs.get("", {}), image.broker_configs.get(str(self.static_config.node_id), {}))
         wanted = set()
+        me = self.config.node_id
         for topic in image.topics_by_name.values():
             log_config = self.config.log_config(topic.configs)
             for index, p in topic.partitions.items():
+                if self.cluster is not None and me not in p.replicas:
+                    continue
                 wanted.add((topic.name, index))
                 hosted = self.replica_manager.get(topic.name, index)
                 if hosted is None:
@@ -168,13 +237,19 @@ class BrokerCore:
                         # metadata change tries again. One bad partition never stops the rest.
                         log.error("cannot open the log of %s-%d: %s", topic.name, index, exc)
                         continue
-                    partition_log.update_high_watermark(partition_log.log_end_offset)
-                    self.replica_manager.add(Partition(topic.name, index, topic.topic_id, partition_log,
-                                                       leader_epoch=p.leader_epoch))
-                else:
+                    if self.cluster is None:
+                        # One node: everything in the log is in the ISR (just us).
+                        partition_log.update_high_watermark(partition_log.log_end_offset)
+                    hosted = Partition(topic.name, index, topic.topic_id, partition_log,
+                                       leader_epoch=p.leader_epoch, broker_id=me,
+                                       leader_id=me if self.cluster is None else -1)
+                    self.replica_manager.add(hosted)
+                elif hosted.log.config != log_config:
+                    hosted.log.update_config(log_config)
+                if self.cluster is None:
                     hosted.leader_epoch = p.leader_epoch
-                    if hosted.log.config != log_config:
-                        hosted.log.update_config(log_config)
+                else:
+                    self.replica_manager.apply_partition_state(hosted, p)
         for key in list(self.replica_manager.partitions):
             if key not in wanted:
                 self.replica_manager.remove(*key)

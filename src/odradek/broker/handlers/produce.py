@@ -24,6 +24,7 @@ not answer), KAFKA_STORAGE_ERROR.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from odradek.broker.connection import CloseConnection
@@ -53,7 +54,9 @@ async def handle(request, ctx):
     # As Kafka: transactional records in a request without a transactional id fail its
     # authorization, so every partition of the request is refused.
     refuse_all = request.transactional_id is None and _has_transactional_batch(request)
-    topic_responses = []
+    timeout_ms = max(0, int(request.timeout.total_seconds() * 1000))
+    # Every partition is appended first; acks=all answers (cluster mode) are awaited together.
+    answered: list[tuple[object, list]] = []  # (topic, [(partition index, outcome or future)])
     for t, topic in enumerate(request.topic_data):
         if by_id:
             topic_image = core.image.topics_by_id.get(topic.topic_id)
@@ -61,7 +64,7 @@ async def handle(request, ctx):
         else:
             topic_image = core.image.topics_by_name.get(topic.name)
             unknown = ErrorCode.unknown_topic_or_partition
-        partition_responses = []
+        outcomes = []
         for p, data in enumerate(topic.partition_data):
             if last_occurrence[(topic.topic_id if by_id else topic.name, data.index)] != (t, p):
                 continue
@@ -77,10 +80,18 @@ async def handle(request, ctx):
                            f"Cannot append to internal topic {topic_image.name}", None)
             else:
                 outcome = await _append(core, topic_image, data, now_ms, ctx.api_version,
-                                        request.transactional_id)
-            partition_responses.append(_partition_response(ctx, data.index, *outcome))
-        if not partition_responses:
-            continue
+                                        request.transactional_id, acks, timeout_ms)
+            outcomes.append((data.index, outcome))
+        if outcomes:
+            answered.append((topic, outcomes))
+    topic_responses = []
+    for topic, outcomes in answered:
+        partition_responses = []
+        for index, outcome in outcomes:
+            if isinstance(outcome, asyncio.Future):
+                result = await outcome
+                outcome = (result.error, result.error_message, result)
+            partition_responses.append(_partition_response(ctx, index, *outcome))
         topic_responses.append(ctx.entity(
             "TopicProduceResponse",
             name=None if by_id else topic.name,
@@ -97,7 +108,9 @@ async def handle(request, ctx):
     return ctx.response(responses=tuple(topic_responses), throttle_time=timedelta(0))
 
 
-async def _append(core, topic_image, data, now_ms, api_version, transactional_id):
+async def _append(core, topic_image, data, now_ms, api_version, transactional_id, acks, timeout_ms):
+    """(error, message, result) when answered, or a future of the AppendResult (acks=all in
+    cluster mode)."""
     partition = core.replica_manager.get(topic_image.name, data.index)
     if partition is None:
         return ErrorCode.not_leader_or_follower, None, None
@@ -127,7 +140,10 @@ async def _append(core, topic_image, data, now_ms, api_version, transactional_id
         refused = _verify_transaction(core, partition, header, transactional_id)
         if refused is not None:
             return refused
-    result = await core.replica_manager.append(partition, bytearray(raw), header, now_ms)
+    result, acked = await core.replica_manager.append_local(
+        partition, bytearray(raw), header, now_ms, required_acks=acks, timeout_ms=timeout_ms)
+    if acked is not None:
+        return acked
     return result.error, result.error_message, result
 
 
