@@ -202,13 +202,20 @@ class LiveBroker:
     incarnation_id: str
     endpoints: tuple[BrokerEndpoint, ...] = ()
     rack: str | None = None
+    # The broker is stopping and asks the controller to move its leaderships away (Kafka's
+    # BrokerHeartbeat wantShutDown / RegisterBrokerRecord inControlledShutdown). Written only
+    # when set, so registrations of older versions read the same.
+    in_controlled_shutdown: bool = False
 
     def encode(self) -> bytes:
-        return json.dumps({
+        body = {
             "node_id": self.node_id, "incarnation_id": self.incarnation_id, "rack": self.rack,
             "endpoints": [{"name": e.name, "host": e.host, "port": e.port, "security_protocol": e.security_protocol}
                           for e in self.endpoints],
-        }, separators=(",", ":")).encode("utf-8")
+        }
+        if self.in_controlled_shutdown:
+            body["in_controlled_shutdown"] = True
+        return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
     @classmethod
     def decode(cls, value: bytes) -> LiveBroker:
@@ -224,6 +231,7 @@ class LiveBroker:
                                                _short_str(e.get("security_protocol", "PLAINTEXT")))
                                 for e in endpoints),
                 rack=None if body.get("rack") is None else _short_str(body["rack"]),
+                in_controlled_shutdown=body.get("in_controlled_shutdown") is True,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LayoutError(f"bad broker registration: {exc}") from None

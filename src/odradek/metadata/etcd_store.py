@@ -258,14 +258,14 @@ class EtcdMetadataStore:
     @classmethod
     async def open(cls, endpoints: str | Sequence[tuple[str, int]], node_id: int, *,
                    cluster_id: str | None = None, root: str = layout.DEFAULT_ROOT,
-                   listeners: Sequence[BrokerEndpoint] = (), rack: str | None = None,
+                   advertised_listeners: Sequence[BrokerEndpoint] = (), rack: str | None = None,
                    lease_ttl_s: int = DEFAULT_LEASE_TTL_S, campaign: bool = True,
                    rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S, open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
                    snapshot_after_entries: int = SNAPSHOT_AFTER_ENTRIES) -> EtcdMetadataStore:
         """Connect, join the cluster (creating its id if none is given and none exists),
         register this broker under a fresh lease, read the metadata and start watching it.
 
-        `endpoints` is an `etcd://host:port[,host:port]` URL or (host, port) pairs. `listeners`
+        `endpoints` is an `etcd://host:port[,host:port]` URL or (host, port) pairs. `advertised_listeners`
         are the endpoints written into the registration. Raises MetadataQuorumError:
         REQUEST_TIMED_OUT when etcd cannot be reached within `open_timeout_s`,
         DUPLICATE_BROKER_REGISTRATION when another live broker holds `node_id` that long,
@@ -274,7 +274,7 @@ class EtcdMetadataStore:
         pairs = parse_etcd_url(endpoints) if isinstance(endpoints, str) else list(endpoints)
         if lease_ttl_s < 1:
             raise ValueError("lease_ttl_s must be at least 1 (etcd rounds up to its own minimum)")
-        store = cls(_EtcdConnection(pairs, rpc_timeout_s), node_id, root, registration_endpoints=tuple(listeners),
+        store = cls(_EtcdConnection(pairs, rpc_timeout_s), node_id, root, registration_endpoints=tuple(advertised_listeners),
                     rack=rack, lease_ttl_s=lease_ttl_s, campaign=campaign,
                     snapshot_after_entries=snapshot_after_entries)
         try:
@@ -297,8 +297,8 @@ class EtcdMetadataStore:
                 self.cluster_id = cluster_id or await self._resolve_cluster_id(client)
                 self.prefix = layout.cluster_prefix(self.root, self.cluster_id)
                 self.image = MetadataImage(cluster_id=self.cluster_id)
-                if self._lease_id is None:
-                    await self._grant_lease(client)
+                if self._lease_id is None or not await self._renew(client):
+                    await self._grant_lease(client)  # first, or expired while we waited to register
                 if await self._register(client):
                     break
             except _TRANSIENT as exc:
@@ -383,9 +383,10 @@ class EtcdMetadataStore:
         return value.decode("ascii")
 
     async def _grant_lease(self, client: aetcd.Client) -> None:
+        sent_at = time.monotonic()  # etcd starts the TTL no earlier than this
         lease = await _rpc(client.lease(self.lease_ttl_s))
         self._lease_id = lease.id
-        self._lease_renewed_at = time.monotonic()
+        self._lease_renewed_at = sent_at
         self._registered = False
 
     async def _register(self, client: aetcd.Client) -> bool:
@@ -404,13 +405,22 @@ class EtcdMetadataStore:
                     self.node_id)
         return False
 
-    async def update_registration(self, listeners: Sequence[BrokerEndpoint], rack: str | None = None) -> None:
+    async def request_controlled_shutdown(self) -> None:
+        """Mark this broker's registration `in_controlled_shutdown`: the controller then moves
+        its leaderships away (Kafka's BrokerHeartbeat wantShutDown). Raises MetadataQuorumError
+        as `update_registration`."""
+        current = self.registration
+        await self.update_registration(current.endpoints, current.rack, in_controlled_shutdown=True)
+
+    async def update_registration(self, advertised_listeners: Sequence[BrokerEndpoint],
+                                  rack: str | None = None, *, in_controlled_shutdown: bool = False) -> None:
         """Rewrite this broker's registration (say, once its listeners are bound and their ports
         known), under the same lease; only if the key still holds this incarnation's value.
         Raises MetadataQuorumError REQUEST_TIMED_OUT when etcd is unreachable or the registration
         is being renewed (the renewal then writes the new endpoints)."""
         previous = self.registration
-        self.registration = LiveBroker(self.node_id, self.incarnation_id, tuple(listeners), rack)
+        self.registration = LiveBroker(self.node_id, self.incarnation_id, tuple(advertised_listeners), rack,
+                                       in_controlled_shutdown)
         key = layout.broker_key(self.prefix, self.node_id)
         client = self._conn.client()
         tx = client.transactions
@@ -434,23 +444,17 @@ class EtcdMetadataStore:
                 continue
             client = self._conn.client()
             try:
-                if not self._registered:
-                    if await self._register(client):
-                        self._registered = True
-                        self._election_wakeup.set()
-                    continue
-                # Bounded well below the TTL: this round trip is also the liveness probe of the
-                # shared connection (a failure resets it, which ends and restarts the watch).
-                reply = await _rpc(client.refresh_lease(self._lease_id),
-                                   max(KEEPALIVE_MIN_TIMEOUT_S, self.lease_ttl_s / 3))
-                if reply is None or reply.TTL <= 0:
+                sent_at = time.monotonic()
+                if await self._renew(client):
+                    self._lease_renewed_at = sent_at
+                else:
                     log.warning("lease %x of broker %d expired; registering again under a new lease",
                                 self._lease_id, self.node_id)
                     await self._grant_lease(client)  # the old term's controller key is gone with it
+                if not self._registered:
                     self._registered = await self._register(client)
-                    self._election_wakeup.set()
-                else:
-                    self._lease_renewed_at = time.monotonic()
+                    if self._registered:
+                        self._election_wakeup.set()
                 backoff.reset()
             except _TRANSIENT as exc:
                 log.info("lease keepalive failed (%s); reconnecting", exc)
@@ -458,6 +462,16 @@ class EtcdMetadataStore:
                 await asyncio.sleep(backoff.next_delay_s())
             finally:
                 self._update_controller_state()
+
+    async def _renew(self, client: aetcd.Client) -> bool:
+        """One keepalive of the lease: False when etcd says it expired.
+
+        Bounded well below the TTL: this round trip is also the liveness probe of the shared
+        connection (a failure resets it, which ends and restarts the watch)."""
+        reply = await _rpc(client.refresh_lease(self._lease_id), max(KEEPALIVE_MIN_TIMEOUT_S, self.lease_ttl_s / 3))
+        if reply is None:
+            raise _ConnectionReset("the keepalive stream ended without an answer")
+        return reply.TTL > 0
 
     def _lease_fresh(self) -> bool:
         return (self._lease_id is not None and not self._keepalive_paused
