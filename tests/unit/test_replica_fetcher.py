@@ -355,3 +355,14 @@ async def test_follow_is_idempotent_and_a_new_leader_moves_the_partition():
             manager.follow(partition, FOLLOWER, 2)
     finally:
         await manager.close()
+
+
+def test_the_manager_may_be_built_before_the_cores_inter_broker_clients():
+    from odradek.broker.inter_broker import InterBrokerClients
+
+    core = SimpleNamespace(node_id=FOLLOWER, config=SimpleNamespace(replica_fetch_max_bytes=5), cluster=None,
+                           broker_endpoint=lambda node: None)
+    manager = ReplicaFetcherManager(core)  # as ClusterMetadata does, before core.cluster is set
+    core.cluster = SimpleNamespace(inter_broker=InterBrokerClients(core))
+    assert manager.inter_broker is core.cluster.inter_broker
+    assert (manager.fetch_max_bytes, manager.fetch_wait_max_ms, manager.backoff_ms) == (5, 500, 1_000)

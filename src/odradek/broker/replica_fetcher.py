@@ -346,7 +346,7 @@ class ReplicaFetcherManager:
     def __init__(self, core: Any, *, inter_broker: Any = None, node_id: int | None = None,
                  config: Any = None, clock_ms: Any = None) -> None:
         self.core = core
-        self.inter_broker = inter_broker if inter_broker is not None else core.inter_broker
+        self._inter_broker = inter_broker
         self.node_id = node_id if node_id is not None else core.node_id
         config = config if config is not None else getattr(core, "config", None)
 
@@ -363,6 +363,20 @@ class ReplicaFetcherManager:
         self.fetchers: dict[int, ReplicaFetcher] = {}
         self._leader_of: dict[tuple[str, int], int] = {}
         self._closed = False
+
+    @property
+    def inter_broker(self) -> Any:
+        """The InterBrokerClients given, else the core's (`core.inter_broker`, or
+        `core.cluster.inter_broker`), looked up when first needed: the manager may be built
+        before them."""
+        if self._inter_broker is None:
+            found = getattr(self.core, "inter_broker", None)
+            if found is None:
+                found = getattr(getattr(self.core, "cluster", None), "inter_broker", None)
+            if found is None:
+                raise RuntimeError("replica fetchers have no inter-broker clients")
+            self._inter_broker = found
+        return self._inter_broker
 
     async def run_blocking(self, fn: Any) -> Any:
         run = getattr(self.core, "run_blocking", None)
