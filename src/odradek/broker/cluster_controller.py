@@ -57,7 +57,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from odradek.metadata import election
@@ -315,13 +315,19 @@ class ClusterController:
         return records, None
 
     # -- requests from brokers and admins --------------------------------------------------------
-    async def alter_partition(self, requests: list[AlterPartitionRequest]) -> list[AlterPartitionResult]:
+    async def alter_partition(self, requests: list[AlterPartitionRequest],
+                              member_epochs: Sequence[Mapping[int, int] | None] | None = None
+                              ) -> list[AlterPartitionResult]:
         """A leader's ISR changes (AlterPartition): each a compare-and-swap on partition_epoch
         (`election.alter_partition`), all appended in one entry; one result per request, in
-        order. Raises MetadataQuorumError NOT_CONTROLLER / REQUEST_TIMED_OUT when nothing could
-        be written."""
+        order. `member_epochs[i]` (AlterPartition v3, KIP-903) maps proposed ISR members of
+        request i to the broker epoch the leader saw them fetch with; a member whose epoch
+        (>= 0) is not its current registration's is INELIGIBLE_REPLICA (a restarted broker is
+        not the one that caught up). Raises MetadataQuorumError NOT_CONTROLLER /
+        REQUEST_TIMED_OUT when nothing could be written."""
         if len(requests) > MAX_ALTER_PARTITION_ITEMS:
             raise ValueError(f"{len(requests)} partitions in one AlterPartition exceed {MAX_ALTER_PARTITION_ITEMS}")
+        assert member_epochs is None or len(member_epochs) == len(requests)
 
         def decide(image: MetadataImage, next_sequence: int, retrying: bool
                    ) -> Decision[list[AlterPartitionResult]]:
@@ -329,12 +335,17 @@ class ClusterController:
             scratch = image.copy()
             records: list[MetadataRecord] = []
             results: list[AlterPartitionResult] = []
-            for request in requests:
+            for i, request in enumerate(requests):
                 applied = self._already_applied(image, request) if retrying else None
                 if applied is not None:
                     results.append(applied)
                     continue
-                changes, result = election.alter_partition(scratch, request, eligible)
+                epochs = member_epochs[i] if member_epochs is not None else None
+                live = eligible
+                if epochs:  # a member added with another incarnation's epoch is not eligible
+                    live = eligible - {b for b, epoch in epochs.items() if epoch >= 0 and (
+                        image.brokers.get(b) is None or image.brokers[b].broker_epoch != epoch)}
+                changes, result = election.alter_partition(scratch, request, live)
                 for record in changes:
                     scratch.apply(record)
                 records.extend(changes)

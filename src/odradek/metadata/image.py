@@ -107,7 +107,7 @@ class MetadataImage:
     broker_configs: dict[str, dict[str, str]] = field(default_factory=dict)
     producer_ids_next: int = 0
 
-    def copy(self) -> "MetadataImage":
+    def copy(self) -> MetadataImage:
         """A new image sharing the (immutable) topic and partition images."""
         return MetadataImage(
             cluster_id=self.cluster_id,
@@ -119,7 +119,7 @@ class MetadataImage:
         )
 
     @classmethod
-    def from_records(cls, records, cluster_id: str = "") -> "MetadataImage":
+    def from_records(cls, records, cluster_id: str = "") -> MetadataImage:
         image = cls(cluster_id=cluster_id)
         for record in records:
             image.apply(record)

@@ -67,11 +67,14 @@ _TABLE: list[tuple[int, int, int, int]] = [
     (37, 0, 3, 0),   # CreatePartitions
     (44, 0, 1, 0),   # IncrementalAlterConfigs
     (42, 0, 2, 0),   # DeleteGroups
+    (43, 0, 2, 0),   # ElectLeaders
     (47, 0, 0, 0),   # OffsetDelete
+    (56, 2, 3, 2),   # AlterPartition (inter-broker: leaders to the controller; v0-1 gone in Kafka 4)
     (60, 0, 2, 0),   # DescribeCluster
     (61, 0, 0, 0),   # DescribeProducers
     (65, 0, 0, 0),   # DescribeTransactions
     (66, 0, 2, 0),   # ListTransactions
+    (67, 0, 0, 0),   # AllocateProducerIds (inter-broker: brokers to the controller)
 ]
 
 
