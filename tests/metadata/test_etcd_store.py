@@ -87,6 +87,13 @@ def test_only_the_controller_appends_and_bad_appends_write_nothing(etcd, root):
             assert controller.applied_sequence == 0
             assert await controller.append([]) == 0
             assert await controller.append(topic_records("x")[1]) == 1
+            await follower.wait_for_sequence(1, 5)
+            await controller.close()  # no controller now: a never-elected store still cannot write
+            await follower.wait_until(lambda: follower.controller_id is None, 5)
+            with pytest.raises(MetadataQuorumError) as refused:
+                await follower.compact()
+            assert refused.value.error_code == ErrorCode.not_controller
+            assert follower._snapshot_sequence == 0
         finally:
             await close_all([controller, follower])
     run(main())

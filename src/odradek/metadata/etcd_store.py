@@ -241,6 +241,7 @@ class EtcdMetadataStore:
         self._lease_renewed_at = 0.0  # time.monotonic() of the last successful grant or renewal
         self._keepalive_paused = False
         self._registered = False  # brokers/<node id> is ours under the current lease
+        self._duplicate_seen = False  # another incarnation held brokers/<node id> when we tried
         self._term_revision = 0  # create_revision of the controller key this broker last created
         self._controller_create_revision = 0  # of the controller key as last seen (0: none)
         self._controller_lease = 0
@@ -281,7 +282,7 @@ class EtcdMetadataStore:
             await asyncio.wait_for(store._start(cluster_id), open_timeout_s)
         except TimeoutError:
             await store.close(revoke_lease=False)
-            raise MetadataQuorumError(ErrorCode.duplicate_broker_registration if store._lease_id is not None
+            raise MetadataQuorumError(ErrorCode.duplicate_broker_registration if store._duplicate_seen
                                       and not store._registered else ErrorCode.request_timed_out,
                                       f"could not join the metadata quorum at {pairs} within {open_timeout_s} s")
         except BaseException:
@@ -401,6 +402,7 @@ class EtcdMetadataStore:
         existing = responses[0][0][1] if responses and responses[0] else None
         if existing is not None and existing.lease == self._lease_id:
             return True  # our own earlier attempt, whose answer was lost
+        self._duplicate_seen = True
         log.warning("node id %d is registered by another live broker; waiting for its lease to expire",
                     self.node_id)
         return False
@@ -596,7 +598,11 @@ class EtcdMetadataStore:
         if self.applied_sequence == sequence - 1 and self.image is base:
             self._publish(new_image, changes, sequence)
         elif self.applied_sequence < sequence:
-            await self.wait_for_sequence(sequence, self._conn.rpc_timeout_s)
+            try:
+                await self.wait_for_sequence(sequence, self._conn.rpc_timeout_s)
+            except TimeoutError:
+                raise MetadataQuorumError(ErrorCode.request_timed_out,
+                                          f"entry {sequence} is written but not yet applied here") from None
         if (self.snapshot_after_entries and sequence - self._snapshot_sequence >= self.snapshot_after_entries
                 and (self._compaction is None or self._compaction.done())):
             self._compaction = asyncio.get_running_loop().create_task(self._compact_quietly())
@@ -605,6 +611,9 @@ class EtcdMetadataStore:
     async def _controller_put(self, key: bytes, value: bytes, *, expect_absent: bool = False,
                               extra_compare=(), extra_success=()) -> None:
         """One compare-and-swap write guarded by this broker's controller term."""
+        if not self._term_revision:  # create_revision 0 would match an absent controller key
+            raise MetadataQuorumError(ErrorCode.not_controller, f"broker {self.node_id} was never elected controller",
+                                      deposed=True)
         controller_key = layout.key(self.prefix, layout.CONTROLLER_KEY)
         client = self._conn.client()
         tx = client.transactions
