@@ -27,8 +27,8 @@ from odradek.storage.log_config import LogConfig
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
 LEADER, FOLLOWER = 1, 2
-FAST = dict(replica_fetch_max_bytes=65_536, replica_fetch_response_max_bytes=1_048_576, replica_fetch_wait_max_ms=100,
-            replica_fetch_min_bytes=1, replica_fetch_backoff_ms=50, replica_socket_timeout_ms=5_000)
+FAST = {"replica_fetch_max_bytes": 65_536, "replica_fetch_response_max_bytes": 1_048_576, "replica_fetch_wait_max_ms": 100,
+            "replica_fetch_min_bytes": 1, "replica_fetch_backoff_ms": 50, "replica_socket_timeout_ms": 5_000}
 
 
 class Config:
@@ -165,7 +165,7 @@ def test_a_follower_with_a_diverging_tail_truncates_and_matches_the_leader(leade
     produce(leader.bootstrap, topic, 400, start=1)
 
     async def main():
-        resolve = lambda node: ("127.0.0.1", leader.port) if node == LEADER else None  # noqa: E731
+        resolve = lambda node: ("127.0.0.1", leader.port) if node == LEADER else None
         follower = Follower(tmp_path, topic, topic_id, resolve)
         follower.manager.follow(follower.partition, LEADER, 0)
         await until(lambda: follower.log.log_end_offset == 401)

@@ -117,7 +117,7 @@ class ReplicaFetcher:
                 sent = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 (a bug must not kill replication of every partition silently)
+            except Exception:
                 log.exception("replica fetcher for leader %d failed; backing off", self.leader_id)
                 sent = False
                 await asyncio.sleep(self.manager.backoff_ms / 1000)
