@@ -476,3 +476,49 @@ def test_a_stopped_controller_writes_nothing(etcd, root):
         finally:
             await cluster.close()
     run(main())
+
+
+def test_controlled_shutdown_asked_through_the_registration_flag(etcd, root):
+    async def main():
+        cluster = await three_brokers(etcd, root)
+        try:
+            await cluster.create_topic("t", 6)
+            ctl = await cluster.controller()
+            leaving = cluster.brokers[next(b for b in (1, 2, 3) if b != ctl.node_id)]
+            if not hasattr(leaving.store, "request_controlled_shutdown"):
+                pytest.skip("EtcdMetadataStore.request_controlled_shutdown is not there yet")
+            assert any(p.leader == leaving.node_id for p in cluster.partitions("t"))
+            await leaving.store.request_controlled_shutdown()
+            # The broker watches its own image until it leads nothing.
+            await cluster.until(lambda: all(p.leader != leaving.node_id and leaving.node_id not in p.isr
+                                            for p in leaving.store.image.topics_by_name["t"].partitions.values()),
+                                what="leaderships moved away")
+            assert ctl.controller.shutting_down == {leaving.node_id: leaving.store.incarnation_id}
+            assert leaving.node_id not in ctl.controller.eligible_brokers()
+            assert all(p.leader != NO_LEADER for p in cluster.partitions("t"))
+        finally:
+            await cluster.close()
+    run(main())
+
+
+def test_unclean_election_enabled_lets_a_pass_elect_an_out_of_sync_replica(etcd, root):
+    async def main():
+        cluster = Cluster(etcd, root)
+        try:
+            for node_id in (1, 2, 3):
+                await cluster.open(node_id, unclean=True)
+            ctl = await cluster.controller()
+            await cluster.until(lambda: set(ctl.store.image.brokers) == {1, 2, 3}, what="registrations")
+            topic_id = await cluster.create_topic("t", 3)
+            p = next(p for p in cluster.partitions("t") if p.leader != ctl.node_id)
+            [ok] = await ctl.controller.alter_partition([AlterPartitionRequest(
+                topic_id, p.partition, p.leader, p.leader_epoch, p.partition_epoch, (p.leader,))])
+            assert ok.error is E.none
+            await cluster.brokers.pop(p.leader).close()
+            await cluster.until(lambda: cluster.partitions("t")[p.partition].leader not in (NO_LEADER, p.leader),
+                                what="unclean leader")
+            after = cluster.partitions("t")[p.partition]
+            assert after.isr == (after.leader,)
+        finally:
+            await cluster.close()
+    run(main())

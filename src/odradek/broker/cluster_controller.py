@@ -95,10 +95,9 @@ Decision = tuple[list[MetadataRecord], T]
 
 
 def registration_wants_shutdown(broker: LiveBroker) -> bool:
-    """Whether a registration asks for controlled shutdown. `LiveBroker` gains the
-    `in_controlled_shutdown` flag (Kafka's RegisterBrokerRecord name) in etcd_layout; until it
-    has it, no registration asks and brokers use `controlled_shutdown` on the controller."""
-    return bool(getattr(broker, "in_controlled_shutdown", False))
+    """Whether a registration asks for controlled shutdown (`LiveBroker.in_controlled_shutdown`,
+    set by `EtcdMetadataStore.request_controlled_shutdown`)."""
+    return broker.in_controlled_shutdown
 
 
 def _first_endpoint(broker: LiveBroker) -> tuple[str, int]:
