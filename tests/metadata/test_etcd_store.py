@@ -214,3 +214,17 @@ def test_open_without_a_reachable_etcd_times_out_with_a_kafka_error_code():
                                          open_timeout_s=1.0)
         assert failed.value.error_code == ErrorCode.request_timed_out
     run(main())
+
+
+def test_an_unreachable_endpoint_is_skipped_for_the_next_one(etcd, root):
+    async def main():
+        host, port = etcd.endpoint
+        store = await EtcdMetadataStore.open(f"etcd://127.0.0.1:1,{host}:{port}", 1, root=root, lease_ttl_s=4,
+                                             rpc_timeout_s=2.0, open_timeout_s=10.0)
+        try:
+            assert store._conn.endpoints[store._conn._index] == (host, port)
+            assert await store.wait_until(lambda: store.is_controller, 5) is None
+            assert await store.append(topic_records("t")[1]) == 1
+        finally:
+            await store.close()
+    run(main())
