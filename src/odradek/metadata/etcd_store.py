@@ -33,9 +33,18 @@ watch, an etcd restart or a compacted revision history resume from the last appl
 snapshot that overtook the store (its entries deleted) replaces the image as a whole, with
 listeners told the difference.
 
+Snapshots: once the log holds `snapshot_after_entries` entries past the last snapshot, the
+controller writes the image's records (`MetadataImage.to_records`) in MAX_VALUE_BYTES chunks, then
+in one transaction (still guarded by its term) the last chunk, the descriptor, and the deletion of
+the entries and older chunks the snapshot replaces. So etcd holds a bounded log.
+
 Reconnection: every failure to reach etcd (refused, timed out, stream broken) closes the client,
 moves to the next endpoint and retries after a backoff (RECONNECT_BACKOFF_MIN_MS doubling to
-RECONNECT_BACKOFF_MAX_MS).
+RECONNECT_BACKOFF_MAX_MS). The lease keepalive, bounded well below the TTL, doubles as the
+connection's liveness probe: a member that stops answering (or has lost its Raft leader, where
+keepalives fail) is left for the next one, which also ends and restarts the watch.
+etcd must accept requests of MAX_VALUE_BYTES plus a little (its default --max-request-bytes,
+1.5 MiB, does).
 
 Errors leave this module as MetadataQuorumError carrying a Kafka ErrorCode (NOT_CONTROLLER,
 REQUEST_TIMED_OUT, DUPLICATE_BROKER_REGISTRATION, ...). A log entry that does not decode or apply
