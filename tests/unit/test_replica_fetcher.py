@@ -100,14 +100,15 @@ class FakeLeader:
                 if epoch < p.last_fetched_epoch or end < p.fetch_offset:
                     diverging = schema.EpochEndOffset(epoch=epoch, end_offset=end)
             if diverging.epoch < 0:
-                if p.fetch_offset >= log.high_watermark:
+                if p.fetch_offset >= log.log_end_offset:
                     self.data.clear()
                     try:
                         async with asyncio.timeout(body.max_wait.total_seconds()):
                             await self.data.wait()
                     except TimeoutError:
                         pass
-                result = log.read(p.fetch_offset, p.partition_max_bytes, max_offset=log.high_watermark)
+                # a leader serves a replica up to its log end offset (consumers: its high watermark)
+                result = log.read(p.fetch_offset, p.partition_max_bytes, max_offset=log.log_end_offset)
                 if result.error is not ErrorCode.none:
                     error = result.error
                 else:
@@ -204,11 +205,18 @@ async def test_the_high_watermark_is_the_leaders_bounded_by_the_own_log_end():
     manager = manager_for(leader)
     try:
         manager.follow(partition, LEADER, 0)
-        await until(lambda: partition.log.log_end_offset == 2)  # the leader serves up to its HW
-        await until(lambda: partition.log.high_watermark == 2)
+        await until(lambda: partition.log.log_end_offset == 3 and partition.log.high_watermark == 2)
         leader.log.update_high_watermark(3)
         leader.data.set()
         await until(lambda: caught_up(leader, partition))
+        # A leader whose high watermark lags ours (a new leader catching up its ISR) never
+        # moves ours back, as Kafka's follower.
+        leader.log.update_high_watermark(1)
+        append_values(leader.log, [b"d"])
+        leader.data.set()
+        await until(lambda: partition.log.log_end_offset == 4)
+        await asyncio.sleep(0.05)
+        assert partition.log.high_watermark == 3
     finally:
         await manager.close()
 

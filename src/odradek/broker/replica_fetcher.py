@@ -15,7 +15,8 @@
 All partitions of one leader that want the same request go in one request per round, over the
 inter-broker channel `replica-fetcher` (one connection per leader, apart from the control
 channel). After an append or a high watermark change the follower's high watermark becomes
-min(leader's high watermark, own log end offset) and the partition's fetch waiters are woken.
+min(leader's high watermark, own log end offset) (never lower than it was, as Kafka's
+maybeUpdateHighWatermark) and the partition's fetch waiters are woken.
 Errors: a failed request (InterBrokerError) or a partition error is a retriable error for the
 core (it backs off `replica.fetch.backoff.ms`), except FENCED_LEADER_EPOCH (-> STALE). Data the
 log refuses (CORRUPT_MESSAGE; an offset below the log end offset, a bug) backs the partition
@@ -117,7 +118,7 @@ class ReplicaFetcher:
                 sent = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # a bug must not stop replication of every partition silently
                 log.exception("replica fetcher for leader %d failed; backing off", self.leader_id)
                 sent = False
                 await asyncio.sleep(self.manager.backoff_ms / 1000)
@@ -303,7 +304,10 @@ class ReplicaFetcher:
                     return
                 if not self._current(followed):
                     return
-        log_.update_high_watermark(min(int(pd.high_watermark), log_.log_end_offset))
+        # Kafka's follower: the high watermark only moves up (a new leader's may lag for a while).
+        high_watermark = min(int(pd.high_watermark), log_.log_end_offset)
+        if high_watermark > log_.high_watermark:
+            log_.update_high_watermark(high_watermark)
         if appended or log_.high_watermark != high_watermark_before:
             p.wake_waiters()
 
