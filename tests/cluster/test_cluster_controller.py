@@ -488,6 +488,7 @@ def test_controlled_shutdown_asked_through_the_registration_flag(etcd, root):
             if not hasattr(leaving.store, "request_controlled_shutdown"):
                 pytest.skip("EtcdMetadataStore.request_controlled_shutdown is not there yet")
             assert any(p.leader == leaving.node_id for p in cluster.partitions("t"))
+            await cluster.until(lambda: "t" in leaving.store.image.topics_by_name, what="topic seen by the broker")
             await leaving.store.request_controlled_shutdown()
             # The broker watches its own image until it leads nothing.
             await cluster.until(lambda: all(p.leader != leaving.node_id and leaving.node_id not in p.isr
