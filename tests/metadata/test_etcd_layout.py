@@ -57,6 +57,9 @@ def test_registration_claim_and_snapshot_descriptor_round_trip_and_are_bounded()
     broker = LiveBroker(3, "inc", (BrokerEndpoint("PLAINTEXT", "h", 9092), BrokerEndpoint("SSL", "h", 9093, "SSL")),
                         "r1")
     assert LiveBroker.decode(broker.encode()) == broker
+    assert b"in_controlled_shutdown" not in broker.encode()  # written only when set
+    stopping = LiveBroker(3, "inc", (), None, in_controlled_shutdown=True)
+    assert LiveBroker.decode(stopping.encode()) == stopping
     claim = ControllerClaim(3, "inc", 7)
     assert ControllerClaim.decode(claim.encode()) == claim
     descriptor = SnapshotDescriptor(10, 2, 1500, 123)

@@ -107,7 +107,10 @@ def test_broker_registration_appears_and_disappears_with_its_lease(etcd, root):
             bound = (BrokerEndpoint("PLAINTEXT", "10.0.0.2", 40123),)
             await second.update_registration(bound, rack="rack-c")
             await observer.wait_until(lambda: observer.live_brokers[2].endpoints == bound, 3)
-            assert observer.live_brokers[2].rack == "rack-c"
+            assert observer.live_brokers[2].rack == "rack-c" and not observer.live_brokers[2].in_controlled_shutdown
+            await second.request_controlled_shutdown()
+            await observer.wait_until(lambda: observer.live_brokers[2].in_controlled_shutdown, 3)
+            assert observer.live_brokers[2].endpoints == bound
             await second.close()  # clean shutdown: the lease is revoked, the key goes at once
             await observer.wait_until(lambda: 2 not in observer.live_brokers, 2)
             # Another process registers as node 3 and is killed with SIGKILL: the lease expires.
@@ -125,7 +128,7 @@ def test_broker_registration_appears_and_disappears_with_its_lease(etcd, root):
                 if child.returncode is None:
                     child.kill()
                     await child.wait()
-            assert events == [[1, 2], [1, 2], [1], [1, 3], [1]]
+            assert events == [[1, 2], [1, 2], [1, 2], [1], [1, 3], [1]]
         finally:
             await observer.close()
     run(main())
