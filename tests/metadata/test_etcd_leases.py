@@ -99,7 +99,7 @@ def test_broker_registration_appears_and_disappears_with_its_lease(etcd, root):
         observer.broker_listeners.append(lambda before, after: events.append(sorted(after)))
         try:
             endpoints = (BrokerEndpoint("PLAINTEXT", "10.0.0.2", 9092), BrokerEndpoint("INTERNAL", "b2", 9093, "SSL"))
-            second = await open_store(etcd, root, 2, advertised_listeners=endpoints, rack="rack-b", campaign=False)
+            second = await open_store(etcd, root, 2, listeners=endpoints, rack="rack-b", campaign=False)
             await observer.wait_until(lambda: 2 in observer.live_brokers, 3)
             registration = observer.live_brokers[2]
             assert registration.endpoints == endpoints and registration.rack == "rack-b"

@@ -268,15 +268,15 @@ class EtcdMetadataStore:
     @classmethod
     async def open(cls, endpoints: str | Sequence[tuple[str, int]], node_id: int, *,
                    cluster_id: str | None = None, root: str = layout.DEFAULT_ROOT,
-                   advertised_listeners: Sequence[BrokerEndpoint] = (), rack: str | None = None,
+                   listeners: Sequence[BrokerEndpoint] = (), rack: str | None = None,
                    lease_ttl_s: int = DEFAULT_LEASE_TTL_S, campaign: bool = True,
                    rpc_timeout_s: float = DEFAULT_RPC_TIMEOUT_S, open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
                    snapshot_after_entries: int = SNAPSHOT_AFTER_ENTRIES) -> EtcdMetadataStore:
         """Connect, join the cluster (creating its id if none is given and none exists),
         register this broker under a fresh lease, read the metadata and start watching it.
 
-        `endpoints` is an `etcd://host:port[,host:port]` URL or (host, port) pairs. `advertised_listeners`
-        are the endpoints written into the registration. Raises MetadataQuorumError:
+        `endpoints` is an `etcd://host:port[,host:port]` URL or (host, port) pairs. `listeners` are
+        the broker's advertised listeners, written into its registration. Raises MetadataQuorumError:
         REQUEST_TIMED_OUT when etcd cannot be reached within `open_timeout_s`,
         DUPLICATE_BROKER_REGISTRATION when another live broker holds `node_id` that long,
         UNKNOWN_SERVER_ERROR when the stored metadata cannot be used.
@@ -284,7 +284,7 @@ class EtcdMetadataStore:
         pairs = parse_etcd_url(endpoints) if isinstance(endpoints, str) else list(endpoints)
         if lease_ttl_s < 1:
             raise ValueError("lease_ttl_s must be at least 1 (etcd rounds up to its own minimum)")
-        store = cls(_EtcdConnection(pairs, rpc_timeout_s), node_id, root, registration_endpoints=tuple(advertised_listeners),
+        store = cls(_EtcdConnection(pairs, rpc_timeout_s), node_id, root, registration_endpoints=tuple(listeners),
                     rack=rack, lease_ttl_s=lease_ttl_s, campaign=campaign,
                     snapshot_after_entries=snapshot_after_entries)
         try:
