@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALTER_PARTITION_KEY = 56
+ALLOCATE_PRODUCER_IDS_KEY = 67
+CREATE_TOPICS_KEY = 19
+CREATE_TOPICS_VERSION = 7
 ALTER_PARTITION_VERSION = 2
 INTER_BROKER_TIMEOUT_S = 10.0
 
@@ -101,22 +104,14 @@ class ClusterMetadata:
         elif not is_controller and self.controller is not None:
             log.info("broker %d is no longer the controller", self._core.config.node_id)
             controller, self.controller = self.controller, None
-            controller.stop()
+            controller.stop()  # its task ends at its next await; nothing more is appended
 
-    async def append(self, records: list) -> None:
-        """Append metadata records as the controller (the image includes them on return)."""
-        if not self.store.is_controller:
-            raise NotControllerError(f"broker {self._core.config.node_id} is not the controller")
-        await self.store.append(records)
 
     async def alter_partition(self, request: Any) -> Any:
         """Send one ISR proposal (election.AlterPartitionRequest) to the controller: its
         AlterPartitionResult, or None when no controller could be reached (the leader's tick
         re-sends)."""
         from odradek.metadata.election import AlterPartitionResult
-        from kio.index import load_payload_module
-        from kio.static.constants import EntityType
-
         from odradek.protocol.apis import make
 
         if self.controller is not None:
@@ -124,7 +119,7 @@ class ClusterMetadata:
         controller_id = self.controller_id
         if controller_id is None:
             return None
-        m = load_payload_module(ALTER_PARTITION_KEY, ALTER_PARTITION_VERSION, EntityType.request)
+        m = _request_module(ALTER_PARTITION_KEY, ALTER_PARTITION_VERSION)
         kio_request = make(
             m.AlterPartitionRequest, broker_id=request.broker_id, broker_epoch=-1,
             topics=(make(m.TopicData, topic_id=request.topic_id, partitions=(make(
@@ -146,10 +141,88 @@ class ClusterMetadata:
                                             tuple(p.isr), p.partition_epoch)
         return None
 
+    async def controlled_shutdown(self) -> int:
+        """Ask for this broker's leaderships to move away: at once when it is the controller
+        (returns how many remain), else through its registration (returns -1: the caller
+        watches the image)."""
+        node_id = self._core.config.node_id
+        if self.controller is not None and self.controller.active:
+            return await self.controller.controlled_shutdown(node_id)
+        if not self.store.registration.in_controlled_shutdown:
+            await self.store.request_controlled_shutdown()
+        return -1
+
+    async def allocate_producer_ids(self) -> tuple[int, int]:
+        """A new block of producer ids for this broker from the controller: (start, length)."""
+        from odradek.broker.core import PRODUCER_ID_BLOCK_SIZE
+
+        node_id = self._core.config.node_id
+        if self.controller is not None and self.controller.active:
+            return await self._core.allocate_producer_id_block(node_id), PRODUCER_ID_BLOCK_SIZE
+        controller_id = self.controller_id
+        if controller_id is None:
+            raise NotControllerError("no controller to allocate producer ids")
+        m = _request_module(ALLOCATE_PRODUCER_IDS_KEY, 0)
+        response = await self.inter_broker.request(
+            controller_id, ALLOCATE_PRODUCER_IDS_KEY, 0,
+            m.AllocateProducerIdsRequest(broker_id=node_id, broker_epoch=-1), INTER_BROKER_TIMEOUT_S)
+        if response.error_code is not ErrorCode.none:
+            raise NotControllerError(f"AllocateProducerIds: {response.error_code.name}")
+        return response.producer_id_start, response.producer_id_len
+
+    async def create_topic_on_controller(self, topic: Any, allow_internal: bool) -> ErrorCode:
+        """Auto-creation on a broker that is not the controller: a CreateTopics request to the
+        controller for one CreatableTopic, then wait (bounded) until this broker's image has
+        the topic. TOPIC_ALREADY_EXISTS counts as done."""
+        from datetime import timedelta
+
+        m = _request_module(CREATE_TOPICS_KEY, CREATE_TOPICS_VERSION)
+        request = m.CreateTopicsRequest(
+            topics=(m.CreatableTopic(
+                name=topic.name, num_partitions=topic.num_partitions,
+                replication_factor=topic.replication_factor, assignments=(),
+                configs=tuple(m.CreatableTopicConfig(name=k, value=v)
+                              for k, v in sorted(topic.configs.items()))),),
+            timeout=timedelta(seconds=INTER_BROKER_TIMEOUT_S), validate_only=False)
+        response = await self.forward(CREATE_TOPICS_KEY, CREATE_TOPICS_VERSION, request)
+        error = response.topics[0].error_code
+        if error not in (ErrorCode.none, ErrorCode.topic_already_exists):
+            return error
+        try:
+            await self.store.wait_until(lambda: topic.name in self.store.image.topics_by_name,
+                                        INTER_BROKER_TIMEOUT_S)
+        except TimeoutError:
+            return ErrorCode.request_timed_out
+        return ErrorCode.none
+
+    async def forward(self, api_key: int, api_version: int, request: Any) -> Any:
+        """Send a client's metadata-changing request on to the controller and return its
+        response (Kafka's forwarding, without the envelope)."""
+        controller_id = self.controller_id
+        if controller_id is None:
+            raise NotControllerError("no controller elected")
+        return await self.inter_broker.request(controller_id, api_key, api_version, request,
+                                               INTER_BROKER_TIMEOUT_S)
+
+    async def decide_and_append(self, decide: Any) -> Any:
+        """A controller decision (`decide(image) -> (records, result)`), appended in the
+        controller's order; NOT_CONTROLLER on any other broker."""
+        controller = self.controller
+        if controller is None or not controller.active:
+            raise NotControllerError(f"broker {self._core.config.node_id} is not the controller")
+        return await controller.decide_and_append(decide)
+
     async def close(self) -> None:
         if self.controller is not None:
-            self.controller.stop()
-            self.controller = None
-        self.fetchers.close()
+            controller, self.controller = self.controller, None
+            await controller.close()
+        await self.fetchers.close()
         await self.inter_broker.close()
         await self.store.close()
+
+
+def _request_module(api_key: int, api_version: int) -> Any:
+    from kio.index import load_payload_module
+    from kio.static.constants import EntityType
+
+    return load_payload_module(api_key, api_version, EntityType.request)

@@ -38,6 +38,11 @@ from odradek.protocol.request_bounds import check_request_bounds
 if TYPE_CHECKING:
     from odradek.broker.core import BrokerCore
 
+
+# Requests that change metadata: in cluster mode a broker that is not the controller forwards
+# them to the controller and relays its answer (CreateTopics, DeleteTopics, AlterConfigs,
+# CreatePartitions, IncrementalAlterConfigs, ElectLeaders).
+FORWARDED_APIS = frozenset({19, 20, 33, 37, 44, 43})
 log = logging.getLogger(__name__)
 
 API_VERSIONS_KEY = 18
@@ -198,7 +203,12 @@ class KafkaConnection(asyncio.Protocol):
             broker=self.core,
         )
         try:
-            response = await apis.handler(api_key)(request, ctx)
+            if api_key in FORWARDED_APIS and self.core.cluster is not None \
+                    and self.core.cluster.controller is None:
+                # Cluster mode: metadata changes are the controller's (Kafka's forwarding).
+                response = await self.core.cluster.forward(api_key, api_version, request)
+            else:
+                response = await apis.handler(api_key)(request, ctx)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -35,6 +35,8 @@ from odradek.storage.log_manager import LogManager
 log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
+CONTROLLED_SHUTDOWN_TIMEOUT_S = 30.0
+CONTROLLED_SHUTDOWN_RETRY_S = 0.5
 METADATA_DIR = "__cluster_metadata-0"
 OFFSETS_TOPIC = "__consumer_offsets"
 TRANSACTION_STATE_TOPIC = "__transaction_state"
@@ -101,6 +103,7 @@ class BrokerCore:
             self._groups.close()  # group coordinator: stop its timer and tasks (issue #3)
         if self._txns is not None:
             self._txns.close()
+        self.replica_manager.close()
         self.log_manager.close()
         if self.metadata is not None:
             self.metadata.close()
@@ -135,6 +138,26 @@ class BrokerCore:
 
         self.cluster = await ClusterMetadata.open(self, self.endpoints)
         self.on_image_published()
+
+    async def controlled_shutdown(self, timeout_s: float = CONTROLLED_SHUTDOWN_TIMEOUT_S) -> None:
+        """Cluster mode, on SIGTERM: ask the controller to move this broker's leaderships away
+        and wait (bounded) until the image shows none left, so clients move before we stop."""
+        cluster = self.cluster
+        if cluster is None:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if not any(p.is_leader for p in self.replica_manager.partitions.values()):
+                return
+            try:
+                remaining = await cluster.controlled_shutdown()
+            except Exception as exc:  # no controller reachable: retry until the deadline
+                log.info("controlled shutdown: %s", exc)
+                remaining = -1
+            if remaining == 0:
+                return
+            await asyncio.sleep(CONTROLLED_SHUTDOWN_RETRY_S)
+        log.warning("controlled shutdown did not move every leadership within %.0f s", timeout_s)
 
     async def leave_cluster(self) -> None:
         if self.cluster is not None:
@@ -208,9 +231,7 @@ class BrokerCore:
         Callers run inside `_controlled`."""
         if not records:
             return
-        if self.cluster is not None:
-            await self.cluster.append(records)  # the image listener follows it
-            return
+        assert self.cluster is None, "cluster mode appends through decide_and_apply"
         await self.run_blocking(self.metadata.append, records)
         self._sync_partitions()
 
@@ -277,6 +298,8 @@ class BrokerCore:
             request, internal = controller.internal_topic(name, self.config), True
         else:
             request, internal = controller.CreatableTopic(name=name), False
+        if self.cluster is not None and self.cluster.controller is None:
+            return await self.cluster.create_topic_on_controller(request, internal)
         results = await self.create_topics([request], validate_only=False, allow_internal=internal)
         error = results[0].error
         return ErrorCode.none if error is ErrorCode.topic_already_exists else error
@@ -284,6 +307,11 @@ class BrokerCore:
     async def decide_and_apply(self, decide: Callable[[Any], tuple[list, Any]]) -> Any:
         """Run `decide(image) -> (records, result)` under the controller lock, apply its records,
         return its result (config changes: AlterConfigs, IncrementalAlterConfigs)."""
+        if self.cluster is not None:
+            # The controller decides on its own image, in its own order (the image listener
+            # makes every broker, this one included, follow the records).
+            return await self.cluster.decide_and_append(decide)
+
         async def decide_then_apply() -> Any:
             records, result = decide(self.image)
             await self.apply_metadata(records)
@@ -316,13 +344,28 @@ class BrokerCore:
             await self._controlled(lambda: self._reserve_producer_ids(count))
 
     async def _reserve_producer_ids(self, count: int) -> None:
-        """Reserve a new block in the metadata log unless `count` ids are left (under the lock)."""
+        """Reserve a new block in the metadata log unless `count` ids are left (under the lock).
+        In cluster mode the controller hands blocks out (AllocateProducerIds)."""
         if self._producer_id_block_end - self._next_producer_id >= count:
+            return
+        if self.cluster is not None:
+            start, length = await self.cluster.allocate_producer_ids()
+            self._next_producer_id, self._producer_id_block_end = start, start + length
             return
         start = max(self._producer_id_block_end, self.image.producer_ids_next)
         await self.apply_metadata([ProducerIdsRecord(broker_id=self.config.node_id,
                                                      next_producer_id=start + PRODUCER_ID_BLOCK_SIZE)])
         self._next_producer_id, self._producer_id_block_end = start, start + PRODUCER_ID_BLOCK_SIZE
+
+    async def allocate_producer_id_block(self, broker_id: int) -> int:
+        """The controller's side of AllocateProducerIds: the start of a new block of
+        PRODUCER_ID_BLOCK_SIZE ids for `broker_id`, recorded in the metadata log."""
+        def decide(image: Any) -> tuple[list, int]:
+            start = image.producer_ids_next
+            return [ProducerIdsRecord(broker_id=broker_id,
+                                      next_producer_id=start + PRODUCER_ID_BLOCK_SIZE)], start
+
+        return await self.decide_and_apply(decide)
 
     def take_producer_id(self) -> int:
         """The next id of the reserved block (the transaction coordinator's synchronous

@@ -43,6 +43,7 @@ class CachedPartition:
     fetch_offset: int
     partition_max_bytes: int
     current_leader_epoch: int = -1
+    last_fetched_epoch: int = -1  # v12+: a follower's epoch of its last record (divergence check)
     high_watermark: int = INVALID_OFFSET
     last_stable_offset: int = INVALID_OFFSET
     log_start_offset: int = INVALID_OFFSET

@@ -71,6 +71,12 @@ class BrokerServer:
             await self.stop()
             raise
         self.core.endpoints = self._advertised()
+        if self.config.metadata_quorum:
+            try:
+                await self.core.join_cluster()
+            except Exception as exc:
+                await self.stop()
+                raise StartupError(f"cannot join the metadata quorum {self.config.metadata_quorum}: {exc}") from None
         self._housekeeping = loop.create_task(self._housekeep())
         listeners = ", ".join(f"{name}://{host}:{port}" for name, (host, port) in self.bound.items())
         log.info("Odradek broker %d ready on %s (data in %s, cluster %s) in %.0f ms",
@@ -108,6 +114,8 @@ class BrokerServer:
                 log.exception("housekeeping failed")
 
     async def stop(self) -> None:
+        if self.core.cluster is not None:
+            await self.core.controlled_shutdown()  # leadership moves away while we still serve
         for server in self._servers:
             server.close()
         self.core.connections.close_all()
@@ -120,6 +128,7 @@ class BrokerServer:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+        await self.core.leave_cluster()
         self.core.close()
         log.info("Odradek broker %d stopped cleanly", self.config.node_id)
 

@@ -14,7 +14,9 @@ Layout (fields by version; "c" = compact/flexible encoding from v12, with tagged
                    last_stable_offset int64, [v5+] log_start_offset int64,
                    aborted_transactions nullable [(producer_id int64, first_offset int64)],
                    [v11+] preferred_read_replica int32, records nullable bytes,
-                   [v12+ tagged 0 diverging_epoch, 1 current_leader, 2 snapshot_id: not emitted]
+                   [v12+ tagged 0 diverging_epoch (epoch int32, end_offset int64),
+                    1 current_leader (leader_id int32, leader_epoch int32): each only when set;
+                    2 snapshot_id: not emitted]
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class PartitionData:
     aborted_transactions: list[tuple[int, int]] | None = None
     preferred_read_replica: int = -1
     records: Any = None  # bytes, or an object with `size_bytes` (a file region), or None
+    diverging_epoch: tuple[int, int] | None = None  # v12+: (epoch, end offset) for a follower
+    current_leader: tuple[int, int] | None = None  # v12+: (leader id, leader epoch), KIP-951
 
 
 @dataclass(slots=True)
@@ -60,6 +64,25 @@ def _uvarint(value: int) -> bytes:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
+    return bytes(out)
+
+
+_EPOCH_END_OFFSET = struct.Struct(">iqb")  # epoch, end_offset, empty tagged fields
+_LEADER_ID_AND_EPOCH = struct.Struct(">iib")  # leader_id, leader_epoch, empty tagged fields
+
+
+def _partition_tags(p: PartitionData) -> bytes:
+    """A partition's tagged fields: written only when set, as Kafka does."""
+    tags = []
+    if p.diverging_epoch is not None:
+        tags.append((0, _EPOCH_END_OFFSET.pack(p.diverging_epoch[0], p.diverging_epoch[1], 0)))
+    if p.current_leader is not None:
+        tags.append((1, _LEADER_ID_AND_EPOCH.pack(p.current_leader[0], p.current_leader[1], 0)))
+    if not tags:
+        return b"\x00"
+    out = bytearray(_uvarint(len(tags)))
+    for tag, value in tags:
+        out += _uvarint(tag) + _uvarint(len(value)) + value
     return bytes(out)
 
 
@@ -114,7 +137,7 @@ def encode(version: int, throttle_time_ms: int, error_code: int, session_id: int
                     out = bytearray()
                     parts.append(records)
             if flexible:
-                out += b"\x00"  # partition tagged fields
+                out += _partition_tags(p)
         if flexible:
             out += b"\x00"  # topic tagged fields
     if flexible:

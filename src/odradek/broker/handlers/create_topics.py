@@ -15,8 +15,16 @@ from datetime import timedelta
 from odradek.protocol.errors import ErrorCode
 
 
+INTER_BROKER_CLIENT_PREFIX = "odradek-broker"
+
+
 async def handle(request, ctx):
-    results = await ctx.broker.create_topics(list(request.topics), request.validate_only)
+    # In cluster mode a broker auto-creating an internal topic asks the controller through
+    # CreateTopics (Kafka's forwarding); only brokers may create internal topics.
+    from_broker = ctx.broker.cluster is not None and (ctx.client_id or "").startswith(
+        INTER_BROKER_CLIENT_PREFIX)
+    results = await ctx.broker.create_topics(list(request.topics), request.validate_only,
+                                             allow_internal=from_broker)
     with_configs = ctx.api_version >= 5
     topics = []
     for result in results:

@@ -9,6 +9,11 @@ before its offset and drops a partial batch at the end. When fewer than `min_byt
 the request long-polls up to `max_wait` and is woken by the first append to any of its
 partitions. Fetch sessions (KIP-227, v7+) let fetchers send only what changed; v13+ name topics
 by id (KIP-516).
+In cluster mode a fetch from a follower broker (replica id >= 0; v15+ in ReplicaState) reads up
+to the log end offset, reports the follower's position to the partition's leader state (which
+may move the ISR and the high watermark), and gets a diverging epoch (v12+) instead of records
+when its log disagrees with the leader's epochs. A consumer fetching from a broker that does not
+lead the partition gets NOT_LEADER_OR_FOLLOWER with the current leader (v12+, KIP-951).
 Errors: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID,
 NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, FETCH_SESSION_ID_NOT_FOUND,
 INVALID_FETCH_SESSION_EPOCH, KAFKA_STORAGE_ERROR.
@@ -36,6 +41,9 @@ class _Read:
     region: object = None  # a storage FileRegion (sent with sendfile where possible), or None
     size_bytes: int = 0
     aborted_transactions: list | None = None  # read_committed: (producer id, first offset)
+    max_offset: int = -1  # read up to here: the HW, the LSO (read_committed) or, for a follower, the LEO
+    diverging_epoch: tuple[int, int] | None = None
+    current_leader: tuple[int, int] | None = None
 
 
 async def handle(request, ctx):
@@ -68,6 +76,7 @@ async def handle(request, ctx):
                 existing.fetch_offset = cached.fetch_offset
                 existing.partition_max_bytes = cached.partition_max_bytes
                 existing.current_leader_epoch = cached.current_leader_epoch
+                existing.last_fetched_epoch = cached.last_fetched_epoch
         for forgotten in getattr(request, "forgotten_topics_data", ()):
             topic_key = forgotten.topic_id if by_id else forgotten.topic
             for index in forgotten.partitions:
@@ -76,10 +85,12 @@ async def handle(request, ctx):
 
     incremental = session is not None and epoch > 0
     isolation_level = getattr(request, "isolation_level", 0)
+    replica_state = getattr(request, "replica_state", None)
+    replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
     deadline_ms = monotonic_ms() + max(0, int(request.max_wait.total_seconds() * 1000))
     max_bytes = getattr(request, "max_bytes", 2**31 - 1)
     while True:
-        reads = [_read(core, cached, isolation_level) for cached in wanted]
+        reads = [_read(core, cached, isolation_level, replica_id) for cached in wanted]
         _fill(core, reads, max_bytes, isolation_level)
         ready_bytes = sum(r.size_bytes for r in reads)
         remaining_ms = deadline_ms - monotonic_ms()
@@ -109,6 +120,8 @@ async def handle(request, ctx):
             log_start_offset=r.log_start_offset,
             aborted_transactions=(r.aborted_transactions or []) if isolation_level == READ_COMMITTED else None,
             records=r.region if has_records else b"",
+            diverging_epoch=r.diverging_epoch,
+            current_leader=r.current_leader,
         ))
     session_id = session.session_id if session is not None else 0
     return EncodedResponse(fetch_response.encode(ctx.api_version, 0, 0, session_id, list(topics.values())))
@@ -128,11 +141,12 @@ def _requested(request, by_id: bool) -> list[CachedPartition]:
                 topic=name, topic_id=topic_id, partition=p.partition, fetch_offset=p.fetch_offset,
                 partition_max_bytes=p.partition_max_bytes,
                 current_leader_epoch=getattr(p, "current_leader_epoch", -1),
+                last_fetched_epoch=getattr(p, "last_fetched_epoch", -1),
             ))
     return wanted
 
 
-def _read(core, cached: CachedPartition, isolation_level: int) -> _Read:
+def _read(core, cached: CachedPartition, isolation_level: int, replica_id: int) -> _Read:
     if cached.topic_id is not None and cached.topic is None:
         topic = core.image.topics_by_id.get(cached.topic_id)
         if topic is None:
@@ -144,9 +158,26 @@ def _read(core, cached: CachedPartition, isolation_level: int) -> _Read:
             return _Read(cached, ErrorCode.unknown_topic_or_partition)
     partition = core.replica_manager.leader_partition(topic.name, cached.partition, cached.current_leader_epoch)
     if isinstance(partition, ErrorCode):
-        return _Read(cached, partition)
+        r = _Read(cached, partition)
+        hosted = core.replica_manager.get(topic.name, cached.partition)
+        if partition is ErrorCode.not_leader_or_follower and hosted is not None and hosted.leader_id >= 0:
+            r.current_leader = (hosted.leader_id, hosted.leader_epoch)
+        return r
     log = partition.log
-    return _Read(cached, ErrorCode.none, log.high_watermark, log.last_stable_offset, log.log_start_offset)
+    if replica_id >= 0:
+        result = core.replica_manager.on_follower_fetch(partition, replica_id, cached.fetch_offset,
+                                                        cached.last_fetched_epoch, cached.current_leader_epoch)
+        if result.error is not ErrorCode.none:
+            return _Read(cached, result.error)
+        r = _Read(cached, ErrorCode.none, result.high_watermark, log.last_stable_offset, log.log_start_offset,
+                  max_offset=log.log_end_offset)
+        if result.diverging_epoch is not None:
+            r.diverging_epoch = result.diverging_epoch
+            r.max_offset = cached.fetch_offset  # no records: the follower truncates first
+        return r
+    max_offset = log.last_stable_offset if isolation_level == READ_COMMITTED else log.high_watermark
+    return _Read(cached, ErrorCode.none, log.high_watermark, log.last_stable_offset, log.log_start_offset,
+                 max_offset=max_offset)
 
 
 def _fill(core, reads: list[_Read], max_bytes: int, isolation_level: int) -> None:
@@ -160,8 +191,7 @@ def _fill(core, reads: list[_Read], max_bytes: int, isolation_level: int) -> Non
         if limit <= 0 and not min_one_message:
             continue
         try:
-            max_offset = r.last_stable_offset if isolation_level == READ_COMMITTED else r.high_watermark
-            result = partition.log.read(r.cached.fetch_offset, max(limit, 0), max_offset=max_offset,
+            result = partition.log.read(r.cached.fetch_offset, max(limit, 0), max_offset=r.max_offset,
                                         min_one_message=min_one_message)
             if result.error is not ErrorCode.none:
                 r.error = result.error
