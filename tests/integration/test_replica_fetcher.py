@@ -1,7 +1,13 @@
 """A follower (its own Log in a temp dir, a ReplicaFetcherManager over real InterBrokerClients)
-copies a partition from a real single-node odradek broker (embedded, on its own thread and loop)
-that confluent-kafka produces to. On a single node the leader's Fetch serves up to its high
-watermark, which equals its log end offset, so a follower can fetch everything from it."""
+copies a partition from a real odradek broker (embedded, on its own thread and loop) that
+confluent-kafka produces to.
+
+The broker runs as a single node; `lead_with_follower` then gives its partition the leader state
+the cluster wiring gives a leader whose replicas are (1, 2) with both in the ISR (a
+PartitionLeader, as ReplicaManager builds on becoming leader), so its Fetch handler serves our
+replica fetches the cluster way: up to the log end offset, the follower's position moving the
+high watermark, diverging epochs, and acks=all answered only once this follower has the batch.
+"""
 
 from __future__ import annotations
 
@@ -36,9 +42,12 @@ class Config:
         self.__dict__.update(values)
 
 
-def produce(bootstrap: str, topic: str, count: int, *, start: int = 0, compression: str = "zstd") -> None:
-    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                                         "compression.type": compression, "linger.ms": 2, "batch.num.messages": 17})
+def produce(bootstrap: str, topic: str, count: int, *, start: int = 0, compression: str = "zstd",
+            idempotent: bool = True) -> None:
+    """Produce `count` records; idempotent means acks=all, which waits for the follower."""
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": idempotent,
+                                         "acks": "all" if idempotent else "1", "compression.type": compression,
+                                         "linger.ms": 2, "batch.num.messages": 17})
     errors = []
     for i in range(start, start + count):
         producer.produce(topic, value=b"value-%06d" % i + b"." * (i % 50), key=b"k%d" % (i % 7),
@@ -93,19 +102,39 @@ def leader(tmp_path):
 
 def create_topic(broker: Broker, topic: str) -> uuid.UUID:
     produce(broker.bootstrap, topic, 1)  # auto-created with one partition
+    lead_with_follower(broker, topic)
     return broker.core.image.topics_by_name[topic].topic_id
+
+
+def lead_with_follower(broker: Broker, topic: str) -> None:
+    """Make broker 1 lead `topic`-0 with replicas and ISR (1, FOLLOWER), on the broker's loop."""
+    from odradek.metadata.image import PartitionImage
+    from odradek.replication.partition_state import PartitionLeader
+
+    async def install() -> None:
+        partition = broker.core.replica_manager.get(topic, 0)
+        log_ = partition.log
+        state = PartitionImage(partition=0, replicas=(LEADER, FOLLOWER), isr=(LEADER, FOLLOWER), leader=LEADER,
+                               leader_epoch=partition.leader_epoch, partition_epoch=0)
+        partition.leader_state = PartitionLeader(
+            broker_id=LEADER, topic_id=partition.topic_id, partition=state, log_end_offset=log_.log_end_offset,
+            high_watermark=log_.high_watermark, min_insync_replicas=1,
+            end_offset_for_epoch=lambda epoch, _end: log_.end_offset_for_epoch(epoch), now_ms=now_ms())
+
+    asyncio.run_coroutine_threadsafe(install(), broker._loop).result(5)
 
 
 def test_follower_copies_a_confluent_produced_partition_byte_for_byte(leader, tmp_path):
     topic = "replicated"
     topic_id = create_topic(leader, topic)
-    produce(leader.bootstrap, topic, 2_000, start=1)
     leader_dir = leader_log(leader, topic).dir
 
     async def main():
         follower = Follower(tmp_path, topic, topic_id, lambda node: ("127.0.0.1", leader.port) if node == LEADER else None)
         try:
             follower.manager.follow(follower.partition, LEADER, leader.core.replica_manager.get(topic, 0).leader_epoch)
+            # acks=all: each produce is answered once the follower has fetched it
+            await asyncio.to_thread(produce, leader.bootstrap, topic, 2_000, start=1)
             await until(lambda: follower.log.log_end_offset == leader_log(leader, topic).log_end_offset == 2_001)
             # more while following: the long-polling fetch picks it up
             await asyncio.to_thread(produce, leader.bootstrap, topic, 500, start=2_001, compression="lz4")
@@ -127,12 +156,12 @@ def test_the_fetcher_reconnects_and_resumes_after_the_leader_restarts(tmp_path):
     current = {"broker": broker}
     try:
         topic_id = create_topic(broker, topic)
-        produce(broker.bootstrap, topic, 300, start=1)
 
         async def main():
             follower = Follower(tmp_path, topic, topic_id, lambda node: ("127.0.0.1", port) if node == LEADER else None)
             try:
                 follower.manager.follow(follower.partition, LEADER, 0)
+                await asyncio.to_thread(produce, broker.bootstrap, topic, 300, start=1)
                 await until(lambda: follower.log.log_end_offset == 301)
                 await asyncio.to_thread(current["broker"].stop_thread)
                 await asyncio.sleep(0.3)  # the fetcher meets a dead leader and backs off
@@ -141,6 +170,7 @@ def test_the_fetcher_reconnects_and_resumes_after_the_leader_restarts(tmp_path):
                 assert failed.value.error_code in (ErrorCode.broker_not_available, ErrorCode.network_exception)
                 restarted = Broker(str(tmp_path / "leader"), port=port)
                 current["broker"] = await asyncio.to_thread(restarted.start_in_thread)
+                await asyncio.to_thread(lead_with_follower, restarted, topic)
                 await asyncio.to_thread(produce, restarted.bootstrap, topic, 200, start=301)
                 await until(lambda: follower.log.log_end_offset == 501)
                 await until(lambda: follower.log.high_watermark == 501)
@@ -162,12 +192,12 @@ def _api_versions_request():
 def test_a_follower_with_a_diverging_tail_truncates_and_matches_the_leader(leader, tmp_path):
     topic = "diverged"
     topic_id = create_topic(leader, topic)
-    produce(leader.bootstrap, topic, 400, start=1)
 
     async def main():
         resolve = lambda node: ("127.0.0.1", leader.port) if node == LEADER else None
         follower = Follower(tmp_path, topic, topic_id, resolve)
         follower.manager.follow(follower.partition, LEADER, 0)
+        await asyncio.to_thread(produce, leader.bootstrap, topic, 400, start=1)
         await until(lambda: follower.log.log_end_offset == 401)
         await follower.manager.close()
         # This broker led epoch 7 for a moment (say) and wrote batches nobody else has.
@@ -176,7 +206,8 @@ def test_a_follower_with_a_diverging_tail_truncates_and_matches_the_leader(leade
             header = records.validate_batch(batch, 0, len(batch))
             assert follower.log.append(batch, header, leader_epoch=7, now_ms=now_ms()).error is ErrorCode.none
         assert follower.log.log_end_offset == 416
-        await asyncio.to_thread(produce, leader.bootstrap, topic, 100, start=401)
+        # acks=1 while the follower is away (acks=all would wait for it)
+        await asyncio.to_thread(produce, leader.bootstrap, topic, 100, start=401, idempotent=False)
         follower.manager = ReplicaFetcherManager(None, inter_broker=follower.clients, node_id=FOLLOWER,
                                                  config=Config(**FAST))
         try:
