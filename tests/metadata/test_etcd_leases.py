@@ -166,8 +166,11 @@ def test_controller_that_resigns_is_replaced_without_waiting_for_its_lease(etcd,
             old = await the_controller(stores)
             new_one = next(s for s in stores if s is not old)
             await old.resign()
+            assert not old.is_controller  # at once, not when its watch sees the key go
             new = await the_controller(stores, timeout_s=ELECTION_POLL_S + 1.5)  # far below the 30 s TTL
             assert new is new_one and new.controller_epoch == 2 and not old.is_controller
+            with pytest.raises(MetadataQuorumError):
+                await old.append(topic_records("after-resigning")[1])
             assert old.node_id in new.live_brokers  # still a live broker, only not the controller
         finally:
             await close_all(stores)

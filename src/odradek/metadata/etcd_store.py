@@ -549,6 +549,8 @@ class EtcdMetadataStore:
             self.campaign = campaign
             await self._conn.reset(client)
             raise MetadataQuorumError(ErrorCode.request_timed_out, f"could not resign: {exc}") from None
+        self._term_revision = 0  # resigned (or deposed already): no write of this term may follow
+        self._update_controller_state()
 
     def _update_controller_state(self) -> None:
         mine = (self._term_revision != 0 and self._controller_create_revision == self._term_revision
