@@ -207,6 +207,19 @@ class BrokerCore:
                 return endpoint.host, endpoint.port
         return broker.endpoints[0].host, broker.endpoints[0].port
 
+    def described_brokers(self, listener_name: str) -> list[tuple[int, str, int, str | None]]:
+        """(node id, host, port, rack) of every live broker on `listener_name` (Metadata,
+        DescribeCluster): this broker on a single node."""
+        if self.cluster is None:
+            host, port = self.advertised_endpoint(listener_name)
+            return [(self.config.node_id, host, port, self.config.broker_rack)]
+        described = []
+        for node_id, broker in sorted(self.cluster.store.live_brokers.items()):
+            endpoint = self.broker_endpoint(node_id, listener_name)
+            if endpoint is not None:
+                described.append((node_id, endpoint[0], endpoint[1], broker.rack))
+        return described
+
     def live_broker_ids(self) -> list[int]:
         if self.cluster is None:
             return [self.config.node_id]

@@ -23,16 +23,16 @@ async def handle(request, ctx):
     if endpoint_type not in (BROKERS_ENDPOINT, CONTROLLERS_ENDPOINT):
         error, message = ErrorCode.unsupported_endpoint_type, f"unknown endpoint type {endpoint_type}"
     else:
-        host, port = core.advertised_endpoint(ctx.client.listener_name)
-        brokers = (ctx.entity("DescribeClusterBroker", broker_id=core.config.node_id, host=host,
-                              port=port, rack=core.config.broker_rack, is_fenced=False),)
+        brokers = tuple(ctx.entity("DescribeClusterBroker", broker_id=node_id, host=host, port=port,
+                                   rack=rack, is_fenced=False)
+                        for node_id, host, port, rack in core.described_brokers(ctx.client.listener_name))
     return ctx.response(
         throttle_time=timedelta(0),
         error_code=error,
         error_message=message,
         endpoint_type=endpoint_type,
         cluster_id=core.cluster_id,
-        controller_id=core.config.node_id,
+        controller_id=-1 if core.controller_id() is None else core.controller_id(),
         brokers=brokers,
         cluster_authorized_operations=(
             CLUSTER_OPERATIONS if request.include_cluster_authorized_operations

@@ -1,7 +1,7 @@
 """FindCoordinator (API key 10), versions 0-6.
 
-Names the broker that coordinates a group (key type 0) or a transactional id (key type 1): on a
-single node, this broker (its advertised host and port on the request's listener). v0-3 ask for
+Names the broker that coordinates a group (key type 0) or a transactional id (key type 1): in
+cluster mode the leader of the key's partition of the internal topic; on a single node, this broker (its advertised host and port on the request's listener). v0-3 ask for
 one key; v4+ carry a batch of coordinator keys and get one answer per key (KIP-699). The first
 lookup creates the internal topic, as Kafka does: `__consumer_offsets` (compacted,
 `offsets.topic.num.partitions` partitions) or `__transaction_state` (compacted,
@@ -15,6 +15,8 @@ import asyncio
 from datetime import timedelta
 
 from odradek.broker.core import OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC
+from odradek.coordinator.records import partition_for_group
+from odradek.coordinator.txn_records import partition_for_transactional_id
 from odradek.protocol.errors import ErrorCode
 
 GROUP_KEY_TYPE = 0
@@ -62,7 +64,8 @@ async def _find(ctx, key_type: int, key: str):
         return ErrorCode.invalid_request, f"empty {kind}", no_node
     # Not hosted yet (absent, or a creation in flight has published the image but not yet
     # hosted the partitions): create it, which waits for a creation in flight to finish.
-    if core.replica_manager.get(topic, 0) is None:
+    image_topic = core.image.topics_by_name.get(topic)
+    if image_topic is None or (core.cluster is None and core.replica_manager.get(topic, 0) is None):
         # Shielded: a client that hangs up mid-creation (librdkafka drops its bootstrap
         # connection early) must not cancel the creation between the metadata append and
         # hosting the partitions.
@@ -73,5 +76,18 @@ async def _find(ctx, key_type: int, key: str):
                 f"cannot create {topic}: {error.name}",
                 no_node,
             )
-    host, port = core.advertised_endpoint(ctx.client.listener_name)
-    return ErrorCode.none, None, (core.config.node_id, host, port)
+        image_topic = core.image.topics_by_name.get(topic)
+    if core.cluster is None:
+        host, port = core.advertised_endpoint(ctx.client.listener_name)
+        return ErrorCode.none, None, (core.config.node_id, host, port)
+    # Cluster mode: the coordinator is the leader of the key's partition.
+    if image_topic is None:
+        return ErrorCode.coordinator_not_available, f"{topic} is not in the metadata yet", no_node
+    count = len(image_topic.partitions)
+    index = (partition_for_group(key, count) if key_type == GROUP_KEY_TYPE
+             else partition_for_transactional_id(key, count))
+    leader = image_topic.partitions[index].leader
+    endpoint = core.broker_endpoint(leader, ctx.client.listener_name) if leader >= 0 else None
+    if endpoint is None:
+        return ErrorCode.coordinator_not_available, f"{topic}-{index} has no live leader", no_node
+    return ErrorCode.none, None, (leader, endpoint[0], endpoint[1])

@@ -1,7 +1,8 @@
 """Metadata (API key 3), versions 0-13.
 
 Describes the brokers and the requested topics (all topics when the list is null, or empty for
-v0), with partition leaders, replicas, ISR and leader epochs, topic ids (v10+) and, when asked,
+v0), with partition leaders, replicas, ISR and leader epochs (in cluster mode every live broker,
+the active controller, and offline replicas), topic ids (v10+) and, when asked,
 authorized operations. A missing topic is created when the request allows it (v4+; always for
 v0-3) and `auto.create.topics.enable` is on, with the broker's `num.partitions`. Topics may be
 named by id (v10+).
@@ -36,6 +37,10 @@ async def handle(request, ctx):
         wanted = list(dict.fromkeys((getattr(t, "name", None), getattr(t, "topic_id", None))
                                     for t in request.topics))
 
+    described = core.described_brokers(ctx.client.listener_name)
+    brokers = tuple(ctx.entity("MetadataResponseBroker", node_id=node_id, host=host, port=port, rack=rack)
+                    for node_id, host, port, rack in described)
+    live = frozenset(node_id for node_id, *_ in described)
     topics = []
     for name, topic_id in wanted:
         if name is None and topic_id is not None:
@@ -59,16 +64,14 @@ async def handle(request, ctx):
                 if topic is None:
                     topics.append(_error_topic(ctx, name, None, error))
                     continue
-        topics.append(_topic(ctx, topic, include_ops))
+        topics.append(_topic(ctx, topic, include_ops, live))
 
-    host_port = core.advertised_endpoint(ctx.client.listener_name)
-    brokers = (ctx.entity("MetadataResponseBroker", node_id=core.config.node_id, host=host_port[0],
-                          port=host_port[1], rack=core.config.broker_rack),)
+    controller_id = core.controller_id()
     return ctx.response(
         throttle_time=timedelta(0),
         brokers=brokers,
         cluster_id=core.cluster_id,
-        controller_id=core.config.node_id,
+        controller_id=-1 if controller_id is None else controller_id,
         topics=tuple(topics),
         cluster_authorized_operations=(
             CLUSTER_OPERATIONS if getattr(request, "include_cluster_authorized_operations", False)
@@ -78,17 +81,18 @@ async def handle(request, ctx):
     )
 
 
-def _topic(ctx, topic, include_ops: bool):
+def _topic(ctx, topic, include_ops: bool, live: frozenset[int]):
     partitions = tuple(
         ctx.entity(
             "MetadataResponsePartition",
-            error_code=ErrorCode.none,
+            # As Kafka: a partition whose leader is not live has no leader to name.
+            error_code=ErrorCode.none if p.leader in live else ErrorCode.leader_not_available,
             partition_index=index,
-            leader_id=p.leader,
+            leader_id=p.leader if p.leader in live else -1,
             leader_epoch=p.leader_epoch,
             replica_nodes=tuple(p.replicas),
             isr_nodes=tuple(p.isr),
-            offline_replicas=(),
+            offline_replicas=tuple(b for b in p.replicas if b not in live),
         )
         for index, p in sorted(topic.partitions.items())
     )
