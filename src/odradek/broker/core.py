@@ -283,7 +283,8 @@ class BrokerCore:
                 if self.cluster is None:
                     hosted.leader_epoch = p.leader_epoch
                 else:
-                    self.replica_manager.apply_partition_state(hosted, p)
+                    min_isr = int(topic.configs.get("min.insync.replicas", self.config.min_insync_replicas))
+                    self.replica_manager.apply_partition_state(hosted, p, min_isr)
         for key in list(self.replica_manager.partitions):
             if key not in wanted:
                 self.replica_manager.remove(*key)

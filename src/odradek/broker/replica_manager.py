@@ -215,7 +215,7 @@ class ReplicaManager:
 
 
     # -- cluster mode: leading and following ----------------------------------------------------
-    def apply_partition_state(self, partition: Partition, state: Any) -> None:
+    def apply_partition_state(self, partition: Partition, state: Any, min_insync_replicas: int = 1) -> None:
         """Follow the image's state of a partition this broker replicates (a PartitionImage):
         become or stay leader (a new PartitionLeader per leader epoch), or follow its leader."""
         from odradek.replication.partition_state import PartitionLeader
@@ -226,6 +226,7 @@ class ReplicaManager:
         leader = partition.leader_state
         if state.leader == me:
             if leader is not None and leader.leader_epoch == state.leader_epoch:
+                leader.min_insync_replicas = min_insync_replicas
                 self._process(partition, leader.on_partition_change(state, now))
                 return
             cluster.fetchers.unfollow(partition.topic, partition.index)
@@ -237,7 +238,7 @@ class ReplicaManager:
                 broker_id=me, topic_id=partition.topic_id, partition=state,
                 log_end_offset=log_.log_end_offset,
                 high_watermark=min(log_.high_watermark, log_.log_end_offset),
-                min_insync_replicas=log_.config.min_insync_replicas,
+                min_insync_replicas=min_insync_replicas,
                 end_offset_for_epoch=lambda epoch, _end: log_.end_offset_for_epoch(epoch),
                 now_ms=now, replica_lag_time_max_ms=self._core.config.replica_lag_time_max_ms)
             partition.leader_id, partition.leader_epoch = me, state.leader_epoch
