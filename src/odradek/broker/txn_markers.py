@@ -2,7 +2,8 @@
 
 Both the transaction coordinator (in process, when a transaction ends) and the WriteTxnMarkers
 handler (a request from another broker's coordinator, or from `odradek transactions abort`)
-come here. For each partition the COMMIT or ABORT control batch is appended as leader; for a
+come here. In cluster mode, partitions led by another broker get a WriteTxnMarkers request to
+that leader. For each partition the COMMIT or ABORT control batch is appended as leader; for a
 `__consumer_offsets` partition the group coordinator then makes the producer's pending
 transactional offset commits committed (or drops them), as Kafka's
 `GroupCoordinator.onTransactionCompleted`.
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from odradek.broker.core import BrokerCore
 
 OFFSETS_TOPIC = "__consumer_offsets"
+WRITE_TXN_MARKERS_KEY = 27
+REMOTE_MARKERS_TIMEOUT_S = 10.0
 
 
 async def write_markers(
@@ -38,8 +41,14 @@ async def write_markers(
     """Write the marker to each partition in turn; the error of each (ErrorCode.none: written)."""
     errors: dict[tuple[str, int], ErrorCode] = {}
     completed_offsets_partitions: list[int] = []
+    remote: dict[int, list[tuple[str, int]]] = {}  # leader broker -> its partitions (cluster mode)
     for topic, index in partitions:
         found = core.replica_manager.leader_partition(topic, index)
+        if found is ErrorCode.not_leader_or_follower and core.cluster is not None:
+            leader = _leader_of(core, topic, index)
+            if leader is not None and leader != core.config.node_id:
+                remote.setdefault(leader, []).append((topic, index))
+                continue
         if isinstance(found, ErrorCode):
             errors[(topic, index)] = found
             continue
@@ -51,4 +60,45 @@ async def write_markers(
             completed_offsets_partitions.append(index)
     if completed_offsets_partitions:
         core.groups.complete_transaction(producer_id, commit, completed_offsets_partitions)
+    for leader, led in remote.items():
+        errors.update(await _write_remote(core, leader, producer_id, producer_epoch, commit,
+                                          coordinator_epoch, led))
+    return errors
+
+
+def _leader_of(core: BrokerCore, topic: str, index: int) -> int | None:
+    image_topic = core.image.topics_by_name.get(topic)
+    if image_topic is None or index not in image_topic.partitions:
+        return None
+    leader = image_topic.partitions[index].leader
+    return leader if leader >= 0 else None
+
+
+async def _write_remote(core: BrokerCore, leader: int, producer_id: int, producer_epoch: int,
+                        commit: bool, coordinator_epoch: int, partitions: list[tuple[str, int]]
+                        ) -> dict[tuple[str, int], ErrorCode]:
+    """WriteTxnMarkers (v1) to the broker leading `partitions`; its errors, or
+    NOT_LEADER_OR_FOLLOWER for all when it cannot be reached (the caller retries)."""
+    from kio.index import load_payload_module
+    from kio.static.constants import EntityType
+
+    m = load_payload_module(WRITE_TXN_MARKERS_KEY, 1, EntityType.request)
+    by_topic: dict[str, list[int]] = {}
+    for topic, index in partitions:
+        by_topic.setdefault(topic, []).append(index)
+    request = m.WriteTxnMarkersRequest(markers=(m.WritableTxnMarker(
+        producer_id=producer_id, producer_epoch=producer_epoch, transaction_result=commit,
+        topics=tuple(m.WritableTxnMarkerTopic(name=t, partition_indexes=tuple(ps))
+                     for t, ps in by_topic.items()),
+        coordinator_epoch=coordinator_epoch),))
+    try:
+        response = await core.cluster.inter_broker.request(leader, WRITE_TXN_MARKERS_KEY, 1, request,
+                                                           REMOTE_MARKERS_TIMEOUT_S)
+    except Exception:  # unreachable or timed out: retried by the transaction coordinator
+        return {tp: ErrorCode.not_leader_or_follower for tp in partitions}
+    errors = {tp: ErrorCode.not_leader_or_follower for tp in partitions}
+    for marker in response.markers:
+        for topic in marker.topics:
+            for p in topic.partitions:
+                errors[(topic.name, p.partition_index)] = p.error_code
     return errors
