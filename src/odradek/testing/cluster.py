@@ -222,9 +222,9 @@ class ClusterProcess:
 
     `overrides` are broker configs for every broker; `node_overrides[node]` add to them for one.
     Data dirs are `<base_dir>/broker-<node>`; a private etcd (when `etcd` is None) lives in
-    `<base_dir>/etcd` and goes with the cluster at `close()`. Each cluster uses its own etcd key
-    root (`metadata.root`-style separation is not assumed), so do not share a given etcd between
-    two clusters at once unless the brokers are configured with distinct roots.
+    `<base_dir>/etcd` and goes with the cluster at `close()`. Brokers keep their metadata under
+    etcd's fixed root `/odradek` (no config names another), so an etcd passed in must not serve
+    two clusters at once.
     """
 
     def __init__(self, base_dir: str | os.PathLike, n_brokers: int = 3, *, etcd: EtcdProcess | None = None,
