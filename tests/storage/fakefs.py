@@ -189,6 +189,11 @@ class FakeFileSystem(FileSystem):
         """Let `ops` more mutating calls run, then kill the process (see the module docs)."""
         self._ops_before_kill = ops
 
+    @property
+    def killed(self) -> bool:
+        """Whether `kill_after_ops` has struck (until the next `crash()`)."""
+        return self._killed
+
     def _check_alive(self) -> None:
         if self._killed:
             raise ProcessKilled("the process was killed")
