@@ -13,6 +13,8 @@ appended, the transaction coordinator must confirm the partition was added to th
 (in process on a single node); otherwise INVALID_TXN_STATE, and the coordinator's retriable
 answers become NOT_ENOUGH_REPLICAS (as Kafka, so that older clients retry without a metadata
 refresh).
+In cluster mode a partition this broker does not lead gets NOT_LEADER_OR_FOLLOWER with its current
+leader and that leader's endpoint (v10+, KIP-951), so the client moves at once.
 Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, CORRUPT_MESSAGE,
 INVALID_TOPIC_EXCEPTION (a client appending to an internal topic),
 INVALID_RECORD (also an unknown compression codec), UNSUPPORTED_COMPRESSION_TYPE (zstd before v7),
@@ -25,6 +27,7 @@ not answer), KAFKA_STORAGE_ERROR.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from odradek.broker.connection import CloseConnection
@@ -85,13 +88,21 @@ async def handle(request, ctx):
         if outcomes:
             answered.append((topic, outcomes))
     topic_responses = []
+    leaders: set[int] = set()  # KIP-951: the current leaders named in NOT_LEADER_OR_FOLLOWER answers
     for topic, outcomes in answered:
         partition_responses = []
         for index, outcome in outcomes:
             if isinstance(outcome, asyncio.Future):
                 result = await outcome
                 outcome = (result.error, result.error_message, result)
-            partition_responses.append(_partition_response(ctx, index, *outcome))
+            response = _partition_response(ctx, index, *outcome)
+            if outcome[0] is ErrorCode.not_leader_or_follower and core.cluster is not None:
+                current = _current_leader(core, topic.topic_id if by_id else topic.name, by_id, index)
+                if current is not None:
+                    leaders.add(current[0])
+                    response = dataclasses.replace(response, current_leader=ctx.entity(
+                        "LeaderIdAndEpoch", leader_id=current[0], leader_epoch=current[1]))
+            partition_responses.append(response)
         topic_responses.append(ctx.entity(
             "TopicProduceResponse",
             name=None if by_id else topic.name,
@@ -105,7 +116,26 @@ async def handle(request, ctx):
             return CloseConnection(f"acks=0 produce failed: {failed[0][0]}-{failed[0][1]} "
                                    f"{failed[0][2].name}")
         return None
-    return ctx.response(responses=tuple(topic_responses), throttle_time=timedelta(0))
+    node_endpoints = ()
+    if leaders:
+        described = {node_id: (host, port, rack)
+                     for node_id, host, port, rack in core.described_brokers(ctx.client.listener_name)}
+        node_endpoints = tuple(
+            ctx.entity("NodeEndpoint", node_id=n, host=described[n][0], port=described[n][1],
+                       rack=described[n][2])
+            for n in sorted(leaders) if n in described)
+    return ctx.response(responses=tuple(topic_responses), throttle_time=timedelta(0),
+                        node_endpoints=node_endpoints)
+
+
+def _current_leader(core, topic_key, by_id, index):
+    """(leader id, leader epoch) of a partition from the image, or None when it has none."""
+    image = core.image
+    topic = image.topics_by_id.get(topic_key) if by_id else image.topics_by_name.get(topic_key)
+    if topic is None or index not in topic.partitions:
+        return None
+    p = topic.partitions[index]
+    return (p.leader, p.leader_epoch) if p.leader >= 0 else None
 
 
 async def _append(core, topic_image, data, now_ms, api_version, transactional_id, acks, timeout_ms):
