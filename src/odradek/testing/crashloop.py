@@ -29,6 +29,11 @@ What is checked (`CrashLoopReport.check`), the broker's guarantees to an idempot
   start, and a copy of the dir, in `<data_dir>.start-failure-<n>{.txt,/}`. The start is then
   tried again (`START_ATTEMPTS` in all): a failure that goes away on retry was transient.
 
+Every restart runs the broker from the source tree as it is then. A tree that others edit during
+the run (a shared checkout) can hand a restart half-edited code, which fails for reasons that are
+not the broker's: `source_changed` says whether any module of the package changed during the run,
+and a start failure says it too. Run long loops from a frozen copy (`git archive`, a worktree).
+
 Records a producer sent but never saw acknowledged may or may not be in the log; when they are,
 they still count for the duplicate and order checks. Runs in the test process; not thread-safe
 beyond its own threads. The random choices are seeded (`seed`) so a run's schedule can be replayed,
@@ -79,6 +84,7 @@ class CrashLoopReport:
     commits_acked: int = 0  # OffsetCommit requests the broker acknowledged (when group_id is set)
     broker_exits: list = field(default_factory=list)  # the broker died without being killed
     start_failures: list = field(default_factory=list)  # failed starts after kills
+    source_changed: bool = False  # the package's source files changed during the run
 
     def summary(self) -> str:
         restart_ms = sorted(self.restart_s)
@@ -90,7 +96,7 @@ class CrashLoopReport:
             f"consumer_errors={len(self.consumer_errors)} fatal={len(self.producer_fatal)} "
             f"group_offsets_checked={self.group_offsets_checked} commits_acked={self.commits_acked} "
             f"regressions={len(self.committed_offset_regressions)} "
-            f"start_failures={len(self.start_failures)} "
+            f"start_failures={len(self.start_failures)} source_changed={self.source_changed} "
             f"restart_median_ms={median:.0f} elapsed_s={self.elapsed_s:.1f}"
         )
 
@@ -233,6 +239,7 @@ class CrashLoop:
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> CrashLoopReport:
         report = CrashLoopReport()
+        self._source = _source_fingerprint()
         started = time.monotonic()
         self.broker.start()
         stop = threading.Event()
@@ -292,6 +299,7 @@ class CrashLoop:
             stop.set()
             self.broker.stop()
         report.elapsed_s = time.monotonic() - started
+        report.source_changed = _source_fingerprint() != self._source
         return report
 
     def _start_after_kill(self, report: CrashLoopReport) -> None:
@@ -303,8 +311,11 @@ class CrashLoop:
                 return
             except RuntimeError as exc:
                 evidence = self._keep_evidence(len(report.start_failures), before, str(exc))
+                changed = _source_fingerprint() != self._source
                 report.start_failures.append(
-                    f"after kill {report.kills}, attempt {attempt}: {exc} (evidence: {evidence})"
+                    f"after kill {report.kills}, attempt {attempt}"
+                    f"{' (the source tree changed during the run)' if changed else ''}: {exc} "
+                    f"(evidence: {evidence})"
                 )
         raise RuntimeError(
             f"the broker did not start after kill {report.kills} in {START_ATTEMPTS} attempts:\n"
@@ -502,3 +513,20 @@ def _copy_if_present(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
     except FileNotFoundError:
         pass
+
+
+def _source_fingerprint() -> tuple[int, int]:
+    """(number of files, latest mtime in ns) of the odradek package's .py files."""
+    import odradek
+
+    count, latest = 0, 0
+    for base in odradek.__path__:
+        for root, _, names in os.walk(base):
+            for name in names:
+                if name.endswith(".py"):
+                    try:
+                        latest = max(latest, os.stat(os.path.join(root, name)).st_mtime_ns)
+                    except FileNotFoundError:
+                        continue
+                    count += 1
+    return count, latest
