@@ -90,6 +90,9 @@ class CoordinatorRuntime:
             [(key, value, [], timestamp_ms) for key, value in append.records]
         )
 
+    def _begin_loading(self, p: int) -> None:
+        self.coordinator.begin_loading(p)
+
     def _finish_loading(self, p: int) -> None:
         self._process_result(self.coordinator.finish_loading(p, now_ms()))
 
@@ -107,7 +110,7 @@ class CoordinatorRuntime:
         self._adopt_partition_count()
         partitions = self._new_partitions()
         for p in partitions:
-            self.coordinator.begin_loading(p)
+            self._begin_loading(p)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -141,7 +144,7 @@ class CoordinatorRuntime:
         if not known:
             self._adopt_partition_count()
         for p in new:
-            self.coordinator.begin_loading(p)
+            self._begin_loading(p)
             self._load(p)
         self._after_call()
 

@@ -13,6 +13,7 @@ goes to a small thread pool through `run_blocking`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
 CONTROLLED_SHUTDOWN_TIMEOUT_S = 30.0
+KAFKA_INTERNAL_REPLICATION_FACTOR = 3  # Kafka's offsets.topic / transaction.state.log default
+KAFKA_TRANSACTION_STATE_MIN_ISR = 2
 CONTROLLED_SHUTDOWN_RETRY_S = 0.5
 METADATA_DIR = "__cluster_metadata-0"
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -310,6 +313,8 @@ class BrokerCore:
         """Create `name` with the broker's defaults (Metadata auto-creation); NONE if it exists."""
         if name in INTERNAL_TOPICS:
             request, internal = controller.internal_topic(name, self.config), True
+            if self.cluster is not None:
+                request = self._replicated_internal_topic(request)
         else:
             request, internal = controller.CreatableTopic(name=name), False
         if self.cluster is not None and self.cluster.controller is None:
@@ -317,6 +322,21 @@ class BrokerCore:
         results = await self.create_topics([request], validate_only=False, allow_internal=internal)
         error = results[0].error
         return ErrorCode.none if error is ErrorCode.topic_already_exists else error
+
+    def _replicated_internal_topic(self, request: Any) -> Any:
+        """Cluster mode: an internal topic whose replication factor was not configured gets
+        Kafka's default, 3 (at most the live brokers), and for __transaction_state
+        min.insync.replicas 2 (at most that factor), so coordinators fail over."""
+        rf_key, isr_key = ("offsets.topic.replication.factor", None) if request.name == OFFSETS_TOPIC \
+            else ("transaction.state.log.replication.factor", "transaction.state.log.min.isr")
+        explicit = self.static_config.static_configs
+        if rf_key in explicit:
+            return request
+        rf = max(1, min(KAFKA_INTERNAL_REPLICATION_FACTOR, len(self.live_broker_ids())))
+        configs = dict(request.configs)
+        if isr_key is not None and isr_key not in explicit:
+            configs["min.insync.replicas"] = str(min(KAFKA_TRANSACTION_STATE_MIN_ISR, rf))
+        return dataclasses.replace(request, replication_factor=rf, configs=configs)
 
     async def decide_and_apply(self, decide: Callable[[Any], tuple[list, Any]]) -> Any:
         """Run `decide(image) -> (records, result)` under the controller lock, apply its records,

@@ -85,6 +85,12 @@ class TxnService(CoordinatorRuntime):
     def _configured_partitions(self) -> int:
         return self.coordinator.config.transaction_state_log_num_partitions
 
+    def _begin_loading(self, p: int) -> None:
+        # The coordinator epoch is the leader epoch of the partition (Kafka's): markers of a
+        # newer coordinator fence those of an older one.
+        partition = self._core.replica_manager.get(self.topic, p)
+        self.coordinator.begin_loading(p, partition.leader_epoch if partition is not None else 0)
+
     def _unload(self, p: int) -> None:
         self.coordinator.unload(p)
 
