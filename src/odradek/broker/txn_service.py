@@ -28,6 +28,7 @@ from odradek.broker.coordinator_runtime import CoordinatorRuntime
 from odradek.broker.txn_markers import write_markers
 from odradek.coordinator.txn_coordinator import TransactionConfig, TransactionCoordinator, TxnResult
 from odradek.coordinator.txn_messages import AddPartitionsToTxnTransaction, MarkerRequest
+from odradek.coordinator.txn_records import partition_for_transactional_id
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import now_ms
 
@@ -46,7 +47,10 @@ _RETRIABLE_MARKER_ERRORS = frozenset({
     ErrorCode.request_timed_out,
     ErrorCode.unknown_server_error,
 })
-MARKER_RETRY_BACKOFF_S = (0.05, 2.0)  # first and largest pause between marker retries
+MARKER_RETRY_BACKOFF_S = (0.05, 2.0)
+ADD_PARTITIONS_TO_TXN_KEY = 24
+VERIFY_VERSION = 4  # verify-only entries (KIP-890), sent between brokers
+VERIFY_TIMEOUT_S = 10.0  # first and largest pause between marker retries
 
 
 def transaction_config(config: Any, num_partitions: int | None = None) -> TransactionConfig:
@@ -107,6 +111,42 @@ class TxnService(CoordinatorRuntime):
         return await super().call(method_name, *args)
 
     # -- KIP-890 verification ----------------------------------------------------------------
+    async def verify_partition_anywhere(self, transactional_id: str, producer_id: int,
+                                        producer_epoch: int, topic: str, partition: int) -> int:
+        """`verify_partition`, asking the coordinator's broker with a verify-only
+        AddPartitionsToTxn (v4) when the transactional id is coordinated elsewhere (cluster
+        mode). NOT_COORDINATOR when no live coordinator is known."""
+        local = self.verify_partition(transactional_id, producer_id, producer_epoch, topic, partition)
+        cluster = self._core.cluster
+        if local != ErrorCode.not_coordinator.value or cluster is None:
+            return local
+        image_topic = self._core.image.topics_by_name.get(TRANSACTION_STATE_TOPIC)
+        if image_topic is None:
+            return local
+        index = partition_for_transactional_id(transactional_id, len(image_topic.partitions))
+        leader = image_topic.partitions[index].leader
+        if leader < 0 or leader == self._core.config.node_id:
+            return local
+        from kio.index import load_payload_module
+        from kio.static.constants import EntityType
+
+        m = load_payload_module(ADD_PARTITIONS_TO_TXN_KEY, VERIFY_VERSION, EntityType.request)
+        request = m.AddPartitionsToTxnRequest(transactions=(m.AddPartitionsToTxnTransaction(
+            transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch,
+            verify_only=True, topics=(m.AddPartitionsToTxnTopic(name=topic, partitions=(partition,)),)),))
+        try:
+            response = await cluster.inter_broker.request(leader, ADD_PARTITIONS_TO_TXN_KEY, VERIFY_VERSION,
+                                                          request, VERIFY_TIMEOUT_S)
+        except Exception:  # unreachable: the producer retries (NOT_ENOUGH_REPLICAS)
+            return ErrorCode.coordinator_not_available.value
+        if response.error_code is not ErrorCode.none:
+            return response.error_code.value
+        for result in response.results_by_transaction:
+            for topic_result in result.topic_results:
+                for p in topic_result.results_by_partition:
+                    return p.partition_error_code.value
+        return ErrorCode.unknown_server_error.value
+
     def verify_partition(self, transactional_id: str, producer_id: int, producer_epoch: int,
                          topic: str, partition: int) -> int:
         """Is (topic, partition) in the producer's open transaction? NONE, or the error of a

@@ -167,7 +167,7 @@ async def _append(core, topic_image, data, now_ms, api_version, transactional_id
     if header.is_control:
         return ErrorCode.invalid_record, "clients may not write control batches", None
     if header.is_transactional:
-        refused = _verify_transaction(core, partition, header, transactional_id)
+        refused = await _verify_transaction(core, partition, header, transactional_id)
         if refused is not None:
             return refused
     result, acked = await core.replica_manager.append_local(
@@ -195,15 +195,16 @@ def _has_transactional_batch(request) -> bool:
     return False
 
 
-def _verify_transaction(core, partition, header, transactional_id):
+async def _verify_transaction(core, partition, header, transactional_id):
     """KIP-890: the (error, message, None) refusing a transactional batch, or None to append."""
     state = partition.log.producer_state
     entry = state.producers.get(header.producer_id)
     if (header.producer_id in state.ongoing_txns and entry is not None
             and entry.producer_epoch == header.producer_epoch):
         return None  # the transaction is already open on this partition
-    error = core.txns.verify_partition(transactional_id, header.producer_id, header.producer_epoch,
-                                       partition.topic, partition.index)
+    error = await core.txns.verify_partition_anywhere(transactional_id, header.producer_id,
+                                                      header.producer_epoch, partition.topic,
+                                                      partition.index)
     if error == ErrorCode.none.value:
         return None
     if error in _RETRIABLE_VERIFY_ERRORS:
