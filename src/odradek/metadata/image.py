@@ -38,7 +38,9 @@ class InvalidMetadataRecord(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PartitionImage:
-    """One partition: replicas (preferred leader first), ISR, current leader and its epochs."""
+    """One partition: replicas (preferred leader first), ISR, current leader and its epochs, and
+    an ongoing reassignment: `adding_replicas` / `removing_replicas` (both subsets of `replicas`,
+    disjoint; both empty when none is in progress; see metadata/reassignment.py)."""
 
     partition: int
     replicas: tuple[int, ...]
@@ -46,6 +48,12 @@ class PartitionImage:
     leader: int
     leader_epoch: int
     partition_epoch: int
+    adding_replicas: tuple[int, ...] = ()
+    removing_replicas: tuple[int, ...] = ()
+
+    @property
+    def is_reassigning(self) -> bool:
+        return bool(self.adding_replicas or self.removing_replicas)
 
 
 @dataclass(frozen=True)
@@ -152,7 +160,8 @@ class MetadataImage:
     def _apply_partition(self, record: PartitionRecord) -> Change:
         topic = self._topic(record.topic_id, record)
         partition = PartitionImage(record.partition_id, tuple(record.replicas), tuple(record.isr), record.leader,
-                                   record.leader_epoch, record.partition_epoch)
+                                   record.leader_epoch, record.partition_epoch,
+                                   tuple(record.adding_replicas), tuple(record.removing_replicas))
         self._put(replace(topic, partitions={**topic.partitions, record.partition_id: partition}))
         return Change(partitions_changed=((topic.name, record.partition_id),))
 
@@ -167,6 +176,10 @@ class MetadataImage:
             old,
             isr=tuple(record.isr) if record.isr is not None else old.isr,
             replicas=tuple(record.replicas) if record.replicas is not None else old.replicas,
+            adding_replicas=(tuple(record.adding_replicas) if record.adding_replicas is not None
+                             else old.adding_replicas),
+            removing_replicas=(tuple(record.removing_replicas) if record.removing_replicas is not None
+                               else old.removing_replicas),
             leader=record.leader if leader_changed else old.leader,
             leader_epoch=old.leader_epoch + 1 if leader_changed else old.leader_epoch,
             partition_epoch=old.partition_epoch + 1,
@@ -237,7 +250,8 @@ class MetadataImage:
             for index in sorted(topic.partitions):
                 p = topic.partitions[index]
                 records.append(PartitionRecord(index, topic.topic_id, p.replicas, p.isr, p.leader,
-                                               p.leader_epoch, p.partition_epoch))
+                                               p.leader_epoch, p.partition_epoch,
+                                               p.adding_replicas, p.removing_replicas))
             for name, value in sorted(topic.configs.items()):
                 records.append(ConfigRecord(RESOURCE_TOPIC, topic.name, name, value))
         if self.producer_ids_next:

@@ -11,7 +11,9 @@ per record:
 UUIDs are written as their canonical string, tuples as arrays. `decode_record` refuses an
 unknown type, an unknown (newer) version or a malformed body with `RecordDecodeError`, so a
 broker never applies a record it does not understand. A new field added later bumps the
-record's version; decoding an older version fills the field's default.
+record's version; decoding an older version fills the field's default. A record whose new fields
+all hold their defaults is written at the oldest version that has its other fields
+(`_encode_version`), so brokers that predate a field still read the records that do not use it.
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ class TopicRecord:
 
 @dataclass(frozen=True, slots=True)
 class PartitionRecord:
-    """A partition's full state: replicas (leader preferred first), ISR, leader and epochs."""
+    """A partition's full state: replicas (leader preferred first), ISR, leader and epochs.
+
+    Version 1 adds, as Kafka's PartitionRecord, an ongoing reassignment (metadata/reassignment.py):
+    adding_replicas    replicas being added (in `replicas`, not yet all in the ISR)
+    removing_replicas  replicas to remove once every adding replica is in the ISR
+    Both empty when no reassignment is in progress (and in version 0).
+    """
 
     partition_id: int
     topic_id: uuid.UUID
@@ -53,6 +61,8 @@ class PartitionRecord:
     leader: int
     leader_epoch: int = 0
     partition_epoch: int = 0
+    adding_replicas: tuple[int, ...] = ()
+    removing_replicas: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +70,8 @@ class PartitionChangeRecord:
     """A change to one partition; None / NO_LEADER_CHANGE fields stay as they are.
 
     Applying it bumps partition_epoch; a leader change also bumps leader_epoch (Kafka's rule).
+    Version 1 adds `adding_replicas` / `removing_replicas` (an ongoing reassignment, as in
+    PartitionRecord v1): None leaves them as they are, () clears them.
     """
 
     partition_id: int
@@ -67,6 +79,8 @@ class PartitionChangeRecord:
     isr: tuple[int, ...] | None = None
     leader: int = NO_LEADER_CHANGE
     replicas: tuple[int, ...] | None = None
+    adding_replicas: tuple[int, ...] | None = None
+    removing_replicas: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +153,27 @@ RECORD_TYPES: dict[str, tuple[type, int]] = {
                 RegisterBrokerRecord, UnregisterBrokerRecord, ProducerIdsRecord)
 }
 RECORD_TYPES[RegisterBrokerRecord.__name__] = (RegisterBrokerRecord, 1)  # v1: incarnation_id, broker_epoch
+RECORD_TYPES[PartitionRecord.__name__] = (PartitionRecord, 1)  # v1: adding_replicas, removing_replicas
+RECORD_TYPES[PartitionChangeRecord.__name__] = (PartitionChangeRecord, 1)  # v1: the same
 _UUID_FIELDS = {"topic_id"}
-_TUPLE_FIELDS = {"replicas", "isr"}
+_TUPLE_FIELDS = {"replicas", "isr", "adding_replicas", "removing_replicas"}
+# Fields a record type gained at a version: (version, field names). A record whose fields of
+# version v and above all hold their defaults is encoded at version v - 1, without them.
+_FIELDS_SINCE: dict[type, list[tuple[int, tuple[str, ...]]]] = {
+    PartitionRecord: [(1, ("adding_replicas", "removing_replicas"))],
+    PartitionChangeRecord: [(1, ("adding_replicas", "removing_replicas"))],
+}
+
+
+def _encode_version(record: MetadataRecord, current_version: int) -> tuple[int, frozenset[str]]:
+    """(version to write, fields left out): the oldest version holding every non-default field."""
+    version, omitted = current_version, set()
+    for since, names in sorted(_FIELDS_SINCE.get(type(record), ()), reverse=True):
+        defaults = {f.name: f.default for f in dataclasses.fields(record) if f.name in names}
+        if since > version or any(getattr(record, n) != defaults[n] for n in names):
+            break
+        version, omitted = since - 1, omitted | set(names)
+    return version, frozenset(omitted)
 
 
 def _json_value(value: Any) -> Any:
@@ -156,9 +189,11 @@ def encode_record(record: MetadataRecord) -> bytes:
     cls = type(record)
     entry = RECORD_TYPES.get(cls.__name__)
     assert entry is not None and entry[0] is cls, f"not a metadata record: {record!r}"
-    body: dict[str, Any] = {"t": cls.__name__, "v": entry[1]}
+    version, omitted = _encode_version(record, entry[1])
+    body: dict[str, Any] = {"t": cls.__name__, "v": version}
     for f in dataclasses.fields(record):
-        body[f.name] = _json_value(getattr(record, f.name))
+        if f.name not in omitted:
+            body[f.name] = _json_value(getattr(record, f.name))
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
