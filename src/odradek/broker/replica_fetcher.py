@@ -268,6 +268,17 @@ class ReplicaFetcher:
         p = followed.partition
         log_ = p.log
         error = ErrorCode(pd.error_code)
+        leader_log_start = int(pd.log_start_offset)
+        if error is ErrorCode.offset_out_of_range and leader_log_start > log_.log_end_offset:
+            # The leader's log starts above ours (retention or DeleteRecords ran while we were
+            # away): start over at its log start offset (Kafka's truncateFullyAndStartAt).
+            log.info("%s-%d: leader %d starts at %d, above our log end %d; starting over there",
+                     p.topic, p.index, self.leader_id, leader_log_start, log_.log_end_offset)
+            try:
+                log_.truncate_fully_and_start_at(leader_log_start)  # on the loop, as truncate_to
+            except OSError as exc:
+                self._storage_failed(followed, exc)
+                return
         diverging = None
         if int(pd.diverging_epoch.epoch) >= 0:
             diverging = (int(pd.diverging_epoch.epoch), int(pd.diverging_epoch.end_offset))

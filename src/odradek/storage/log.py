@@ -684,6 +684,12 @@ class Log:
         active.flush()
         self._after_truncation(active.next_offset)
 
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Drop every segment and start an empty log at `offset` (Kafka's truncateFullyAndStartAt:
+        a follower whose fetch offset is below the leader's log start offset)."""
+        with self._flush_lock:
+            self._truncate_fully_and_start_at(offset)
+
     def _truncate_fully_and_start_at(self, offset: int) -> None:
         for segment in self.segments:
             segment.delete()
