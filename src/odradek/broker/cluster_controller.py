@@ -29,6 +29,18 @@ appends, each decided on the image the previous one produced:
                       what `controller.create_topics` places replicas on.
     3. elections      `elect_offline_leaders` over the eligible brokers, then
                       `election.controlled_shutdown` for every broker shutting down.
+    4. reassignments  `reassignment.complete_reassignments` over the eligible brokers: every
+                      partition whose adding replicas are all in the ISR gets its target
+                      replicas (normally done already in the AlterPartition append that added
+                      the last one; this catches the rest, e.g. after a controller failover).
+
+Reassignments (AlterPartitionReassignments / ListPartitionReassignments): decided by
+`metadata/reassignment.py` on the image; the new replicas start following when their brokers see
+the merged replica set, the leader adds them to the ISR as they catch up (AlterPartition), and the
+append that adds the last one also completes the reassignment (replicas = target, ISR within it,
+leadership moved into it when needed), as Kafka's controller does in one PartitionChangeRecord;
+here it is a second record in the same etcd entry, so the leader's AlterPartition answer
+describes the ISR change and the completion reaches it through the image.
 
 Eligible brokers (elections, ISR additions) are the current ones minus those in controlled
 shutdown. Unclean election follows `unclean.leader.election.enable` (off by default); ElectLeaders
@@ -60,10 +72,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from odradek.metadata import election
+from odradek.metadata import election, reassignment
 from odradek.metadata.election import AlterPartitionRequest, AlterPartitionResult, ElectionResult
 from odradek.metadata.etcd_store import MetadataQuorumError
 from odradek.metadata.image import MetadataImage
+from odradek.metadata.reassignment import (
+    OngoingReassignment,
+    ReassignmentRequest,
+    ReassignmentResult,
+)
 from odradek.metadata.records import (
     NO_LEADER,
     MetadataRecord,
@@ -269,6 +286,7 @@ class ClusterController:
         self._pending_losses -= handled
         await self._decide_and_append(self._decide_registrations)
         await self._decide_and_append(self._decide_elections)
+        await self._decide_and_append(self._decide_reassignments)
         self.reconcile_passes += 1
 
     def _decide_losses(self, image: MetadataImage, next_sequence: int, retrying: bool) -> Decision[set[int]]:
@@ -313,6 +331,12 @@ class ClusterController:
             records.extend(moves)
         return records, None
 
+    def _decide_reassignments(self, image: MetadataImage, next_sequence: int, retrying: bool) -> Decision[None]:
+        records = reassignment.complete_reassignments(image, self.eligible_brokers(image))
+        if records:
+            log.info("controller: completing %d partition reassignments", len(records))
+        return list(records), None
+
     # -- requests from brokers and admins --------------------------------------------------------
     async def alter_partition(self, requests: list[AlterPartitionRequest],
                               member_epochs: Sequence[Mapping[int, int] | None] | None = None
@@ -347,6 +371,11 @@ class ClusterController:
                 changes, result = election.alter_partition(scratch, request, live)
                 for record in changes:
                     scratch.apply(record)
+                if changes:  # the ISR grew: a reassignment waiting for it completes now
+                    done = reassignment.complete_reassignment(scratch, request.topic_id, request.partition, eligible)
+                    if done is not None:
+                        scratch.apply(done)
+                        changes = [*changes, done]
                 records.extend(changes)
                 results.append(result)
             return records, results
@@ -417,6 +446,36 @@ class ClusterController:
 
         await self._decide_and_append(decide)
         return first[0]
+
+    async def alter_partition_reassignments(self, requests: list[ReassignmentRequest],
+                                            allow_replication_factor_change: bool = True
+                                            ) -> list[ReassignmentResult]:
+        """AlterPartitionReassignments: start, change or cancel reassignments
+        (`reassignment.alter_reassignments`, all appended in one decision); one result per
+        request, in order. Completion follows as the new replicas join the ISR. Raises
+        MetadataQuorumError NOT_CONTROLLER / REQUEST_TIMED_OUT when nothing could be written."""
+        if len(requests) > MAX_ALTER_PARTITION_ITEMS:
+            raise ValueError(f"{len(requests)} partitions in one AlterPartitionReassignments exceed "
+                             f"{MAX_ALTER_PARTITION_ITEMS}")
+        first: list[list[ReassignmentResult]] = []
+
+        def decide(image: MetadataImage, next_sequence: int, retrying: bool) -> Decision[list[ReassignmentResult]]:
+            records, results = reassignment.alter_reassignments(
+                image, requests, self.eligible_brokers(image), allow_replication_factor_change)
+            if not first:
+                first.append(results)  # a retry after a written-but-unanswered append reports these
+            return list(records), results
+
+        await self._decide_and_append(decide)
+        self._wakeup.set()  # a reconcile pass completes whatever is already in sync
+        return first[0]
+
+    def list_partition_reassignments(self, partitions: Iterable[tuple[str, int]] | None = None
+                                     ) -> list[OngoingReassignment]:
+        """ListPartitionReassignments: the ongoing reassignments in the controller's image among
+        `partitions` (None: all)."""
+        self._check_active()
+        return reassignment.list_reassignments(self.store.image, partitions)
 
     @staticmethod
     def _decide_unclean(image: MetadataImage, targets: list[tuple[str, int]], eligible: set[int]

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 # Requests that change metadata: in cluster mode a broker that is not the controller forwards
 # them to the controller and relays its answer (CreateTopics, DeleteTopics, AlterConfigs,
 # CreatePartitions, IncrementalAlterConfigs, ElectLeaders).
-FORWARDED_APIS = frozenset({19, 20, 33, 37, 44, 43})
+FORWARDED_APIS = frozenset({19, 20, 33, 37, 44, 43, 45})
 log = logging.getLogger(__name__)
 
 API_VERSIONS_KEY = 18

@@ -155,7 +155,9 @@ def complete_reassignments(image: MetadataImage, eligible: Collection[int]) -> l
     return records
 
 
-def _invalid_target(image: MetadataImage, target: Sequence[int]) -> str | None:
+def invalid_target(target: Sequence[int], registered: Collection[int]) -> str | None:
+    """Why `target` is not a valid replica assignment over the `registered` brokers (Kafka's
+    messages), or None when it is."""
     if not target:
         return "The manual partition assignment includes an empty replica list."
     if len(target) > MAX_REPLICAS_PER_PARTITION:
@@ -165,7 +167,7 @@ def _invalid_target(image: MetadataImage, target: Sequence[int]) -> str | None:
         if b in seen:
             return f"The manual partition assignment includes the broker {b} more than once."
         seen.add(b)
-        if b not in image.brokers:
+        if b not in registered:
             return f"The manual partition assignment includes broker {b}, but no such broker is registered."
     return None
 
@@ -228,7 +230,7 @@ def alter_reassignments(image: MetadataImage, requests: Iterable[ReassignmentReq
             record, error, message = _revert(topic.topic_id, p, eligible)
         else:
             target = tuple(int(b) for b in target)
-            message = _invalid_target(scratch, target)
+            message = invalid_target(target, scratch.brokers)
             if message is not None:
                 results.append(ReassignmentResult(request.topic, request.partition,
                                                   ErrorCode.invalid_replica_assignment, message))

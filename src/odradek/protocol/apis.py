@@ -68,6 +68,8 @@ _TABLE: list[tuple[int, int, int, int]] = [
     (44, 0, 1, 0),   # IncrementalAlterConfigs
     (42, 0, 2, 0),   # DeleteGroups
     (43, 0, 2, 0),   # ElectLeaders
+    (45, 0, 1, 0),   # AlterPartitionReassignments
+    (46, 0, 0, 0),   # ListPartitionReassignments
     (47, 0, 0, 0),   # OffsetDelete
     (56, 2, 3, 2),   # AlterPartition (inter-broker: leaders to the controller; v0-1 gone in Kafka 4)
     (60, 0, 2, 0),   # DescribeCluster
