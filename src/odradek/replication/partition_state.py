@@ -22,8 +22,9 @@ checkEnoughReplicasReachOffset; KIP-497 AlterPartition):
   ISR plus a pending addition; a pending removal still counts the removed member), so the high
   watermark never advances on an ISR that the controller has not committed. One proposal at a
   time; a lost answer is re-sent with the same partition epoch (the controller's CAS makes a
-  repeat harmless); a non-retriable answer leaves the proposal pending until a newer partition
-  state arrives through metadata.
+  repeat harmless); INELIGIBLE_REPLICA / OPERATION_NOT_ATTEMPTED (nothing applied, epoch right)
+  return to the committed ISR at once; any other non-retriable answer leaves the proposal
+  pending until a newer partition state arrives through metadata.
 - The high watermark is the smallest log end offset over the leader and the maximal ISR; it only
   moves forward. A follower whose log end offset is unknown (no fetch in this leader epoch yet)
   holds it back.
@@ -59,8 +60,11 @@ MAX_PENDING_APPENDS = 100_000  # acks=all appends waiting per partition; the con
 # error (NOT_CONTROLLER, REQUEST_TIMED_OUT, ...) is re-sent after alter_partition_retry_ms.
 AWAIT_METADATA_ALTER_ERRORS = frozenset({
     ErrorCode.unknown_topic_or_partition, ErrorCode.unknown_topic_id, ErrorCode.fenced_leader_epoch,
-    ErrorCode.invalid_update_version, ErrorCode.invalid_request, ErrorCode.new_leader_elected,
-    ErrorCode.ineligible_replica})
+    ErrorCode.invalid_update_version, ErrorCode.invalid_request, ErrorCode.new_leader_elected})
+# Answers that say "your partition epoch is right and nothing was applied": back to the committed
+# ISR at once, so a later fetch may propose again (Kafka's handleAlterPartitionError; e.g. a
+# follower that was in controlled shutdown and has come back).
+REVERT_ALTER_ERRORS = frozenset({ErrorCode.ineligible_replica, ErrorCode.operation_not_attempted})
 
 EndOffsetForEpoch = Callable[[int, int], tuple[int, int]]
 """(requested epoch, log end offset) -> (largest epoch <= requested, its end offset), or
@@ -299,6 +303,11 @@ class PartitionLeader:
             if result.leader_epoch != self.leader_epoch or result.partition_epoch <= self.partition.partition_epoch:
                 return LeaderOutputs()
             return self._adopt(result.isr, result.partition_epoch, now_ms)
+        if result.error in REVERT_ALTER_ERRORS:
+            self.isr_state = IsrState.COMMITTED
+            self.pending_alter = None
+            self._alter_awaits_metadata = False
+            return LeaderOutputs()
         if result.error in AWAIT_METADATA_ALTER_ERRORS:
             self._alter_awaits_metadata = True
         return LeaderOutputs()
