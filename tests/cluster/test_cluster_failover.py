@@ -248,18 +248,22 @@ def run_leader_kill_loop(cluster: ClusterProcess, cycles: int) -> None:
     try:
         wait_until(lambda: len(producer.acked) >= 50, 20, message="first acknowledgements")
         for cycle in range(cycles):
-            leader = cluster.wait_for_leader(topic, 0)
-            acked_before = len(producer.acked)
-            t_kill = cluster.kill(leader)
-            cluster.wait_for_leader(topic, 0, not_in={leader}, timeout_s=ELECTION_TIMEOUT_S)
-            election_s.append(time.monotonic() - t_kill)
-            failover_s.append(producer.wait_for_ack_after(t_kill, timeout_s=ELECTION_TIMEOUT_S + 10))
-            t_start = time.monotonic()
-            cluster.start(leader)
-            cluster.wait_for_isr(topic, 0, ALL, timeout_s=CATCH_UP_TIMEOUT_S)
-            catch_up_s.append(time.monotonic() - t_start)
-            assert len(producer.acked) > acked_before, f"cycle {cycle}: no progress"
-            assert not producer.fatal, producer.fatal
+            try:
+                leader = cluster.wait_for_leader(topic, 0)
+                acked_before = len(producer.acked)
+                t_kill = cluster.kill(leader)
+                cluster.wait_for_leader(topic, 0, not_in={leader}, timeout_s=ELECTION_TIMEOUT_S)
+                election_s.append(time.monotonic() - t_kill)
+                failover_s.append(producer.wait_for_ack_after(t_kill, timeout_s=ELECTION_TIMEOUT_S + 10))
+                t_start = time.monotonic()
+                cluster.start(leader)
+                cluster.wait_for_isr(topic, 0, ALL, timeout_s=CATCH_UP_TIMEOUT_S)
+                catch_up_s.append(time.monotonic() - t_start)
+                assert len(producer.acked) > acked_before, "no progress"
+                assert not producer.fatal, producer.fatal
+            except AssertionError as exc:
+                raise AssertionError(f"cycle {cycle} (killed broker {leader}): {exc}\n"
+                                     + cluster.diagnostics([topic])) from exc
         wait_until(lambda: len(producer.acked) >= acked_before + 50, 20, message="acks after the last cycle")
     finally:
         left = producer.stop_and_flush(60)

@@ -334,6 +334,31 @@ class ClusterProcess:
         """The broker's stderr since its last start (its log)."""
         return "".join(self.brokers[node].output)
 
+    def diagnostics(self, topics: Iterable[str] = (), *, log_lines: int = 40) -> str:
+        """For failure messages: each broker's state (running, paused, exit code), what it says
+        of `topics` (leader, epoch, replicas, ISR per partition) and the last `log_lines` lines of
+        its log since its last start."""
+        topics = list(topics)
+        parts = []
+        for node, broker in self.brokers.items():
+            state = ("paused" if broker.paused else "running") if broker.running else (
+                f"exited {broker.process.returncode}" if broker.process is not None else "not started")
+            parts.append(f"--- broker {node} ({state}, port {broker.port})")
+            if broker.running and not broker.paused:
+                try:
+                    response = self.metadata(topics, via=node)
+                    parts.append(f"controller {response.controller_id}, brokers "
+                                 f"{sorted(b.node_id for b in response.brokers)}")
+                    for t in response.topics:
+                        for p in t.partitions:
+                            parts.append(f"{t.name}-{p.partition_index}: error {p.error_code!r} leader "
+                                         f"{p.leader_id} epoch {p.leader_epoch} replicas {list(p.replica_nodes)} "
+                                         f"isr {list(p.isr_nodes)} offline {list(p.offline_replicas)}")
+                except Exception as exc:  # diagnostics only
+                    parts.append(f"metadata failed: {exc!r}")
+            parts.extend(line.rstrip() for line in broker.output[-log_lines:])
+        return "\n".join(parts)
+
     # -- reads over the Kafka protocol ----------------------------------------------------------
     def _ask(self, call: Callable[[RawConnection], T], via: int | None) -> T:
         nodes = [via] if via is not None else self.running_nodes()
