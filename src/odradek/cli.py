@@ -7,6 +7,7 @@
     odradek produce TOPIC [--key-separator SEP] [--partition N] [--compression C] [--acks A]
     odradek groups list | describe GROUP | delete GROUP | reset-offsets GROUP --topic T --to-...
     odradek transactions list | describe | describe-producers | abort   (see cli_transactions.py)
+    odradek cluster status | reassign | elect-leaders                    (see cli_cluster.py)
     odradek consume TOPIC [--from-beginning | --offset N | --timestamp MS] [--partition N]
                           [--max-messages N] [--timeout-ms T] [--format FMT] [--property k=v]
 
@@ -286,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     from odradek import cli_transactions  # `odradek transactions ...` (issue #8)
 
     cli_transactions.add_parser(commands, _add_bootstrap)
+    from odradek import cli_cluster  # `odradek cluster ...` (issue #7)
+
+    cli_cluster.add_parser(commands, _add_bootstrap)
     return parser
 
 
@@ -983,6 +987,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from odradek import cli_transactions
 
                 return _run(cli_transactions.run, args)
+            if args.command == "cluster":
+                from odradek import cli_cluster
+
+                return _run(cli_cluster.run, args)
         except KafkaClientError as exc:
             print(f"odradek: {describe_error(exc)}", file=sys.stderr)
             return EXIT_ERROR
