@@ -4,8 +4,8 @@ First the model itself: per file a prefix of its unsynced writes survives, indep
 files, the first lost write may land torn, and unsynced directory entries (create, rename, unlink)
 may be lost per directory. Then what storage guarantees under it: a checkpoint written with
 `write_file_atomic` is old or new, never torn; a crash that loses any of the unsynced files'
-operations still recovers a prefix. Last, the durability gap the model found: `Log.flush` fsyncs
-segment files but never the directory that names them (xfail until fixed, see below).
+operations still recovers a prefix. Last, the durability gap the model found and that is now fixed:
+`Log.flush` fsyncing segment files but not the directories that name them.
 """
 
 import random
@@ -185,17 +185,11 @@ def test_losing_a_later_segment_write_while_an_earlier_one_survives_recovers_a_p
     assert append_values(recovered, [b"d"]).base_offset == 1
 
 
-# -- found by the model: Log.flush never fsyncs a directory ------------------------------------
-FLUSH_DIR_REASON = (
-    "Log.flush fsyncs the segment files but not the partition directory naming a segment created "
-    "since the last flush, nor (for a new log) the data directory naming the partition directory: "
-    "after a power loss the fsynced records of a new segment can vanish with its directory entry. "
-    "Kafka's LocalLog.flush fsyncs the log dir when it flushes a segment at or above the old "
-    "recovery point, and the parent dir on a new log's first flush (fix belongs in storage/log.py)."
-)
+# -- found by the model: Log.flush fsyncs the directories naming new files ---------------------
+# (Log.flush once fsynced segment files only; as Kafka's LocalLog.flush it now fsyncs the log dir
+# when it flushes a segment created since the last flush, and the data dir on a log's first flush.)
 
 
-@pytest.mark.xfail(strict=True, reason=FLUSH_DIR_REASON)
 def test_fsynced_records_in_a_new_segment_survive_losing_unsynced_directory_entries():
     fs = durable_fs("/data")
     config = LogConfig(segment_bytes=300, index_interval_bytes=64)
@@ -212,7 +206,6 @@ def test_fsynced_records_in_a_new_segment_survive_losing_unsynced_directory_entr
     assert [o for o, _ in read_all(recovered)] == [0, 1, 2]
 
 
-@pytest.mark.xfail(strict=True, reason=FLUSH_DIR_REASON)
 def test_fsynced_records_of_a_new_partition_survive_losing_unsynced_directory_entries():
     fs = durable_fs("/data")
     log = open_log(fs)

@@ -96,8 +96,9 @@ class LeaderEpochCheckpointFile:
         self.fs = fs
         self.path = path
 
-    def write(self, entries: list[tuple[int, int]]) -> None:
-        self.fs.write_file_atomic(self.path, _encode([f"{epoch} {offset}" for epoch, offset in entries]))
+    def write(self, entries: list[tuple[int, int]], *, durable: bool = True) -> None:
+        self.fs.write_file_atomic(self.path, _encode([f"{epoch} {offset}" for epoch, offset in entries]),
+                                  durable=durable)
 
     def read(self) -> list[tuple[int, int]]:
         if not self.fs.exists(self.path):

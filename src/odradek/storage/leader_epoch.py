@@ -3,14 +3,21 @@
 Backed by `<partition dir>/leader-epoch-checkpoint` (see checkpoints.py), rewritten atomically on
 every change (changes are rare: once per leadership change or truncation).
 
+Durability (Kafka's KAFKA-15046): a new epoch recorded on the append path is written without
+fsync and marked dirty; `flush()` (called by Log.flush before it moves the recovery point) makes
+it durable. So every offset below the recovery point has its epoch on disk, and above it the
+log loader re-learns epochs from the recovered batches. Truncations write durably at once.
+
 Invariants: epochs and start offsets both strictly increase along the list.
-Owned by the partition's Log; called on the event loop.
+Owned by the partition's Log; called on the event loop, `flush` also from the flush thread
+(file writes are serialised by a lock).
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+import threading
 
 from odradek.storage.checkpoints import LeaderEpochCheckpointFile
 from odradek.storage.fs import FileSystem
@@ -24,6 +31,8 @@ UNDEFINED_EPOCH_OFFSET = -1
 class LeaderEpochFileCache:
     def __init__(self, fs: FileSystem, path: str) -> None:
         self._file = LeaderEpochCheckpointFile(fs, path)
+        self._write_lock = threading.Lock()
+        self._dirty = False
         self._epochs: list[int] = []
         self._start_offsets: list[int] = []
         entries = self._file.read()
@@ -54,7 +63,12 @@ class LeaderEpochFileCache:
             self.truncate_from_end(start_offset, flush=False)
         self._epochs.append(epoch)
         self._start_offsets.append(start_offset)
-        self._flush()
+        self._flush(durable=False)
+
+    def flush(self) -> None:
+        """Make a change written without fsync durable (no-op when nothing is pending)."""
+        if self._dirty:
+            self._flush()
 
     def end_offset_for_epoch(self, requested_epoch: int, log_end_offset: int) -> tuple[int, int]:
         """Kafka's OffsetForLeaderEpoch answer: (largest epoch <= requested, its end offset).
@@ -102,5 +116,7 @@ class LeaderEpochFileCache:
         self._epochs, self._start_offsets = [], []
         self._flush()
 
-    def _flush(self) -> None:
-        self._file.write(self.entries)
+    def _flush(self, *, durable: bool = True) -> None:
+        with self._write_lock:
+            self._dirty = not durable
+            self._file.write(self.entries, durable=durable)

@@ -121,6 +121,7 @@ class Log:
         self.high_watermark = 0
         self.recovery_point = 0
         self.leader_epoch_cache = LeaderEpochFileCache(fs, os.path.join(dir, LEADER_EPOCH_CHECKPOINT))
+        self._parent_dir_synced = False  # the data dir's entry for this log, fsynced by a flush
         self.producer_state = ProducerStateManager(fs, dir)
         # Completed transactions whose marker is not yet below the high watermark, as
         # (first offset, marker offset) in marker order; they hold the LSO back (Kafka).
@@ -752,11 +753,22 @@ class Log:
             if target <= self.recovery_point:
                 return
             messages_appended = self._messages_appended  # captured before the fsyncs
+            # The epochs of the offsets about to fall below the recovery point, durable first.
+            self.leader_epoch_cache.flush()
             segments = list(self.segments)
             bases = [s.base_offset for s in segments] + [2**63]
+            new_segment = False
             for i, segment in enumerate(segments):
                 if segment.base_offset < target and bases[i + 1] > self.recovery_point:
                     segment.flush()
+                    new_segment |= segment.base_offset >= self.recovery_point
+            # As Kafka's LocalLog.flush: a segment created since the last flush is only durable
+            # once the directory naming it is; a new log's directory once the data dir names it.
+            if new_segment:
+                self.fs.fsync_dir(self.dir)
+            if not self._parent_dir_synced:
+                self.fs.fsync_dir(os.path.dirname(self.dir) or ".")
+                self._parent_dir_synced = True
             self.recovery_point = max(self.recovery_point, target)
             self._messages_flushed = max(self._messages_flushed, messages_appended)
 

@@ -153,7 +153,12 @@ def _recover(the_log: Log, recovery_point: int, log_start_offset: int) -> None:
     replay_from = state.truncate_and_reload(expected_next_offset)
     the_log.replay_batches(state, max(replay_from, log_start_offset, segments[0].base_offset), expected_next_offset)
 
+    epochs = the_log.leader_epoch_cache
+
     def on_batch(segment: LogSegment, header: records.BatchHeader, batch: memoryview) -> None:
+        # Epochs of recovered batches (their checkpoint entries may not have been durable).
+        if header.partition_leader_epoch > epochs.latest_epoch:
+            epochs.assign(header.partition_leader_epoch, header.base_offset)
         marker = None
         if header.is_control:
             try:
