@@ -190,8 +190,6 @@ def test_produce_to_a_follower_gets_not_leader_or_follower(cluster):
         assert partition.error_code == ErrorCode.not_leader_or_follower
 
 
-@pytest.mark.xfail(strict=True, reason="broker: Produce v10+ NOT_LEADER_OR_FOLLOWER carries no "
-                   "current_leader / node_endpoints yet (KIP-951; handlers/produce.py)")
 def test_produce_to_a_follower_names_the_current_leader_and_its_endpoint_kip_951(cluster):
     topic = topic_name()
     cluster.create_topic(topic, replication_factor=3, configs=TOPIC_CONFIGS)
@@ -299,6 +297,33 @@ def test_partition_leader_sigkilled_and_restarted_100_times_loses_and_duplicates
     if "slow" not in (request.config.getoption("-m") or ""):
         pytest.skip("slow: run with -m slow")
     run_leader_kill_loop(new_cluster(), cycles=100)
+
+
+def test_sigterm_moves_the_leadership_away_before_the_broker_exits(new_cluster):
+    """Controlled shutdown: with a lease far longer than the test's waits, a new leader can only
+    come from the stopping broker asking the controller, not from its lease expiring."""
+    cluster = new_cluster(**{"broker.session.timeout.ms": "15000"})
+    topic = topic_name()
+    cluster.create_topic(topic, replication_factor=3, configs=TOPIC_CONFIGS)
+    cluster.wait_for_isr(topic, 0, ALL)
+    producer = ContinuousProducer(cluster.bootstrap, topic, records_per_s=300)
+    producer.start()
+    try:
+        wait_until(lambda: len(producer.acked) >= 30, 20, message="first acknowledgements")
+        leader = cluster.wait_for_leader(topic, 0)
+        t_stop = time.monotonic()
+        assert cluster.stop(leader) == 0
+        stopped_s = time.monotonic() - t_stop
+        new_leader = cluster.wait_for_leader(topic, 0, not_in={leader}, timeout_s=3)
+        failover_s = producer.wait_for_ack_after(t_stop, timeout_s=5)
+        print(f"\nleader {leader} stopped with SIGTERM in {stopped_s * 1000:.0f} ms; leader {new_leader}, "
+              f"first acknowledged produce {failover_s * 1000:.0f} ms after the signal")
+        cluster.start(leader)
+        cluster.wait_for_isr(topic, 0, ALL, timeout_s=CATCH_UP_TIMEOUT_S)
+    finally:
+        left = producer.stop_and_flush(60)
+    assert left == 0 and not producer.fatal, (left, producer.fatal)
+    check_log_against_acks(cluster, topic, producer)
 
 
 # -- the controller killed ------------------------------------------------------------------------
