@@ -43,7 +43,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from odradek.protocol.errors import ErrorCode
 from odradek.testing.process import BrokerProcess
@@ -115,7 +115,7 @@ class EtcdProcess:
         """The `metadata.quorum` value for brokers: `etcd://127.0.0.1:<client port>`."""
         return f"etcd://127.0.0.1:{self.client_port}"
 
-    def start(self, timeout_s: float = ETCD_START_TIMEOUT_S) -> "EtcdProcess":
+    def start(self, timeout_s: float = ETCD_START_TIMEOUT_S) -> EtcdProcess:
         assert self.process is None or self.process.poll() is not None, "etcd already running"
         client_url = f"http://127.0.0.1:{self.client_port}"
         peer_url = f"http://127.0.0.1:{self.peer_port}"
@@ -162,7 +162,7 @@ class EtcdProcess:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "EtcdProcess":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -244,7 +244,7 @@ class ClusterProcess:
                 overrides=config, metadata_flag=metadata_flag)
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start_all(self) -> "ClusterProcess":
+    def start_all(self) -> ClusterProcess:
         """Start etcd (when ours and not running), then every broker in parallel."""
         if self.etcd.process is None or self.etcd.process.poll() is not None:
             self.etcd.start()
@@ -257,7 +257,7 @@ class ClusterProcess:
         def start(node: int) -> None:
             try:
                 self.brokers[node].start()
-            except BaseException as exc:  # reported on the caller's thread
+            except BaseException as exc:  # noqa: BLE001 (reported on the caller's thread)
                 errors.append(exc)
 
         threads = [threading.Thread(target=start, args=(node,), daemon=True) for node in nodes]
@@ -303,7 +303,7 @@ class ClusterProcess:
         if self._own_etcd:
             self.etcd.destroy()
 
-    def __enter__(self) -> "ClusterProcess":
+    def __enter__(self) -> Self:
         try:
             return self.start_all()
         except BaseException:
@@ -354,7 +354,7 @@ class ClusterProcess:
                             parts.append(f"{t.name}-{p.partition_index}: error {p.error_code!r} leader "
                                          f"{p.leader_id} epoch {p.leader_epoch} replicas {list(p.replica_nodes)} "
                                          f"isr {list(p.isr_nodes)} offline {list(p.offline_replicas)}")
-                except Exception as exc:  # diagnostics only
+                except Exception as exc:  # noqa: BLE001 (diagnostics only)
                     parts.append(f"metadata failed: {exc!r}")
             parts.extend(line.rstrip() for line in broker.output[-log_lines:])
         return "\n".join(parts)
@@ -477,7 +477,7 @@ class ClusterProcess:
     def _safe(call: Callable[..., T], *args: Any) -> T | str:
         try:
             return call(*args)
-        except Exception as exc:  # only for failure messages
+        except Exception as exc:  # noqa: BLE001 (only for failure messages)
             return f"<{exc!r}>"
 
     # -- admin ----------------------------------------------------------------------------------
