@@ -79,6 +79,9 @@ class _DataDir:
         self.high_watermarks = OffsetCheckpointFile(fs, os.path.join(path, REPLICATION_OFFSET_CHECKPOINT))
         self.cleaner_offsets_file = OffsetCheckpointFile(fs, os.path.join(path, CLEANER_OFFSET_CHECKPOINT))
         self.cleaner_offsets: dict[tuple[str, int], int] = {}
+        # Partitions deleted since this dir's checkpoints were last written: their entries are
+        # still in the files (see get_or_create_log).
+        self.deleted_since_checkpoint: set[tuple[str, int]] = set()
         self.lock_handle: int | None = None
         self.clean_shutdown = False
         self.log_count = 0
@@ -230,6 +233,12 @@ class LogManager:
             if topic_id is not None and the_log.topic_id is None:
                 the_log._init_topic_id(topic_id)
             return the_log
+        # A partition re-created before the next checkpoint: the files still hold the deleted
+        # incarnation's recovery point, log start offset and high watermark, which a restart
+        # would apply to the new log. Rewrite them first (rare: Kafka rewrites at every delete).
+        for stale_dir in self._dirs:
+            if key in stale_dir.deleted_since_checkpoint:
+                self._checkpoint_dir(stale_dir)
         data_dir = min(self._dirs, key=lambda d: d.log_count)  # Kafka: the dir with the fewest partitions
         the_log = Log.open(self.fs, os.path.join(data_dir.path, f"{topic}-{partition}"), config, topic_id=topic_id,
                            recovery_point=0, log_start_offset=0, high_watermark=0, clean_shutdown=True,
@@ -248,6 +257,7 @@ class LogManager:
             return
         data_dir.log_count -= 1
         data_dir.cleaner_offsets.pop(key, None)
+        data_dir.deleted_since_checkpoint.add(key)
         the_log.close()
         deleted = os.path.join(data_dir.path, f"{topic}-{partition}.{uuid.uuid4().hex}{DELETE_DIR_SUFFIX}")
         self.fs.rename(the_log.dir, deleted)
@@ -258,11 +268,16 @@ class LogManager:
     def checkpoint(self) -> None:
         """Write recovery points, log start offsets and high watermarks of every dir atomically."""
         for data_dir in self._dirs:
-            # Copy first: the loop thread may add or delete logs while this runs in the I/O pool.
-            logs = {key: the_log for key, the_log in list(self._logs.items()) if self._log_dir_of.get(key) is data_dir}
-            data_dir.recovery_points.write({k: l.recovery_point for k, l in logs.items()})
-            data_dir.log_start_offsets.write({k: l.log_start_offset for k, l in logs.items()})
-            data_dir.high_watermarks.write({k: l.high_watermark for k, l in logs.items()})
+            self._checkpoint_dir(data_dir)
+
+    def _checkpoint_dir(self, data_dir: _DataDir) -> None:
+        # Copy first: the loop thread may add or delete logs while this runs in the I/O pool.
+        deleted = set(data_dir.deleted_since_checkpoint)
+        logs = {key: the_log for key, the_log in list(self._logs.items()) if self._log_dir_of.get(key) is data_dir}
+        data_dir.recovery_points.write({k: l.recovery_point for k, l in logs.items()})
+        data_dir.log_start_offsets.write({k: l.log_start_offset for k, l in logs.items()})
+        data_dir.high_watermarks.write({k: l.high_watermark for k, l in logs.items()})
+        data_dir.deleted_since_checkpoint -= deleted
 
     def cleanup_logs(self, now_ms: int) -> int:
         """Retention (log.retention.check.interval.ms): delete old segments of every log and
