@@ -68,7 +68,7 @@ class Cluster:
     async def open(self, node_id: int, *, campaign: bool = True, unclean: bool = False) -> Broker:
         store = await EtcdMetadataStore.open(
             self.etcd.url, node_id, root=self.root, lease_ttl_s=TTL_S, campaign=campaign, open_timeout_s=10.0,
-            advertised_listeners=(BrokerEndpoint("PLAINTEXT", "127.0.0.1", 9090 + node_id),), rack=f"r{node_id}")
+            listeners=(BrokerEndpoint("PLAINTEXT", "127.0.0.1", 9090 + node_id),), rack=f"r{node_id}")
         config = BrokerConfig(node_id=node_id, default_replication_factor=3, unclean_leader_election_enable=unclean)
         broker = self.brokers[node_id] = Broker(store, config)
         return broker
