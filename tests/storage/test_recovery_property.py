@@ -6,10 +6,8 @@ writes (the next one perhaps torn), independently of the other files, and "reord
 also lets every directory keep its own random prefix of its unsynced entry operations (creates,
 renames, unlinks).
 
-Under "reorder", `Log.flush` not fsyncing directories (tests/storage/test_crash_reorder.py, xfail)
-can lose fsynced records of a segment created since the last flush; until storage fsyncs them
-(probed below, so this test tightens itself when it does), that one assertion is skipped for the
-"reorder" model: the log must still be a prefix, readable and appendable.
+Under every model the log must be a prefix, readable and appendable, and hold everything fsynced
+(`Log.flush` fsyncs the directories naming new segments, found missing by the "reorder" model).
 """
 
 import os
@@ -21,20 +19,6 @@ from odradek.protocol.records import iter_headers
 from odradek.storage.log_config import LogConfig
 from tests.storage.fakefs import FakeFileSystem
 from tests.storage.helpers import append_values, open_log, read_all
-
-
-def _flush_syncs_directories() -> bool:
-    """Whether Log.flush makes a new segment's directory entry durable (fsyncs the partition dir)."""
-    fs = FakeFileSystem()
-    log = open_log(fs, LogConfig(segment_bytes=100))
-    append_values(log, [b"x" * 60])
-    append_values(log, [b"y" * 60])  # rolls
-    before = fs.fsync_dir_count
-    log.flush()
-    return fs.fsync_dir_count > before
-
-
-FLUSH_SYNCS_DIRECTORIES = _flush_syncs_directories()
 
 operations = st.lists(
     st.one_of(
@@ -91,8 +75,7 @@ def test_recovery_after_crash_is_a_prefix_holding_every_fsynced_record(
     records = read_all(recovered)
     assert records == written[: len(records)], "recovered log is not a prefix of what was written"
     assert recovered.log_end_offset == len(records)
-    if crash_model != "reorder" or FLUSH_SYNCS_DIRECTORIES:
-        assert len(records) >= durable, "fsynced records were lost"
+    assert len(records) >= durable, "fsynced records were lost"
     # The recovered log accepts appends and survives a clean reopen unchanged.
     append_values(recovered, [b"after"], now_ms=now_ms + 1)
     recovered.flush()

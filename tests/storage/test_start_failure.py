@@ -38,22 +38,6 @@ COMPACTED = dataclasses.replace(PLAIN, cleanup_policy=("compact",), min_cleanabl
 CONFIGS = {"plain": PLAIN, "retained": RETAINED, "compacted": COMPACTED}
 
 
-def _delete_log_rewrites_checkpoints() -> bool:
-    """Whether LogManager.delete_log drops the partition from the dir's checkpoints at once (see
-    the xfail test at the end); until it does, a partition re-created since the last checkpoint
-    is exempt from the SIGKILL loss checks."""
-    fs = FakeFileSystem()
-    manager = LogManager(fs, ["/data"], now_ms=0)
-    manager.open()
-    manager.get_or_create_log("t", 0, PLAIN, None)
-    manager.checkpoint()
-    manager.delete_log("t", 0)
-    return b"t 0" not in fs.read_file("/data/recovery-point-offset-checkpoint")
-
-
-DELETE_LOG_REWRITES_CHECKPOINTS = _delete_log_rewrites_checkpoints()
-
-
 class Workload:
     """One seed's steps against a LogManager on /data, remembering what each partition holds."""
 
@@ -178,8 +162,6 @@ def kill_and_restart(seed: int, steps: int, *, power_loss: bool) -> None:
                     f"{context}: {topic}@{offset} holds {value!r}, never written there"
         if power_loss or not written:
             continue
-        if topic in workload.recreated_since_checkpoint and not DELETE_LOG_REWRITES_CHECKPOINTS:
-            continue  # the known stale-checkpoint loss (xfail test below)
         # SIGKILL: the page cache survives, so every acknowledged append is still there, except
         # what retention removed (a prefix) and what compaction superseded.
         kept = {o for o, _, _ in got}
@@ -234,18 +216,11 @@ def test_a_power_loss_between_any_two_system_calls_never_stops_the_next_start(ch
         kill_and_restart(seed, steps=STEPS, power_loss=True)
 
 
-# -- found by the kill search: a re-created partition inherits the deleted one's checkpoints ------
-STALE_CHECKPOINT_REASON = (
-    "LogManager.delete_log leaves the deleted partition's entries in the data dir's checkpoint "
-    "files (recovery point, log start offset, high watermark, cleaner offset) until the next "
-    "periodic checkpoint; a partition re-created under the same name before then, and killed, "
-    "reopens with the old incarnation's log start offset: its acknowledged records are hidden "
-    "or the log is emptied. Kafka's LogManager.asyncDelete rewrites the dir's recovery-point and "
-    "log-start-offset checkpoints at once; fix belongs in storage/log_manager.py delete_log."
-)
+# -- found by the kill search: a re-created partition inherited the deleted one's checkpoints ----
+# (LogManager now rewrites the data dir's checkpoints before re-creating a partition deleted since
+# the last checkpoint, so a kill cannot reopen it with the old incarnation's log start offset.)
 
 
-@pytest.mark.xfail(strict=True, reason=STALE_CHECKPOINT_REASON)
 @pytest.mark.parametrize("old_log_start_offset", [2, 8])
 def test_a_recreated_partition_keeps_its_records_after_a_kill_before_the_next_checkpoint(old_log_start_offset):
     fs = FakeFileSystem()
