@@ -382,6 +382,9 @@ BROKER_CONFIG_DEFS: tuple[BrokerConfigDef, ...] = (
     _b("cluster.id", S, None, None,
        "Odradek extension: the cluster id; unset = generated on first start, kept in meta.properties."),
     _b("broker.rack", S, None, None, "Rack of the broker, reported in Metadata."),
+    _b("odradek.log.max.open.files", I, 0, at_least(0),
+       "ODRADEK: most segment and index files kept open while unused (least recently used are "
+       "closed and reopened on demand); 0 = a quarter of the open-file limit, at most 4096."),
     _b("metadata.quorum", S, None, None,
        "ODRADEK: cluster mode's metadata quorum, etcd://host:port[,host:port]; unset = a single "
        "node with its embedded metadata log."),
@@ -518,6 +521,7 @@ class BrokerConfig:
     log_dirs: tuple[str, ...] = (DEFAULT_LOG_DIR,)
     cluster_id: str | None = _default("cluster.id")
     broker_rack: str | None = _default("broker.rack")
+    odradek_log_max_open_files: int = _default("odradek.log.max.open.files")
     metadata_quorum: str | None = _default("metadata.quorum")
     broker_session_timeout_ms: int = _default("broker.session.timeout.ms")
     replica_lag_time_max_ms: int = _default("replica.lag.time.max.ms")

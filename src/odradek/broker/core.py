@@ -50,7 +50,8 @@ class BrokerCore:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.fs = RealFileSystem()
-        self.log_manager = LogManager(self.fs, config.log_dirs, now_ms())
+        self.log_manager = LogManager(self.fs, config.log_dirs, now_ms(),
+                                      max_open_files=config.odradek_log_max_open_files or None)
         self.replica_manager = ReplicaManager(self)
         self.fetch_sessions = FetchSessionCache()
         self.connections = ConnectionRegistry(config)
