@@ -58,6 +58,7 @@ DEFAULT_WAIT_S = 30.0
 NO_LEADER = -1
 
 T = TypeVar("T")
+PORT_ATTEMPTS = 3  # starts tried on fresh ports when the chosen one was taken meanwhile
 
 
 def free_port() -> int:
@@ -182,6 +183,19 @@ class ClusterBrokerProcess(BrokerProcess):
         self.metadata_url = metadata_url
         self.metadata_flag = metadata_flag
         self.paused = False
+
+    def start(self) -> "ClusterBrokerProcess":
+        """Start; if another process took the port meanwhile (free_port's race), move to a new
+        free port and try again (clients rediscover it through Metadata)."""
+        for attempt in range(PORT_ATTEMPTS):
+            try:
+                super().start()
+                return self
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == PORT_ATTEMPTS - 1:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
 
     def command(self) -> list[str]:
         cmd = super().command() + ["--node-id", str(self.node_id)]
