@@ -156,8 +156,37 @@ def test_replicas_spread_over_registered_brokers():
         image.apply(RegisterBrokerRecord(broker, "h", 9090 + broker, None))
     records, result = create_one(CreatableTopic("t", 3, 2), image)
     assert result.error is ErrorCode.none
-    assert [(r.replicas, r.leader) for r in records if isinstance(r, PartitionRecord)] == \
-        [((1, 2), 1), ((2, 3), 2), ((3, 1), 3)]
+    placed = [(r.replicas, r.leader) for r in records if isinstance(r, PartitionRecord)]
+    # Round robin from a per-topic start: each broker leads one partition and holds two replicas.
+    assert sorted(leader for _, leader in placed) == [1, 2, 3]
+    assert all(replicas[0] == leader and len(set(replicas)) == 2 for replicas, leader in placed)
+    assert sorted(b for replicas, _ in placed for b in replicas) == [1, 1, 2, 2, 3, 3]
+    assert {frozenset(replicas) for replicas, _ in placed} == {frozenset({1, 2}), frozenset({2, 3}),
+                                                               frozenset({3, 1})}
+
+
+def test_topics_start_their_leaders_at_different_brokers():
+    image = MetadataImage()
+    for broker in (1, 2, 3):
+        image.apply(RegisterBrokerRecord(broker, "h", 9090 + broker, None))
+    first_leaders = set()
+    for name in ("a", "b", "c", "d", "e", "f"):
+        records, _ = create_one(CreatableTopic(name, 1, 1), image)
+        first_leaders |= {r.leader for r in records if isinstance(r, PartitionRecord)}
+    assert len(first_leaders) > 1
+
+
+def test_replicas_span_racks_when_brokers_have_them():
+    image = MetadataImage()
+    # Two racks, brokers listed so that plain round robin would put both replicas in rack "a".
+    for broker, rack in ((1, "a"), (2, "a"), (3, "b"), (4, "b")):
+        image.apply(RegisterBrokerRecord(broker, "h", 9090 + broker, rack))
+    records, result = create_one(CreatableTopic("t", 8, 2), image)
+    assert result.error is ErrorCode.none
+    rack = {1: "a", 2: "a", 3: "b", 4: "b"}
+    for r in records:
+        if isinstance(r, PartitionRecord):
+            assert {rack[b] for b in r.replicas} == {"a", "b"}, r.replicas
 
 
 def test_manual_assignment():

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -162,11 +163,41 @@ def new_topic_id() -> uuid.UUID:
 
 
 def _assign_replicas(brokers: Sequence[int], first_partition: int, count: int,
-                     replication_factor: int) -> dict[int, list[int]]:
-    """Round-robin placement: partition p's replicas start at broker p mod n."""
-    n = len(brokers)
-    return {p: [brokers[(p + k) % n] for k in range(replication_factor)]
+                     replication_factor: int, racks: dict[int, str | None] | None = None,
+                     start: int = 0) -> dict[int, list[int]]:
+    """Round-robin placement over the brokers in rack-alternating order (Kafka's rack-aware
+    assignment: consecutive brokers are in different racks, so a partition's replicas span as
+    many racks as there are): partition p's replicas are the `replication_factor` brokers from
+    position (start + p) mod n, its leader the first. `start` (per topic) spreads the leaders of
+    different topics."""
+    ordered = _rack_alternated(brokers, racks or {})
+    n = len(ordered)
+    return {p: [ordered[(start + p + k) % n] for k in range(replication_factor)]
             for p in range(first_partition, first_partition + count)}
+
+
+def _rack_alternated(brokers: Sequence[int], racks: dict[int, str | None]) -> list[int]:
+    """The brokers ordered rack by rack in turn (racks by name, brokers by id within a rack);
+    brokers without a rack count as one rack. Unchanged when no broker has a rack."""
+    if not any(racks.get(b) for b in brokers):
+        return list(brokers)
+    by_rack: dict[str, list[int]] = {}
+    for b in sorted(brokers):
+        by_rack.setdefault(racks.get(b) or "", []).append(b)
+    groups = [by_rack[r] for r in sorted(by_rack)]
+    ordered: list[int] = []
+    for i in range(max(len(g) for g in groups)):
+        ordered.extend(g[i] for g in groups if i < len(g))
+    return ordered
+
+
+def _topic_start(name: str, brokers: Sequence[int]) -> int:
+    """A per-topic starting position, stable for a name (Kafka picks a random one)."""
+    return zlib.crc32(name.encode()) % len(brokers) if len(brokers) > 1 else 0
+
+
+def _racks(image: MetadataImage) -> dict[int, str | None]:
+    return {b: registration.rack for b, registration in image.brokers.items()}
 
 
 def _check_assignment(assignments: dict[int, list[int]], first_partition: int, brokers: Iterable[int]
@@ -280,7 +311,8 @@ def _create_topic(topic: CreatableTopic, image: MetadataImage, config: BrokerCon
                         f"Unable to replicate the partition {replication_factor} time(s): The target "
                         f"replication factor of {replication_factor} cannot be reached because only "
                         f"{len(brokers)} broker(s) are registered.")
-        assignments = _assign_replicas(brokers, 0, num_partitions, replication_factor)
+        assignments = _assign_replicas(brokers, 0, num_partitions, replication_factor, _racks(image),
+                                       _topic_start(name, brokers))
 
     nulls = sorted(k for k, v in topic.configs.items() if v is None)
     if nulls:
@@ -469,7 +501,8 @@ def _create_partitions_one(image: MetadataImage, request: CreatePartitionsTopic,
             return (ErrorCode.invalid_replication_factor,
                     f"Unable to replicate the partition {replication_factor} time(s): only {len(brokers)} "
                     "broker(s) are registered.", [])
-        assignments = _assign_replicas(brokers, current, added, replication_factor)
+        assignments = _assign_replicas(brokers, current, added, replication_factor, _racks(image),
+                                       _topic_start(topic.name, brokers))
     return ErrorCode.none, None, list(_partition_records(topic.topic_id, assignments))
 
 
