@@ -32,6 +32,7 @@ class Throughput:
     elapsed_s: float
     errors: int = 0
     log_end_offsets: int | None = None  # the server's ListOffsets(latest) sum after the run
+    first_records_s: float | None = None  # consume: start to the first consume() call with records
 
     @property
     def records_per_s(self) -> float:
@@ -143,7 +144,15 @@ def consume(
     expected_records: int,
     record_bytes: int,
     timeout_s: float = 120.0,
+    extra_config: dict | None = None,
+    before_close=None,
 ) -> Throughput:
+    """Read `expected_records` from the beginning of `topic` (assigned, no group).
+
+    `extra_config` adds or overrides client settings, for diagnostics only (`consume_diag.py`:
+    statistics, other fetch sizes); the benchmark passes none. `before_close(consumer)` runs after
+    the timed loop.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -158,9 +167,11 @@ def consume(
             # 0 keeps the client asking, so the figure is the server's and not the client's backoff.
             "fetch.queue.backoff.ms": 0,
         }
+        | (extra_config or {})
     )
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     got = errors = 0
+    first_records_s = None
     started = time.perf_counter()
     deadline = started + timeout_s
     try:
@@ -172,7 +183,11 @@ def consume(
                     errors += 1
                 else:
                     got += 1
+            if first_records_s is None and got:
+                first_records_s = time.perf_counter() - started
         elapsed_s = time.perf_counter() - started
+        if before_close is not None:
+            before_close(consumer)
     finally:
         consumer.close()
-    return Throughput(got, got * record_bytes, elapsed_s, errors)
+    return Throughput(got, got * record_bytes, elapsed_s, errors, first_records_s=first_records_s)
