@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from odradek.protocol import records
 from odradek.protocol.errors import ErrorCode
@@ -26,6 +26,10 @@ NO_TIMESTAMP = -1
 # Recovery reads the .log in chunks of this size (a larger batch gets one read of its own size,
 # bounded by the file size, so a corrupt length never allocates more than the file holds).
 RECOVERY_READ_CHUNK_BYTES = 8 * 1024 * 1024
+# `last_batch_end` reads at most this many batch headers after the index entry it starts from
+# (an index entry every index.interval.bytes keeps the walk far shorter); past it, the caller
+# keeps its region as it was.
+MAX_BATCH_END_HEADER_READS = 1024
 _REAL_FS = RealFileSystem()
 
 
@@ -60,6 +64,8 @@ class FileRegion:
     object lives: a region from `LogSegment.read` pins its segment's .log descriptor (see
     fd_cache.py), so neither the descriptor cache, nor a truncation, retention delete, cleaner
     swap or close of the segment closes it under a `sendfile` in progress.
+    `cut_from` is the segment when the read's byte limit, not the end of the readable data,
+    ended the region (so it may end inside a batch; see `whole_batches`), else None.
     """
 
     fd: int
@@ -67,11 +73,30 @@ class FileRegion:
     size_bytes: int
     fs: FileSystem = field(default=_REAL_FS, repr=False, compare=False)
     pin: object = field(default=None, repr=False, compare=False)
+    cut_from: LogSegment | None = field(default=None, repr=False, compare=False)
 
     def read(self) -> bytes:
         if self.size_bytes == 0:
             return b""
         return self.fs.pread(self.fd, self.size_bytes, self.position)
+
+
+def whole_batches(region: FileRegion) -> FileRegion:
+    """`region` without the partial batch a byte limit may have cut at its end.
+
+    Kafka sends that partial batch and clients drop it and fetch it again, so its bytes cross
+    the wire twice (about 6 % of a consumer's bytes with 1 MB batches and 8 MiB per partition).
+    A region whose first batch is itself cut (only possible without KIP-74's min_one_message,
+    i.e. for a later partition of a fetch) comes back empty. Costs one binary search of the
+    offset index and a few header reads, and only for regions a byte limit cut.
+    """
+    segment = region.cut_from
+    if segment is None or region.size_bytes == 0:
+        return region
+    end = segment.last_batch_end(region.position, region.position + region.size_bytes)
+    if end == region.position + region.size_bytes:
+        return region
+    return replace(region, size_bytes=end - region.position, cut_from=None)
 
 
 @dataclass(slots=True)
@@ -371,7 +396,37 @@ class LogSegment:
         if min_one_message and header.size_bytes > max_size_bytes:
             size = min(header.size_bytes, available)
         pin = _Pin(self._log_file)
-        return FileRegion(self._ensure_open(), position, size, self.fs, pin)
+        cut_from = self if size < available else None
+        return FileRegion(self._ensure_open(), position, size, self.fs, pin, cut_from)
+
+    def last_batch_end(self, start_position: int, end_position: int) -> int:
+        """The end of the last batch that starts at or after `start_position` (a batch start) and
+        ends at or before `end_position`; `start_position` when none does, and `end_position`
+        itself when that is the segment end or the walk would pass MAX_BATCH_END_HEADER_READS.
+
+        Starts at the offset index's last entry at or before `end_position` (binary search over
+        offsets: entry positions grow with their offsets), then walks batch headers forward.
+        """
+        if end_position >= self.size_bytes:
+            return end_position
+        self.ensure_indexes()
+        index = self.offset_index
+        position = start_position
+        low, high = self.base_offset, index.last_entry()[0]
+        while low <= high:
+            middle = (low + high) // 2
+            _, entry_position = index.lookup(middle)
+            if entry_position <= end_position:
+                position = max(position, entry_position)
+                low = middle + 1
+            else:
+                high = middle - 1
+        for _ in range(MAX_BATCH_END_HEADER_READS):
+            header = self.header_at(position)
+            if header is None or position + header.size_bytes > end_position:
+                return position
+            position += header.size_bytes
+        return end_position
 
     def read_batch(self, position: int, header: BatchHeader) -> bytes:
         return self.fs.pread(self._ensure_open(), header.size_bytes, position)

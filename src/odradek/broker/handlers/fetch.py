@@ -5,10 +5,12 @@ partition and about `max_bytes` in all (the first partition with data always get
 whole batch, KIP-74), never past the high watermark (read_uncommitted) or the last stable offset
 (read_committed, which also gets the aborted transactions of the range so that the client drops
 their records). Reading starts at the batch holding the fetch offset; the client skips records
-before its offset and drops a partial batch at the end. When fewer than `min_bytes` are ready,
-the request long-polls up to `max_wait` and is woken by the first append to any of its
-partitions. Fetch sessions (KIP-227, v7+) let fetchers send only what changed; v13+ name topics
-by id (KIP-516).
+before its offset. Unlike Kafka, a partition's records end at a batch boundary: the batch a byte
+limit cuts is left for the next fetch instead of being sent in part and dropped by the client
+(`segment.whole_batches`); a later partition whose first batch does not fit gets no records.
+When fewer than `min_bytes` are ready, the request long-polls up to `max_wait` and is woken by
+the first append to any of its partitions. Fetch sessions (KIP-227, v7+) let fetchers send only
+what changed; v13+ name topics by id (KIP-516).
 In cluster mode a fetch from a follower broker (replica id >= 0; v15+ in ReplicaState) reads up
 to the log end offset, reports the follower's position to the partition's leader state (which
 may move the ISR and the high watermark), and gets a diverging epoch (v12+) instead of records
@@ -22,11 +24,13 @@ INVALID_FETCH_SESSION_EPOCH, KAFKA_STORAGE_ERROR.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from odradek.broker.connection import EncodedResponse
 from odradek.broker.fetch_session import FINAL_EPOCH, INITIAL_EPOCH, CachedPartition
 from odradek.protocol import fetch_response
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import monotonic_ms
+from odradek.storage.segment import whole_batches
 
 READ_COMMITTED = 1
 
@@ -196,8 +200,9 @@ def _fill(core, reads: list[_Read], max_bytes: int, isolation_level: int) -> Non
             if result.error is not ErrorCode.none:
                 r.error = result.error
                 continue
-            if result.region is not None and result.region.size_bytes:
-                r.region, r.size_bytes = result.region, result.region.size_bytes
+            region = whole_batches(result.region) if result.region is not None else None
+            if region is not None and region.size_bytes:
+                r.region, r.size_bytes = region, region.size_bytes
                 if isolation_level == READ_COMMITTED:
                     # Bounded by the LSO rather than the region's last offset: an entry past
                     # the data sent is never matched by the client (as Kafka's segment bound).
