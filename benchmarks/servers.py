@@ -136,10 +136,22 @@ class OdradekServer(Server):
     name = "odradek"
     on_disk = True
 
-    def __init__(self, work_dir: Path, overrides: dict[str, str] | None = None) -> None:
+    def __init__(self, work_dir: Path, overrides: dict[str, str] | None = None,
+                 source_dir: Path | None = None) -> None:
         super().__init__(work_dir)
         self.overrides = dict(overrides or {})
         self.log_dirs = self.work_dir / "data"
+        # Another checkout's `src/` (e.g. `git archive <commit> src | tar -x -C DIR`), to compare
+        # two versions of the broker in one run: `--peer odradek@DIR`.
+        self.source_dir = source_dir
+        if source_dir is not None:
+            self.name = f"odradek@{source_dir.name}"
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        if self.source_dir is not None:
+            env["PYTHONPATH"] = str(self.source_dir / "src")
+        return env
 
     def command(self) -> list[str]:
         cmd = [
@@ -215,8 +227,12 @@ class ExternalServer(Server):
 def make_server(kind: str, work_dir: Path) -> Server:
     if kind == "odradek":
         return OdradekServer(work_dir / "odradek")
+    if kind.startswith("odradek@"):
+        source_dir = Path(kind.removeprefix("odradek@")).resolve()
+        assert (source_dir / "src" / "odradek").is_dir(), f"{source_dir}/src/odradek not found"
+        return OdradekServer(work_dir / f"odradek@{source_dir.name}", source_dir=source_dir)
     if kind == "tansu":
         return TansuServer(work_dir / "tansu")
     if ":" in kind:
         return ExternalServer(kind)
-    raise ValueError(f"unknown server {kind!r}: odradek, tansu or host:port")
+    raise ValueError(f"unknown server {kind!r}: odradek, odradek@DIR, tansu or host:port")
