@@ -77,7 +77,6 @@ class ClusterMetadata:
         cluster = cls(core, store)
         store.listeners.append(lambda old, new, changes: core.on_image_published())
         store.controller_listeners.append(cluster._on_controller_change)
-        store.broker_listeners.append(lambda old, new: core.on_brokers_changed())
         if store.is_controller:
             cluster._on_controller_change(True)
         return cluster

@@ -172,9 +172,6 @@ class BrokerCore:
         """The quorum published a new image (cluster mode): follow it."""
         self._sync_partitions()
 
-    def on_brokers_changed(self) -> None:
-        """Live brokers changed (cluster mode): fetchers reconnect where endpoints moved."""
-
     @property
     def image(self):
         if self.cluster is not None:

@@ -297,8 +297,6 @@ class ReplicaManager:
     async def _alter_partition(self, partition: Partition, leader: Any, request: Any) -> None:
         """Send one ISR proposal to the controller; feed its answer back (lost answers are
         re-sent by the leader's tick)."""
-        from odradek.metadata.election import AlterPartitionResult
-
         result = await self._core.cluster.alter_partition(request)
         if result is None or partition.leader_state is not leader or leader.resigned:
             return
@@ -306,7 +304,6 @@ class ReplicaManager:
         if result.error is not ErrorCode.none:
             log.info("%s-%d: AlterPartition %s refused: %s", partition.topic, partition.index,
                      list(request.new_isr), result.error.name)
-        assert isinstance(result, AlterPartitionResult)
 
     def _arm_ticker(self) -> None:
         if self._ticker is None and self._led:
