@@ -39,11 +39,12 @@ if TYPE_CHECKING:
     from odradek.broker.core import BrokerCore
 
 
+log = logging.getLogger(__name__)
+
 # Requests that change metadata: in cluster mode a broker that is not the controller forwards
 # them to the controller and relays its answer (CreateTopics, DeleteTopics, AlterConfigs,
-# CreatePartitions, IncrementalAlterConfigs, ElectLeaders).
-FORWARDED_APIS = frozenset({19, 20, 33, 37, 44, 43, 45})
-log = logging.getLogger(__name__)
+# CreatePartitions, ElectLeaders, IncrementalAlterConfigs, AlterPartitionReassignments).
+FORWARDED_APIS = frozenset({19, 20, 33, 37, 43, 44, 45})
 
 API_VERSIONS_KEY = 18
 WRITE_HIGH_WATER_BYTES = 4 * 1024 * 1024
