@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 
 PRODUCER_ID_BLOCK_SIZE = 1000  # Kafka's ProducerIdsBlock size
 CONTROLLED_SHUTDOWN_TIMEOUT_S = 30.0
+CONTROLLED_SHUTDOWN_RETRY_S = 0.5
 KAFKA_INTERNAL_REPLICATION_FACTOR = 3  # Kafka's offsets.topic / transaction.state.log default
 KAFKA_TRANSACTION_STATE_MIN_ISR = 2
-CONTROLLED_SHUTDOWN_RETRY_S = 0.5
 METADATA_DIR = "__cluster_metadata-0"
 OFFSETS_TOPIC = "__consumer_offsets"
 TRANSACTION_STATE_TOPIC = "__transaction_state"
@@ -384,20 +384,14 @@ class BrokerCore:
             start, length = await self.cluster.allocate_producer_ids()
             self._next_producer_id, self._producer_id_block_end = start, start + length
             return
-        start = max(self._producer_id_block_end, self.image.producer_ids_next)
-        await self.apply_metadata([ProducerIdsRecord(broker_id=self.config.node_id,
-                                                     next_producer_id=start + PRODUCER_ID_BLOCK_SIZE)])
+        records, start = _producer_id_block(self.image, self.config.node_id)
+        await self.apply_metadata(records)
         self._next_producer_id, self._producer_id_block_end = start, start + PRODUCER_ID_BLOCK_SIZE
 
     async def allocate_producer_id_block(self, broker_id: int) -> int:
         """The controller's side of AllocateProducerIds: the start of a new block of
         PRODUCER_ID_BLOCK_SIZE ids for `broker_id`, recorded in the metadata log."""
-        def decide(image: Any) -> tuple[list, int]:
-            start = image.producer_ids_next
-            return [ProducerIdsRecord(broker_id=broker_id,
-                                      next_producer_id=start + PRODUCER_ID_BLOCK_SIZE)], start
-
-        return await self.decide_and_apply(decide)
+        return await self.decide_and_apply(lambda image: _producer_id_block(image, broker_id))
 
     def take_producer_id(self) -> int:
         """The next id of the reserved block (the transaction coordinator's synchronous
@@ -431,3 +425,10 @@ class BrokerCore:
     async def checkpoint(self) -> None:
         await self.run_blocking(self.log_manager.checkpoint)
 
+
+def _producer_id_block(image: MetadataImage, broker_id: int) -> tuple[list, int]:
+    """The decision that reserves the next block of producer ids for `broker_id`:
+    (the ProducerIdsRecord to append, the block's first id). Ids below the image's
+    `producer_ids_next` were handed out before, so the block starts there."""
+    start = image.producer_ids_next
+    return [ProducerIdsRecord(broker_id=broker_id, next_producer_id=start + PRODUCER_ID_BLOCK_SIZE)], start
