@@ -21,6 +21,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any
 
+from odradek.protocol.apis import make, request_module
 from odradek.protocol.errors import ErrorCode
 
 if TYPE_CHECKING:
@@ -111,14 +112,12 @@ class ClusterMetadata:
         AlterPartitionResult, or None when no controller could be reached (the leader's tick
         re-sends)."""
         from odradek.metadata.election import AlterPartitionResult
-        from odradek.protocol.apis import make
-
         if self.controller is not None:
             return (await self.controller.alter_partition([request]))[0]
         controller_id = self.controller_id
         if controller_id is None:
             return None
-        m = _request_module(ALTER_PARTITION_KEY, ALTER_PARTITION_VERSION)
+        m = request_module(ALTER_PARTITION_KEY, ALTER_PARTITION_VERSION)
         kio_request = make(
             m.AlterPartitionRequest, broker_id=request.broker_id, broker_epoch=-1,
             topics=(make(m.TopicData, topic_id=request.topic_id, partitions=(make(
@@ -161,7 +160,7 @@ class ClusterMetadata:
         controller_id = self.controller_id
         if controller_id is None:
             raise NotControllerError("no controller to allocate producer ids")
-        m = _request_module(ALLOCATE_PRODUCER_IDS_KEY, 0)
+        m = request_module(ALLOCATE_PRODUCER_IDS_KEY, 0)
         response = await self.inter_broker.request(
             controller_id, ALLOCATE_PRODUCER_IDS_KEY, 0,
             m.AllocateProducerIdsRequest(broker_id=node_id, broker_epoch=-1), INTER_BROKER_TIMEOUT_S)
@@ -175,7 +174,7 @@ class ClusterMetadata:
         the topic. TOPIC_ALREADY_EXISTS counts as done."""
         from datetime import timedelta
 
-        m = _request_module(CREATE_TOPICS_KEY, CREATE_TOPICS_VERSION)
+        m = request_module(CREATE_TOPICS_KEY, CREATE_TOPICS_VERSION)
         request = m.CreateTopicsRequest(
             topics=(m.CreatableTopic(
                 name=topic.name, num_partitions=topic.num_partitions,
@@ -218,10 +217,3 @@ class ClusterMetadata:
         await self.fetchers.close()
         await self.inter_broker.close()
         await self.store.close()
-
-
-def _request_module(api_key: int, api_version: int) -> Any:
-    from kio.index import load_payload_module
-    from kio.static.constants import EntityType
-
-    return load_payload_module(api_key, api_version, EntityType.request)

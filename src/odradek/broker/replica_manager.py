@@ -36,7 +36,6 @@ from odradek.storage.log import AppendResult, Log
 log = logging.getLogger(__name__)
 
 LEADER_TICK_S = 0.25  # how often leaders time out acks=all appends and check ISR lag
-ALTER_PARTITION_VERSION = 2
 
 
 @dataclass(eq=False)

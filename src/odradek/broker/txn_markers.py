@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from odradek.protocol.apis import request_module
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import now_ms
 
@@ -79,10 +80,7 @@ async def _write_remote(core: BrokerCore, leader: int, producer_id: int, produce
                         ) -> dict[tuple[str, int], ErrorCode]:
     """WriteTxnMarkers (v1) to the broker leading `partitions`; its errors, or
     NOT_LEADER_OR_FOLLOWER for all when it cannot be reached (the caller retries)."""
-    from kio.index import load_payload_module
-    from kio.static.constants import EntityType
-
-    m = load_payload_module(WRITE_TXN_MARKERS_KEY, 1, EntityType.request)
+    m = request_module(WRITE_TXN_MARKERS_KEY, 1)
     by_topic: dict[str, list[int]] = {}
     for topic, index in partitions:
         by_topic.setdefault(topic, []).append(index)

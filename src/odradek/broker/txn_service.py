@@ -29,6 +29,7 @@ from odradek.broker.txn_markers import write_markers
 from odradek.coordinator.txn_coordinator import TransactionConfig, TransactionCoordinator, TxnResult
 from odradek.coordinator.txn_messages import AddPartitionsToTxnTransaction, MarkerRequest
 from odradek.coordinator.txn_records import partition_for_transactional_id
+from odradek.protocol.apis import request_module
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import now_ms
 
@@ -127,10 +128,7 @@ class TxnService(CoordinatorRuntime):
         leader = image_topic.partitions[index].leader
         if leader < 0 or leader == self._core.config.node_id:
             return local
-        from kio.index import load_payload_module
-        from kio.static.constants import EntityType
-
-        m = load_payload_module(ADD_PARTITIONS_TO_TXN_KEY, VERIFY_VERSION, EntityType.request)
+        m = request_module(ADD_PARTITIONS_TO_TXN_KEY, VERIFY_VERSION)
         request = m.AddPartitionsToTxnRequest(transactions=(m.AddPartitionsToTxnTransaction(
             transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch,
             verify_only=True, topics=(m.AddPartitionsToTxnTopic(name=topic, partitions=(partition,)),)),))

@@ -107,6 +107,12 @@ def request_codec(api_key: int, api_version: int) -> tuple[type, Callable, bool]
 
 
 @lru_cache(maxsize=None)
+def request_module(api_key: int, api_version: int) -> ModuleType:
+    """kio's request module of one API version (for requests a broker sends to another)."""
+    return load_payload_module(api_key, api_version, EntityType.request)
+
+
+@lru_cache(maxsize=None)
 def response_module(api_key: int, api_version: int) -> ModuleType:
     return load_payload_module(api_key, api_version, EntityType.response)
 
