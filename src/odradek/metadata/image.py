@@ -68,6 +68,12 @@ class TopicImage:
     partitions: dict[int, PartitionImage] = field(default_factory=dict)
     configs: dict[str, str] = field(default_factory=dict)
 
+    def current_leader(self, index: int) -> tuple[int, int] | None:
+        """(leader id, leader epoch) of partition `index`, or None when it has no leader (or no
+        such partition): what NOT_LEADER_OR_FOLLOWER answers name (KIP-951)."""
+        p = self.partitions.get(index)
+        return (p.leader, p.leader_epoch) if p is not None and p.leader >= 0 else None
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerRegistration:

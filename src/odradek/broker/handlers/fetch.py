@@ -163,9 +163,8 @@ def _read(core, cached: CachedPartition, isolation_level: int, replica_id: int) 
     partition = core.replica_manager.leader_partition(topic.name, cached.partition, cached.current_leader_epoch)
     if isinstance(partition, ErrorCode):
         r = _Read(cached, partition)
-        hosted = core.replica_manager.get(topic.name, cached.partition)
-        if partition is ErrorCode.not_leader_or_follower and hosted is not None and hosted.leader_id >= 0:
-            r.current_leader = (hosted.leader_id, hosted.leader_epoch)
+        if partition is ErrorCode.not_leader_or_follower and core.cluster is not None:
+            r.current_leader = topic.current_leader(cached.partition)
         return r
     log = partition.log
     if replica_id >= 0:

@@ -59,7 +59,8 @@ async def handle(request, ctx):
     refuse_all = request.transactional_id is None and _has_transactional_batch(request)
     timeout_ms = max(0, int(request.timeout.total_seconds() * 1000))
     # Every partition is appended first; acks=all answers (cluster mode) are awaited together.
-    answered: list[tuple[object, list]] = []  # (topic, [(partition index, outcome or future)])
+    # (request topic, its TopicImage or None, [(partition index, outcome or future)])
+    answered: list[tuple[object, object, list]] = []
     for t, topic in enumerate(request.topic_data):
         if by_id:
             topic_image = core.image.topics_by_id.get(topic.topic_id)
@@ -86,10 +87,10 @@ async def handle(request, ctx):
                                         request.transactional_id, acks, timeout_ms)
             outcomes.append((data.index, outcome))
         if outcomes:
-            answered.append((topic, outcomes))
+            answered.append((topic, topic_image, outcomes))
     topic_responses = []
     leaders: set[int] = set()  # KIP-951: the current leaders named in NOT_LEADER_OR_FOLLOWER answers
-    for topic, outcomes in answered:
+    for topic, topic_image, outcomes in answered:
         partition_responses = []
         for index, outcome in outcomes:
             if isinstance(outcome, asyncio.Future):
@@ -97,7 +98,7 @@ async def handle(request, ctx):
                 outcome = (result.error, result.error_message, result)
             response = _partition_response(ctx, index, *outcome)
             if outcome[0] is ErrorCode.not_leader_or_follower and core.cluster is not None:
-                current = _current_leader(core, topic.topic_id if by_id else topic.name, by_id, index)
+                current = topic_image.current_leader(index)
                 if current is not None:
                     leaders.add(current[0])
                     response = dataclasses.replace(response, current_leader=ctx.entity(
@@ -126,16 +127,6 @@ async def handle(request, ctx):
             for n in sorted(leaders) if n in described)
     return ctx.response(responses=tuple(topic_responses), throttle_time=timedelta(0),
                         node_endpoints=node_endpoints)
-
-
-def _current_leader(core, topic_key, by_id, index):
-    """(leader id, leader epoch) of a partition from the image, or None when it has none."""
-    image = core.image
-    topic = image.topics_by_id.get(topic_key) if by_id else image.topics_by_name.get(topic_key)
-    if topic is None or index not in topic.partitions:
-        return None
-    p = topic.partitions[index]
-    return (p.leader, p.leader_epoch) if p.leader >= 0 else None
 
 
 async def _append(core, topic_image, data, now_ms, api_version, transactional_id, acks, timeout_ms):
