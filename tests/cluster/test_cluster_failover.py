@@ -266,7 +266,7 @@ def run_leader_kill_loop(cluster: ClusterProcess, cycles: int) -> None:
     finally:
         left = producer.stop_and_flush(60)
         print(f"\nleader kill loop, {cycles} cycles, {len(producer.acked)} acked of {producer.sent} sent, "
-              f"errors {producer.errors}")
+              f"errors {producer.errors_now()}")
         print(summary("  leader loss -> new leader in Metadata", election_s))
         print(summary("  leader loss -> first acknowledged produce", failover_s))
         print(summary("  restart -> back in the ISR", catch_up_s))

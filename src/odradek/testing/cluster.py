@@ -184,7 +184,7 @@ class ClusterBrokerProcess(BrokerProcess):
         self.metadata_flag = metadata_flag
         self.paused = False
 
-    def start(self) -> "ClusterBrokerProcess":
+    def start(self) -> ClusterBrokerProcess:
         """Start; if another process took the port meanwhile (free_port's race), move to a new
         free port and try again (clients rediscover it through Metadata)."""
         for attempt in range(PORT_ATTEMPTS):
@@ -538,8 +538,10 @@ class ContinuousProducer(threading.Thread):
     with idempotence every record is delivered once unless the producer hits a fatal error
     (kept in `fatal`).
 
-    Owner: its own thread calls produce/poll; the test thread reads the dicts (appends and
-    dict writes are atomic under the GIL) and calls `stop_and_flush()` once.
+    Owner: its own thread calls produce/poll and writes the dicts under `_lock`; the test thread
+    takes `len()` freely, iterates them only under `_lock` (or after `stop_and_flush()`, which it
+    calls once). Iterating a dict while another thread inserts raises even under the GIL: the
+    iteration allocates, a garbage collection can run Python code, and the thread switches.
     """
 
     def __init__(self, bootstrap: str, topic: str, *, partitions: int = 1, records_per_s: float = 200.0,
@@ -555,6 +557,7 @@ class ContinuousProducer(threading.Thread):
         self.errors: dict[str, int] = {}
         self.fatal: list[str] = []
         self._stop_event = threading.Event()
+        self._lock = threading.Lock()
         self.producer = Producer({
             "bootstrap.servers": bootstrap,
             "acks": "all",
@@ -578,10 +581,11 @@ class ContinuousProducer(threading.Thread):
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         seq = int(msg.value())
-        if err is not None:
-            self.errors[err.name()] = self.errors.get(err.name(), 0) + 1
-        else:
-            self.acked[seq] = (msg.partition(), msg.offset(), time.monotonic())
+        with self._lock:
+            if err is not None:
+                self.errors[err.name()] = self.errors.get(err.name(), 0) + 1
+            else:
+                self.acked[seq] = (msg.partition(), msg.offset(), time.monotonic())
 
     def run(self) -> None:
         started = time.monotonic()
@@ -592,7 +596,8 @@ class ContinuousProducer(threading.Thread):
                 self.producer.poll(min(delay_s, 0.01))
                 continue
             try:
-                self.sent_at[seq] = time.monotonic()
+                with self._lock:
+                    self.sent_at[seq] = time.monotonic()
                 self.producer.produce(self.topic, value=str(seq).encode(), partition=seq % self.partitions,
                                       on_delivery=self._on_delivery)
             except BufferError:
@@ -605,18 +610,23 @@ class ContinuousProducer(threading.Thread):
     def sent(self) -> int:
         return len(self.sent_at)
 
+    def errors_now(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.errors)
+
     def first_ack_sent_after(self, t: float) -> float | None:
         """The earliest acknowledgement time of a record produced after monotonic time `t`: the
         end of a failover that started at `t` (a record sent later cannot have been acknowledged
         by a leader that was already gone)."""
-        times = [ack_time for seq, (_, _, ack_time) in list(self.acked.items()) if self.sent_at.get(seq, 0) > t]
+        with self._lock:
+            times = [ack_time for seq, (_, _, ack_time) in self.acked.items() if self.sent_at.get(seq, 0) > t]
         return min(times) if times else None
 
     def wait_for_ack_after(self, t: float, timeout_s: float = DEFAULT_WAIT_S) -> float:
         """Seconds from `t` to the first acknowledgement of a record sent after `t`."""
         ack_time = wait_until(lambda: self.first_ack_sent_after(t), timeout_s,
                               message=lambda: f"an acknowledged produce after the fault "
-                                              f"(sent {self.sent}, acked {len(self.acked)}, errors {self.errors})")
+                                              f"(sent {self.sent}, acked {len(self.acked)}, errors {self.errors_now()})")
         return ack_time - t
 
     def stop_and_flush(self, timeout_s: float = 60.0) -> int:
@@ -675,7 +685,8 @@ class ContinuousConsumer(threading.Thread):
     Used to show that consumers resume after a failover and never see a record that is later
     replaced (a record above the high watermark that a new leader truncated would show up as a
     `seen` value that differs from the final log at that offset).
-    Owner: its own thread polls; the test thread reads `seen` and calls `stop()` once.
+    Owner: its own thread polls and writes `seen` under `_lock`; the test thread copies it under
+    `_lock` while the thread runs (see ContinuousProducer) and calls `stop()` once.
     """
 
     def __init__(self, bootstrap: str, topic: str, partitions: Iterable[int]) -> None:
@@ -688,6 +699,7 @@ class ContinuousConsumer(threading.Thread):
         self.deliveries = 0
         self.fatal: list[str] = []
         self._stop_event = threading.Event()
+        self._lock = threading.Lock()
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watcher-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                                   "check.crcs": True, "fetch.wait.max.ms": 100,
@@ -708,15 +720,17 @@ class ContinuousConsumer(threading.Thread):
                     if error.fatal() or error.code() in (KafkaError._BAD_MSG, KafkaError.CORRUPT_MESSAGE):
                         self.fatal.append(str(error))
                     continue
-                self.deliveries += 1
-                self.seen[(msg.partition(), msg.offset())] = msg.value()
+                with self._lock:
+                    self.deliveries += 1
+                    self.seen[(msg.partition(), msg.offset())] = msg.value()
         finally:
             self.consumer.close()
 
     def wait_for(self, ends: dict[int, int], timeout_s: float = DEFAULT_WAIT_S) -> None:
         """Until every offset below `ends[partition]` has been seen."""
         def caught_up() -> bool:
-            seen = set(self.seen)
+            with self._lock:
+                seen = set(self.seen)
             return all((p, o) in seen for p, end in ends.items() for o in range(end))
 
         wait_until(caught_up, timeout_s, interval_s=0.1,
