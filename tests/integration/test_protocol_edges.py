@@ -712,6 +712,31 @@ def test_fetch_max_bytes_bounds_the_whole_response_first_partition_gets_one_batc
     assert len(values_in(first.records)) == 2 and len(values_in(second.records)) == 1
 
 
+def test_the_brokers_fetch_max_bytes_caps_a_response_that_asks_for_more(topic):
+    """Kafka bounds every Fetch by min(request max_bytes, the broker's fetch.max.bytes)."""
+    b = Broker(fetch_max_bytes=4096).start_in_thread()
+    try:
+        with RawConnection(b.bootstrap) as conn:
+            create_topic(conn, topic, partitions=2)
+            for p in (0, 1):
+                for _ in range(4):
+                    produce(conn, topic, batch(b"v" * 1000), partition=p)
+            size = len(batch(b"v" * 1000))
+            wanted = [(topic, 0, 0, 1 << 20), (topic, 1, 0, 1 << 20)]
+            response = conn.request(fetch_request(conn, wanted, max_bytes=1 << 30))
+            first, second = response.responses[0].partitions
+            sent = len(first.records or b"") + len(second.records or b"")
+            assert 0 < sent <= 4096
+            assert len(values_in(first.records)) == 4096 // size
+            assert values_in(second.records) == []
+            # Below the cap, the request's own limit still rules; the first batch is always whole.
+            response = conn.request(fetch_request(conn, wanted, max_bytes=10))
+            first, second = response.responses[0].partitions
+            assert len(first.records) == size and values_in(second.records) == []
+    finally:
+        b.stop_thread()
+
+
 def test_fetch_inside_a_batch_returns_the_whole_batch(conn, topic):
     create_topic(conn, topic)
     produce(conn, topic, batch([b"r0", b"r1", b"r2"]))

@@ -1,8 +1,8 @@
 """Fetch (API key 1), versions 4-18.
 
 Reads each requested partition from its fetch offset, at most `partition_max_bytes` per
-partition and about `max_bytes` in all (the first partition with data always gets at least one
-whole batch, KIP-74), never past the high watermark (read_uncommitted) or the last stable offset
+partition and about `max_bytes` in all, or the broker's `fetch.max.bytes` if lower (the first
+partition with data always gets at least one whole batch, KIP-74), never past the high watermark (read_uncommitted) or the last stable offset
 (read_committed, which also gets the aborted transactions of the range so that the client drops
 their records). Reading starts at the batch holding the fetch offset; the client skips records
 before its offset. Unlike Kafka, a partition's records end at a batch boundary: the batch a byte
@@ -92,7 +92,8 @@ async def handle(request, ctx):
     replica_state = getattr(request, "replica_state", None)
     replica_id = replica_state.replica_id if replica_state is not None else getattr(request, "replica_id", -1)
     deadline_ms = monotonic_ms() + max(0, int(request.max_wait.total_seconds() * 1000))
-    max_bytes = getattr(request, "max_bytes", 2**31 - 1)
+    # The broker's own `fetch.max.bytes` bounds every response, as Kafka's KafkaApis does.
+    max_bytes = min(getattr(request, "max_bytes", 2**31 - 1), core.config.fetch_max_bytes)
     while True:
         reads = [_read(core, cached, isolation_level, replica_id) for cached in wanted]
         _fill(core, reads, max_bytes, isolation_level)
