@@ -75,7 +75,7 @@ class _PerfRecord:
 
 
 def measure(server: Server, fill_bytes: int, client_overrides: dict | None = None,
-            profile_dir: Path | None = None) -> dict:
+            profile_dir: Path | None = None, cold: bool = False) -> dict:
     topic = f"diag-consume-{time.monotonic_ns()}"
     workload.create_topic(server.bootstrap, topic, PARTITIONS)
     filled = workload.produce(server.bootstrap, topic, partitions=PARTITIONS, record_bytes=RECORD_BYTES,
@@ -101,7 +101,7 @@ def measure(server: Server, fill_bytes: int, client_overrides: dict | None = Non
             if server.pid:
                 stack.enter_context(PySpy(server.pid, profile_dir / f"broker-{tag}.txt"))
         t = workload.consume(server.bootstrap, topic, partitions=PARTITIONS, expected_records=filled.records,
-                             record_bytes=RECORD_BYTES, extra_config=client_overrides)
+                             record_bytes=RECORD_BYTES, extra_config=client_overrides, cold=cold)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu1 = procstat.sample(server.pid)
     # The counters: a second, untimed read of the same topic with a final statistics flush.
@@ -115,11 +115,12 @@ def measure(server: Server, fill_bytes: int, client_overrides: dict | None = Non
     totals = _broker_totals(latest[-1]) if latest else {}
     fetches = totals.get("fetch_requests", 0)
     return {
-        "server": server.name,
+        "server": server.name + (" (cold)" if cold else ""),
         "records": t.records,
         "MB/s": t.mb_per_s,
         "elapsed s": t.elapsed_s,
         "first records s": t.first_records_s,
+        "untimed lookup s": t.client_ready_s,
         "MB/s after the first records": (t.payload_bytes / (t.elapsed_s - t.first_records_s) / 1e6
                                          if t.first_records_s is not None and t.elapsed_s > t.first_records_s
                                          else None),
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="perf record the client and py-spy the broker during the timed read "
                              "(then its CPU figures include the profilers' cost)")
+    parser.add_argument("--cold", action="store_true",
+                        help="also time each read the way the runs before 2026-11-25 (third session) "
+                             "did: from assign() of a client that does not know the leaders yet")
     args = parser.parse_args(argv)
     profile_dir = Path(args.profile) if args.profile else None
     if profile_dir:
@@ -161,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
         for rep in range(args.repeat):
             for server in servers if rep % 2 == 0 else servers[::-1]:
-                row = measure(server, args.fill_mib << 20, overrides, profile_dir)
-                print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
-                      flush=True)
+                for cold in (False, True) if args.cold else (False,):
+                    row = measure(server, args.fill_mib << 20, overrides, profile_dir, cold=cold)
+                    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}),
+                          flush=True)
     finally:
         for server in servers:
             server.stop()

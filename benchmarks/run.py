@@ -262,6 +262,12 @@ def run_consume(
                 ">= 1.5x peer",
             )
             results.add("consume", f"{label}: MB/s", "MB/s", "higher", server.name, t.mb_per_s)
+            if t.first_records_s is not None:
+                results.add("consume", f"{label}: assign to first records", "ms", "lower", server.name,
+                            t.first_records_s * 1000)
+            if t.client_ready_s is not None:
+                results.add("consume", f"{label}: untimed client lookup before assign", "ms", "lower",
+                            server.name, t.client_ready_s * 1000)
             gb = t.payload_bytes / 1e9
             if cpu0 and gb:
                 results.add(

@@ -33,6 +33,7 @@ class Throughput:
     errors: int = 0
     log_end_offsets: int | None = None  # the server's ListOffsets(latest) sum after the run
     first_records_s: float | None = None  # consume: start to the first consume() call with records
+    client_ready_s: float | None = None  # consume: the untimed lookup that makes the leaders known
 
     @property
     def records_per_s(self) -> float:
@@ -146,8 +147,17 @@ def consume(
     timeout_s: float = 120.0,
     extra_config: dict | None = None,
     before_close=None,
+    cold: bool = False,
 ) -> Throughput:
     """Read `expected_records` from the beginning of `topic` (assigned, no group).
+
+    The clock starts at `assign()` of every partition at OFFSET_BEGINNING, so the timed read
+    includes the ListOffsets lookups of the beginning and every Fetch. Before it, untimed, the
+    new client looks up each partition's watermarks (`client_ready_s`): that makes the leaders
+    known. Without it (`cold=True`, the figure of the runs before 2026-11-25's third session)
+    librdkafka finds no leader for the partitions it was just assigned and retries their offset
+    lookup on a fixed 500 ms timer (`rd_kafka_toppar_offset_request`: "no current leader for
+    partition: (re)starting offset query timer"), whatever the server: half of a 256 MiB window.
 
     `extra_config` adds or overrides client settings, for diagnostics only (`consume_diag.py`:
     statistics, other fetch sizes); the benchmark passes none. `before_close(consumer)` runs after
@@ -169,10 +179,16 @@ def consume(
         }
         | (extra_config or {})
     )
+    client_ready_s = None
+    if not cold:
+        t0 = time.perf_counter()
+        for p in range(partitions):
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=CLIENT_TIMEOUT_S)
+        client_ready_s = time.perf_counter() - t0
+    started = time.perf_counter()
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     got = errors = 0
     first_records_s = None
-    started = time.perf_counter()
     deadline = started + timeout_s
     try:
         while got < expected_records and time.perf_counter() < deadline:
@@ -190,4 +206,5 @@ def consume(
             before_close(consumer)
     finally:
         consumer.close()
-    return Throughput(got, got * record_bytes, elapsed_s, errors, first_records_s=first_records_s)
+    return Throughput(got, got * record_bytes, elapsed_s, errors, first_records_s=first_records_s,
+                      client_ready_s=client_ready_s)
