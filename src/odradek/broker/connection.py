@@ -96,6 +96,8 @@ class KafkaConnection(asyncio.Protocol):
         self._worker: asyncio.Task | None = None
         self._closed = False
         self._sock_fd = -1
+        self._watch_fd = -1  # a dup of the socket fd, to wait until writable (`_socket_writable`)
+        self._writable_waiter: asyncio.Future | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,6 +149,10 @@ class KafkaConnection(asyncio.Protocol):
         self.core.connections.release(self)
         self._wakeup.set()
         self._writable.set()
+        if self._writable_waiter is not None:
+            _wake(self._writable_waiter)  # the waiting task removes its writer, then closes the dup
+        else:
+            self._close_watch_fd()
 
     # -- request processing -----------------------------------------------------------------
     async def _run(self) -> None:
@@ -223,25 +229,18 @@ class KafkaConnection(asyncio.Protocol):
         if response is None or self._closed:
             return
         try:
-            self._send(api_key, api_version, correlation_id, response)
+            if isinstance(response, EncodedResponse):
+                await self._send_encoded(api_key, api_version, correlation_id, response)
+            else:
+                self._send(api_key, api_version, correlation_id, response)
+        except asyncio.CancelledError:
+            raise
         except Exception:  # a response kio cannot encode is a broker bug: say so and close
             log.exception("encoding the %s v%d response failed; closing %s", api.name, api_version,
                           self.client.connection_id)
             self._close("handler error")
 
     def _send(self, api_key: int, api_version: int, correlation_id: int, response: Any) -> None:
-        if isinstance(response, EncodedResponse):
-            flexible = apis.response_codec(api_key, api_version)[2]
-            head = framing.response_header(correlation_id, flexible and api_key != API_VERSIONS_KEY,
-                                           response.size_bytes)
-            self.transport.write(head)
-            for part in response.parts:
-                if isinstance(part, (bytes, bytearray, memoryview)):
-                    if part:
-                        self.transport.write(part)
-                else:
-                    self._send_region(part)
-            return
         _, writer, flexible = apis.response_codec(api_key, api_version)
         buffer = io.BytesIO()
         writer(buffer, response)
@@ -249,26 +248,68 @@ class KafkaConnection(asyncio.Protocol):
         head = framing.response_header(correlation_id, flexible and api_key != API_VERSIONS_KEY, len(body))
         self.transport.writelines((head, body))
 
-    def _send_region(self, region: Any) -> None:
-        """Send a file region: `sendfile` straight from the page cache while the transport has
-        nothing buffered (so bytes stay in order), and a `pread` copy through the transport for
-        whatever the socket does not take at once. Works under the stock loop and uvloop alike."""
+    async def _send_encoded(self, api_key: int, api_version: int, correlation_id: int,
+                            response: EncodedResponse) -> None:
+        flexible = apis.response_codec(api_key, api_version)[2]
+        head = framing.response_header(correlation_id, flexible and api_key != API_VERSIONS_KEY,
+                                       response.size_bytes)
+        self.transport.write(head)
+        for part in response.parts:
+            if isinstance(part, (bytes, bytearray, memoryview)):
+                if part:
+                    self.transport.write(part)
+            else:
+                await self._send_region(part)
+
+    async def _send_region(self, region: Any) -> None:
+        """Send a file region with `sendfile`, straight from the page cache to the socket.
+
+        `sendfile` writes to the socket itself, so it runs only while the transport has nothing
+        queued (bytes stay in order); when the socket is full, or the transport still holds bytes
+        written before the region, this waits until the socket is writable again and goes on.
+        The region pins its file descriptor while it waits (see `FileRegion`). Only what
+        `sendfile` cannot send (TLS, a socket type without it) is copied, with `pread`, through
+        the transport. Works under the stock loop and uvloop alike.
+        """
         position, remaining = region.position, region.size_bytes
-        if self._sock_fd >= 0:
-            while remaining and self.transport.get_write_buffer_size() == 0:
-                try:
-                    sent = os.sendfile(self._sock_fd, region.fd, position, remaining)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    self._sock_fd = -1  # not a plain socket (or sendfile unsupported): copy from now on
-                    break
-                if sent == 0:
-                    break
-                position += sent
-                remaining -= sent
-        if remaining:
+        while remaining and self._sock_fd >= 0 and not self._closed:
+            if self.transport.get_write_buffer_size():
+                await self._socket_writable()
+                continue
+            try:
+                sent = os.sendfile(self._sock_fd, region.fd, position, remaining)
+            except (BlockingIOError, InterruptedError):
+                await self._socket_writable()
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the peer is gone; the transport reports it and closes
+            except OSError:
+                self._sock_fd = -1  # not a plain socket (or sendfile unsupported): copy from now on
+                break
+            if sent == 0:
+                break  # the file ends before the region (cannot happen for a pinned region)
+            position += sent
+            remaining -= sent
+        if remaining and not self._closed:
             self.transport.write(os.pread(region.fd, remaining, position))
+
+    async def _socket_writable(self) -> None:
+        """Until the socket can take more bytes (or the connection is lost).
+
+        Watches a duplicate of the socket's descriptor: the loop refuses a writer on a descriptor
+        that its transport owns, and the duplicate names the same socket."""
+        loop = asyncio.get_running_loop()
+        if self._watch_fd < 0:
+            self._watch_fd = os.dup(self._sock_fd)
+        waiter = self._writable_waiter = loop.create_future()
+        loop.add_writer(self._watch_fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            loop.remove_writer(self._watch_fd)
+            self._writable_waiter = None
+            if self._closed:
+                self._close_watch_fd()
 
     def _answer_unsupported_api_versions(self, correlation_id: int) -> None:
         # Kafka answers an ApiVersions request of an unknown version with a v0 response that
@@ -288,8 +329,18 @@ class KafkaConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _close_watch_fd(self) -> None:
+        if self._watch_fd >= 0:
+            os.close(self._watch_fd)
+            self._watch_fd = -1
+
     def close(self) -> None:
         """Close from the broker's side (shutdown, idle): the request in flight is cancelled."""
         self._close("closed by the broker")
         if self._worker is not None:
             self._worker.cancel()
+
+
+def _wake(waiter: asyncio.Future | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
