@@ -9,6 +9,7 @@ cleanly on SIGTERM or SIGINT (logs flushed, checkpoints and the clean-shutdown m
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import socket
@@ -24,6 +25,20 @@ log = logging.getLogger("odradek")
 
 HOUSEKEEPING_INTERVAL_S = 1.0
 LISTEN_BACKLOG = 1024
+
+# What a client's first requests import (the everyday handlers, the group coordinator, the
+# compacted-log cleaner that `__consumer_offsets` brings): start-up leaves them out (DESIGN,
+# principle 6) and the loop imports them right after the broker is ready, one module per loop
+# turn so that requests get in between, so that the first consumer of a fresh broker does not
+# wait ~25-40 ms for them. On the loop, not in a thread: the imports hold the GIL either way, and
+# two threads importing modules that import each other can fail with a deadlock error. kio's
+# per-version modules stay lazy (which versions a client picks is not known). The short delay
+# leaves the loop to a client that connects the moment the broker is ready (a test fixture).
+WARM_DELAY_S = 0.05
+WARM_MODULES = tuple(f"odradek.broker.handlers.{name}" for name in (
+    "api_versions", "metadata", "produce", "fetch", "list_offsets", "find_coordinator", "join_group",
+    "sync_group", "heartbeat", "leave_group", "offset_commit", "offset_fetch", "init_producer_id",
+)) + ("odradek.broker.group_service", "odradek.protocol.fetch_response", "odradek.storage.cleaner")
 
 
 class StartupError(Exception):
@@ -78,6 +93,7 @@ class BrokerServer:
                 await self.stop()
                 raise StartupError(f"cannot join the metadata quorum {self.config.metadata_quorum}: {exc}") from None
         self._housekeeping = loop.create_task(self._housekeep())
+        loop.call_later(WARM_DELAY_S, _warm_imports, loop, iter(WARM_MODULES))
         listeners = ", ".join(f"{name}://{host}:{port}" for name, (host, port) in self.bound.items())
         log.info("Odradek broker %d ready on %s (data in %s, cluster %s) in %.0f ms",
                  self.config.node_id, listeners, ", ".join(self.config.log_dirs), self.core.cluster_id,
@@ -145,6 +161,18 @@ def raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ImportError, ValueError, OSError) as exc:
         log.warning("could not raise the open file limit: %s", exc)
+
+
+def _warm_imports(loop: asyncio.AbstractEventLoop, names) -> None:
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception:  # the request that needs it imports it again and reports
+            log.debug("warming %s failed", name, exc_info=True)
+        loop.call_soon(_warm_imports, loop, names)  # the rest on a later turn
+        return
 
 
 def install_event_loop_policy() -> None:
