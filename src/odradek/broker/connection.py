@@ -255,6 +255,8 @@ class KafkaConnection(asyncio.Protocol):
                                        response.size_bytes)
         self.transport.write(head)
         for part in response.parts:
+            if self._closed:
+                return  # lost while a region waited for the socket
             if isinstance(part, (bytes, bytearray, memoryview)):
                 if part:
                     self.transport.write(part)
