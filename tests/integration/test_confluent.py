@@ -125,6 +125,28 @@ def test_confluent_record_over_message_max_bytes_is_refused(broker, topic_name):
     assert errors[0].code() == confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE
 
 
+def test_confluent_record_stamped_beyond_message_timestamp_after_max_ms_is_refused(broker, topic_name):
+    """Kafka 4: a CreateTime record more than message.timestamp.after.max.ms (1 hour) ahead of the
+    broker's clock gets INVALID_TIMESTAMP; nothing of it is stored."""
+    create_topic(broker.bootstrap, topic_name, 1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})
+    reports = []
+    now_ms = int(time.time() * 1000)
+    producer.produce(topic_name, value=b"soon", timestamp=now_ms + 30 * 60 * 1000,
+                     on_delivery=lambda err, msg: reports.append(err))
+    producer.flush(10)
+    producer.produce(topic_name, value=b"too far", timestamp=now_ms + 2 * 3600 * 1000,
+                     on_delivery=lambda err, msg: reports.append(err))
+    producer.flush(10)
+    assert reports[0] is None
+    assert reports[1] is not None and reports[1].code() == confluent_kafka.KafkaError.INVALID_TIMESTAMP
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "ts"})
+    try:
+        assert consumer.get_watermark_offsets(TopicPartition(topic_name, 0), 10) == (0, 1)
+    finally:
+        consumer.close()
+
+
 def test_confluent_offsets_for_times(broker, topic_name):
     create_topic(broker.bootstrap, topic_name, 1)
     producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0})

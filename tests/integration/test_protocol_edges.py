@@ -737,6 +737,35 @@ def test_the_brokers_fetch_max_bytes_caps_a_response_that_asks_for_more(topic):
         b.stop_thread()
 
 
+def test_timestamps_outside_the_topics_bounds_get_invalid_timestamp(conn, topic):
+    now_ms = int(time.time() * 1000)
+    create_topic(conn, topic, message_timestamp_before_max_ms=3_600_000)
+    hour = 3_600_000
+    for stamp, error in ((now_ms, NONE), (now_ms - hour // 2, NONE), (now_ms + hour // 2, NONE),
+                         (now_ms - 2 * hour, ErrorCode.invalid_timestamp),  # before.max: 1 hour here
+                         (now_ms + 2 * hour, ErrorCode.invalid_timestamp)):  # after.max: 1 hour default
+        response = produce(conn, topic, batch(b"v", timestamp_ms=stamp))
+        assert response.error_code == error, (stamp - now_ms, response.error_message)
+        if error != NONE:
+            assert "out of range" in response.error_message
+    # A batch whose last record is the one too far ahead: the header's max timestamp catches it.
+    response = produce(conn, topic, records.build_batch(
+        [(None, b"a", [], now_ms), (None, b"b", [], now_ms + 2 * hour)]))
+    assert response.error_code == ErrorCode.invalid_timestamp
+    assert values_in(fetch(conn, topic).records) == [b"v"] * 3
+
+
+def test_log_append_time_topics_take_any_timestamp_and_producers_may_not_claim_it(conn, topic):
+    far = int(time.time() * 1000) + 10 * 3_600_000
+    create_topic(conn, topic, message_timestamp_type="LogAppendTime")
+    assert produce(conn, topic, batch(b"later", timestamp_ms=far)).error_code == NONE
+    other = f"{topic}-create-time"
+    create_topic(conn, other)
+    response = produce(conn, other, batch(b"claims", timestamp_ms=far - 10 * 3_600_000, log_append_time=True))
+    assert response.error_code == ErrorCode.invalid_timestamp
+    assert "LogAppendTime" in response.error_message
+
+
 def test_fetch_inside_a_batch_returns_the_whole_batch(conn, topic):
     create_topic(conn, topic)
     produce(conn, topic, batch([b"r0", b"r1", b"r2"]))

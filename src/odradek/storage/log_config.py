@@ -24,6 +24,8 @@ class LogConfig:
     cleanup_policy: tuple[str, ...] = ("delete",)  # cleanup.policy
     max_message_bytes: int = 1048588  # max.message.bytes
     message_timestamp_type: str = "CreateTime"  # message.timestamp.type
+    message_timestamp_before_max_ms: int = INT64_MAX  # message.timestamp.before.max.ms
+    message_timestamp_after_max_ms: int = 3_600_000  # message.timestamp.after.max.ms (Kafka 4: 1 hour)
     file_delete_delay_ms: int = 60_000  # file.delete.delay.ms
     delete_retention_ms: int = 24 * 3600 * 1000  # delete.retention.ms: tombstones kept this long
     min_compaction_lag_ms: int = 0  # min.compaction.lag.ms

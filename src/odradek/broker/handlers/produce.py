@@ -2,7 +2,8 @@
 
 Appends each partition's record batch to its log and answers with the base offset of the
 append. A v3+ request carries exactly one RecordBatch (magic 2) per partition; the broker checks
-its header and CRC-32C, never its records, and writes it as received with base offset and leader
+its header and CRC-32C, never its records, and its timestamps (CreateTime topics) against
+`message.timestamp.before/after.max.ms` from the header, and writes it as received with base offset and leader
 epoch patched in place. acks=0 gets no response, and an error closes the connection (as in
 Kafka: the client has no other way to learn of it); acks=1 answers after the local append;
 acks=-1 waits until the high watermark passes the append (at once on a single node). v13 names
@@ -17,7 +18,7 @@ In cluster mode a partition this broker does not lead gets NOT_LEADER_OR_FOLLOWE
 leader and that leader's endpoint (v10+, KIP-951), so the client moves at once.
 Errors: INVALID_REQUIRED_ACKS, UNKNOWN_TOPIC_OR_PARTITION, UNKNOWN_TOPIC_ID, CORRUPT_MESSAGE,
 INVALID_TOPIC_EXCEPTION (a client appending to an internal topic),
-INVALID_RECORD (also an unknown compression codec), UNSUPPORTED_COMPRESSION_TYPE (zstd before v7),
+INVALID_RECORD (also an unknown compression codec), INVALID_TIMESTAMP, UNSUPPORTED_COMPRESSION_TYPE (zstd before v7),
 UNSUPPORTED_FOR_MESSAGE_FORMAT, MESSAGE_TOO_LARGE, OUT_OF_ORDER_SEQUENCE_NUMBER,
 INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE, TRANSACTIONAL_ID_AUTHORIZATION_FAILED (transactional
 records without a transactional id: the whole request), NOT_ENOUGH_REPLICAS (transaction verification could
@@ -157,6 +158,9 @@ async def _append(core, topic_image, data, now_ms, api_version, transactional_id
                 f"zstd needs Produce v{FIRST_ZSTD_VERSION}+ (KIP-110)", None)
     if header.is_control:
         return ErrorCode.invalid_record, "clients may not write control batches", None
+    refused = _check_timestamps(header, partition.log.config, now_ms)
+    if refused is not None:
+        return ErrorCode.invalid_timestamp, refused, None
     if header.is_transactional:
         refused = await _verify_transaction(core, partition, header, transactional_id)
         if refused is not None:
@@ -166,6 +170,26 @@ async def _append(core, topic_image, data, now_ms, api_version, transactional_id
     if acked is not None:
         return acked
     return result.error, result.error_message, result
+
+
+def _check_timestamps(header, config, now_ms: int) -> str | None:
+    """Why the batch's timestamps are refused (INVALID_TIMESTAMP), or None; as Kafka's
+    LogValidator for CreateTime topics, from the batch header: its max timestamp against
+    `message.timestamp.after.max.ms` (exact: the max covers every record) and its first
+    timestamp against `message.timestamp.before.max.ms` (a later record stamped earlier than
+    the first is not seen; Kafka checks each record). LogAppendTime topics stamp the broker's
+    clock and check nothing; a producer may not claim LogAppendTime on a CreateTime topic."""
+    if config.log_append_time:
+        return None
+    if header.timestamp_type == records.TimestampType.LOG_APPEND_TIME:
+        return "Producer should not set timestamp type to LogAppendTime."
+    earliest = now_ms - config.message_timestamp_before_max_ms
+    latest = now_ms + config.message_timestamp_after_max_ms
+    for timestamp in (header.max_timestamp, header.base_timestamp):
+        if timestamp != records.NO_TIMESTAMP and not earliest <= timestamp <= latest:
+            return (f"Timestamp {timestamp} of the batch at offset {header.base_offset} is out of range. "
+                    f"The timestamp should be within [{earliest}, {latest}]")
+    return None
 
 
 # Verification answers a producer should retry (Kafka's conversion to NOT_ENOUGH_REPLICAS).
