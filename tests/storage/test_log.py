@@ -95,6 +95,34 @@ def test_roll_by_time_since_the_first_batch(fs):
     assert len(log.segments) == 2
 
 
+def test_segment_jitter_rolls_each_segment_earlier_by_its_own_draw(fs, monkeypatch):
+    draws = iter([400, 100, 0])
+    monkeypatch.setattr("odradek.storage.segment.random.randrange", lambda bound: next(draws))
+    log = open_log(fs, LogConfig(segment_ms=1000, segment_jitter_ms=500))
+    assert log.segments[-1].roll_jitter_ms == 400
+    append_values(log, [b"a"], now_ms=5_000)
+    append_values(log, [b"b"], now_ms=5_600)  # 1000 - 400: due, but nothing rolls before an append
+    append_values(log, [b"c"], now_ms=5_601)
+    assert [s.base_offset for s in log.segments] == [0, 2]
+    assert log.segments[-1].roll_jitter_ms == 100
+    append_values(log, [b"d"], now_ms=6_400)  # 1000 - 100 = 900 ms after 5_601: not yet
+    assert len(log.segments) == 2
+    append_values(log, [b"e"], now_ms=6_502)
+    assert [s.base_offset for s in log.segments] == [0, 2, 4]
+
+
+def test_segment_jitter_draws_below_segment_ms_and_below_the_jitter():
+    from odradek.storage.segment import LogSegment
+
+    fs = FakeFileSystem()
+    fs.mkdir(PARTITION_DIR)
+    for jitter, segment_ms in ((0, 1000), (50, 1000), (5000, 1000)):
+        draws = {LogSegment(fs, PARTITION_DIR, 0, LogConfig(segment_ms=segment_ms, segment_jitter_ms=jitter)
+                            ).roll_jitter_ms for _ in range(200)}
+        assert all(0 <= d < max(1, min(jitter, segment_ms)) for d in draws)
+        assert len(draws) > (1 if jitter else 0)
+
+
 def test_roll_when_the_offset_index_is_full(fs):
     # Room for three offset-index entries but only two time-index entries: the first full rolls.
     config = LogConfig(index_interval_bytes=1, segment_index_bytes=24)

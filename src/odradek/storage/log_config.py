@@ -15,6 +15,7 @@ INT64_MAX = 2**63 - 1
 class LogConfig:
     segment_bytes: int = 1024 * 1024 * 1024  # segment.bytes
     segment_ms: int = 7 * 24 * 3600 * 1000  # segment.ms
+    segment_jitter_ms: int = 0  # segment.jitter.ms: a random part of segment.ms, drawn per segment
     segment_index_bytes: int = 10 * 1024 * 1024  # segment.index.bytes
     index_interval_bytes: int = 4096  # index.interval.bytes
     flush_messages: int = INT64_MAX  # flush.messages: fsync after this many records

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -159,6 +160,10 @@ class LogSegment:
         # for a non-empty active segment). Kafka uses the first batch's max timestamp, which lets
         # clients with old CreateTime timestamps roll a segment per batch; we do not.
         self.rolling_base_ms: int | None = None
+        # segment.jitter.ms: this segment rolls that much earlier, drawn once (Kafka's
+        # rollJitterMs), so that partitions created together do not all roll at once.
+        jitter_bound = min(config.segment_jitter_ms, config.segment_ms)
+        self.roll_jitter_ms = random.randrange(jitter_bound) if jitter_bound > 0 else 0
 
     @property
     def config(self) -> LogConfig:
@@ -321,7 +326,8 @@ class LogSegment:
             return last_offset - self.base_offset >= 2**31  # only offset overflow rolls an empty one
         self.ensure_indexes()
         return (self._size_bytes + size_bytes > self.config.segment_bytes
-                or (self.rolling_base_ms is not None and now_ms - self.rolling_base_ms > self.config.segment_ms)
+                or (self.rolling_base_ms is not None
+                    and now_ms - self.rolling_base_ms > self.config.segment_ms - self.roll_jitter_ms)
                 or self.offset_index.is_full or self.time_index.is_full
                 or last_offset - self.base_offset >= 2**31)
 
