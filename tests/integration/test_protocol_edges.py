@@ -509,9 +509,11 @@ def test_produce_to_an_internal_topic_is_invalid_topic_exception():
         response = produce(c, "__consumer_offsets", batch(b"forged commit"))
         assert response.error_code == ErrorCode.invalid_topic_exception
         assert fetch(c, "__consumer_offsets").high_watermark == 0
-        # Kafka lets its own admin tooling (client id "__admin_client") write there.
+        # Kafka lets its own admin tooling (client id "__admin_client") write there (with keys:
+        # the topic is compacted).
         with RawConnection(b.bootstrap, client_id="__admin_client") as admin:
-            assert produce(admin, "__consumer_offsets", batch(b"tooling")).error_code == NONE
+            keyed = records.build_batch([(b"tooling-key", b"tooling", [], 1_700_000_000_000)])
+            assert produce(admin, "__consumer_offsets", keyed).error_code == NONE
 
 
 def test_produce_v13_by_topic_id_and_unknown_topic_id(conn, topic):
@@ -764,6 +766,24 @@ def test_log_append_time_topics_take_any_timestamp_and_producers_may_not_claim_i
     response = produce(conn, other, batch(b"claims", timestamp_ms=far - 10 * 3_600_000, log_append_time=True))
     assert response.error_code == ErrorCode.invalid_timestamp
     assert "LogAppendTime" in response.error_message
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(conn, topic):
+    create_topic(conn, topic, cleanup_policy="compact")
+    keyed = records.build_batch([(b"k1", b"v1", [], 1_700_000_000_000), (b"k2", None, [], 1_700_000_000_001)])
+    assert produce(conn, topic, keyed).error_code == NONE  # a tombstone has a key
+    for codec in (records.Compression.NONE, records.Compression.LZ4):
+        half_keyed = records.build_batch(
+            [(b"k3", b"v3", [], 1_700_000_000_002), (None, b"v4", [], 1_700_000_000_003)], compression=codec)
+        response = produce(conn, topic, half_keyed)
+        assert response.error_code == ErrorCode.invalid_record
+        assert "without key" in response.error_message and "record 1" in response.error_message
+    assert [r.key for h in batches_in(fetch(conn, topic).records)
+            for r in records.iter_records(bytes(fetch(conn, topic).records)[h.position:h.position + h.size_bytes])
+            ] == [b"k1", b"k2"]
+    other = f"{topic}-delete"
+    create_topic(conn, other)  # cleanup.policy=delete: keys are optional
+    assert produce(conn, other, batch(b"no key")).error_code == NONE
 
 
 def test_fetch_inside_a_batch_returns_the_whole_batch(conn, topic):

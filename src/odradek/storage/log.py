@@ -154,7 +154,7 @@ class Log:
             raise ValueError(f"{dir} is not named <topic>-<partition>")
         fs.mkdir(dir)
         self = cls(fs, dir, config, *parsed)
-        self.allow_offset_gaps = allow_offset_gaps or "compact" in config.cleanup_policy
+        self.allow_offset_gaps = allow_offset_gaps or config.compacted
         self._init_topic_id(topic_id)
         load_log(self, recovery_point=recovery_point, log_start_offset=log_start_offset,
                  high_watermark=high_watermark, clean_shutdown=clean_shutdown, now_ms=now_ms)

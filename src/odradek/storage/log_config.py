@@ -35,5 +35,10 @@ class LogConfig:
     preallocate: bool = False  # preallocate
 
     @property
+    def compacted(self) -> bool:
+        """cleanup.policy includes compact (alone or with delete)."""
+        return "compact" in self.cleanup_policy
+
+    @property
     def log_append_time(self) -> bool:
         return self.message_timestamp_type == "LogAppendTime"

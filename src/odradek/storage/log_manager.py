@@ -297,7 +297,7 @@ class LogManager:
 
         plans = []
         for the_log in list(self._logs.values()):
-            if "compact" in the_log.config.cleanup_policy:
+            if the_log.config.compacted:
                 plan = plan_cleaning(the_log)
                 if plan is not None:
                     plans.append((the_log, plan))

@@ -173,7 +173,7 @@ class LogSegment:
     def config(self, config: LogConfig) -> None:
         # A compacted log's .log descriptor stays open once opened (see fd_cache.CachedFile.sticky).
         self._config = config
-        self._log_file.sticky = "compact" in config.cleanup_policy
+        self._log_file.sticky = config.compacted
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod

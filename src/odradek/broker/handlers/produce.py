@@ -3,7 +3,8 @@
 Appends each partition's record batch to its log and answers with the base offset of the
 append. A v3+ request carries exactly one RecordBatch (magic 2) per partition; the broker checks
 its header and CRC-32C, never its records, and its timestamps (CreateTime topics) against
-`message.timestamp.before/after.max.ms` from the header, and writes it as received with base offset and leader
+`message.timestamp.before/after.max.ms` from the header, and (compacted topics only) that every
+record has a key, and writes it as received with base offset and leader
 epoch patched in place. acks=0 gets no response, and an error closes the connection (as in
 Kafka: the client has no other way to learn of it); acks=1 answers after the local append;
 acks=-1 waits until the high watermark passes the append (at once on a single node). v13 names
@@ -161,6 +162,10 @@ async def _append(core, topic_image, data, now_ms, api_version, transactional_id
     refused = _check_timestamps(header, partition.log.config, now_ms)
     if refused is not None:
         return ErrorCode.invalid_timestamp, refused, None
+    if partition.log.config.compacted:
+        refused = _check_keys(raw, partition)
+        if refused is not None:
+            return ErrorCode.invalid_record, refused, None
     if header.is_transactional:
         refused = await _verify_transaction(core, partition, header, transactional_id)
         if refused is not None:
@@ -189,6 +194,20 @@ def _check_timestamps(header, config, now_ms: int) -> str | None:
         if timestamp != records.NO_TIMESTAMP and not earliest <= timestamp <= latest:
             return (f"Timestamp {timestamp} of the batch at offset {header.base_offset} is out of range. "
                     f"The timestamp should be within [{earliest}, {latest}]")
+    return None
+
+
+def _check_keys(raw, partition) -> str | None:
+    """Why a batch for a compacted topic is refused (INVALID_RECORD), or None: as Kafka, every
+    record needs a key (compaction keeps the latest value per key). The only produce check that
+    reads records, so compacted topics alone pay for it."""
+    try:
+        for index, record in enumerate(records.iter_records(raw)):
+            if record.key is None:
+                return (f"Compacted topic cannot accept message without key in topic partition "
+                        f"{partition.topic}-{partition.index} (record {index} of the batch).")
+    except ValueError as exc:  # malformed records (or a codec bomb) behind a valid CRC
+        return f"malformed records: {exc}"
     return None
 
 
