@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from collections import defaultdict
 
 import pytest
@@ -12,6 +13,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic  # noqa: E402
 
 from odradek.client.partitioner import partition_for_key  # noqa: E402
+from odradek.protocol import records as batches  # noqa: E402
+from odradek.testing.raw import RawConnection  # noqa: E402
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 RECORDS_PER_CODEC = 10_000
@@ -145,6 +148,33 @@ def test_confluent_record_stamped_beyond_message_timestamp_after_max_ms_is_refus
         assert consumer.get_watermark_offsets(TopicPartition(topic_name, 0), 10) == (0, 1)
     finally:
         consumer.close()
+
+
+@pytest.mark.parametrize("topic_codec,producer_codec", [("zstd", "none"), ("uncompressed", "lz4"),
+                                                         ("gzip", "snappy"), ("lz4", "lz4")])
+def test_confluent_topic_compression_type_recompresses_what_producers_send(broker, topic_name,
+                                                                           topic_codec, producer_codec):
+    """A topic's compression.type other than producer: batches are stored with the topic's codec
+    (read back from the log's batch headers), and clients read the same records, in order."""
+    create_topic(broker.bootstrap, topic_name, 1, **{"compression.type": topic_codec})
+    messages = [(f"k{i}".encode(), f"value {i} ".encode() * 20, [("n", str(i).encode())]) for i in range(2_000)]
+    reports = produce_all(broker.bootstrap, topic_name, messages, **{"compression.type": producer_codec})
+    assert [offset for _, offset, _, _ in reports] == list(range(2_000))
+    got = consume_all(broker.bootstrap, topic_name, 1, 2_000)
+    assert [(k, v, [tuple(h) for h in hs]) for _, _, k, v, hs, _ in got] == \
+        [(k, v, list(h)) for k, v, h in messages]
+    wanted = {"zstd": 4, "uncompressed": 0, "gzip": 1, "lz4": 3}[topic_codec]
+    with RawConnection(broker.bootstrap) as conn:
+        fetch = conn.module("fetch", 12)
+        response = conn.request(fetch.FetchRequest(
+            replica_id=-1, max_wait=timedelta(0), min_bytes=1, max_bytes=64 << 20, isolation_level=0,
+            session_id=0, session_epoch=-1, forgotten_topics_data=(), rack_id="",
+            topics=(fetch.FetchTopic(topic=topic_name, partitions=(fetch.FetchPartition(
+                partition=0, current_leader_epoch=-1, fetch_offset=0, last_fetched_epoch=-1, log_start_offset=-1,
+                partition_max_bytes=64 << 20),)),)))
+        data = bytes(response.responses[0].partitions[0].records)
+    codecs = {h.compression for h in batches.iter_headers(data)}
+    assert codecs == {wanted}
 
 
 def test_confluent_offsets_for_times(broker, topic_name):

@@ -107,3 +107,35 @@ def test_raw_snappy_without_xerial_framing_is_accepted():
 
     raw = bytes(cramjam.snappy.compress_raw(b"hello" * 100))
     assert decompress(Compression.SNAPPY, raw, 10_000) == b"hello" * 100
+
+
+@pytest.mark.parametrize("source", CODECS)
+@pytest.mark.parametrize("target", CODECS)
+def test_recompress_keeps_every_header_field_and_record(source, target):
+    original = records.build_batch(
+        [(b"k", b"v" * 500, [("h", b"1")], 1_700_000_000_000), (None, None, [], 1_700_000_000_005)],
+        compression=source, producer_id=42, producer_epoch=3, base_sequence=7, transactional=True)
+    out = records.recompress(original, target, 5 if target != Compression.SNAPPY else None, 1 << 20)
+    header = records.validate_batch(out, 0, len(out))
+    assert isinstance(header, records.BatchHeader) and header.size_bytes == len(out)
+    before = records.read_header(original, 0)
+    assert header.compression == target
+    for field in ("base_offset", "partition_leader_epoch", "last_offset_delta", "base_timestamp", "max_timestamp",
+                  "producer_id", "producer_epoch", "base_sequence", "records_count", "is_transactional",
+                  "timestamp_type"):
+        assert getattr(header, field) == getattr(before, field), field
+    assert list(records.iter_records(out)) == list(records.iter_records(original))
+
+
+def test_recompress_is_bounded_by_the_decompressed_size():
+    bomb = records.build_batch([(b"k", b"\0" * 4_000_000, [], 1_700_000_000_000)], compression=Compression.ZSTD)
+    assert len(bomb) < 4096
+    with pytest.raises(DecompressionError):
+        records.recompress(bomb, Compression.LZ4, None, 1 << 20)
+
+
+@pytest.mark.parametrize("codec,level", [(Compression.GZIP, -1), (Compression.GZIP, 1), (Compression.LZ4, 1),
+                                         (Compression.LZ4, 17), (Compression.ZSTD, -5), (Compression.ZSTD, 22)])
+def test_compress_takes_kafkas_levels(codec, level):
+    data = bytes(range(256)) * 200
+    assert decompress(codec, compress(codec, data, level), len(data)) == data

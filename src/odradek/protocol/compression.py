@@ -33,6 +33,10 @@ _XERIAL_HEADER = XERIAL_MAGIC + struct.pack(">ii", 1, 1)
 _XERIAL_BLOCK_BYTES = 32 * 1024
 _INT32 = struct.Struct(">i")
 
+# Topic-config names (compression.type); "producer" keeps the producer's codec.
+TOPIC_CODECS = {"uncompressed": Compression.NONE, "gzip": Compression.GZIP, "snappy": Compression.SNAPPY,
+                "lz4": Compression.LZ4, "zstd": Compression.ZSTD}
+
 NAMES = {"none": Compression.NONE, "gzip": Compression.GZIP, "snappy": Compression.SNAPPY,
          "lz4": Compression.LZ4, "zstd": Compression.ZSTD}
 
@@ -41,11 +45,19 @@ class DecompressionError(ValueError):
     """The compressed block is malformed or would expand past the allowed size."""
 
 
-def compress(codec: int, data: bytes | memoryview) -> bytes:
+# Kafka's compression.*.level defaults (KIP-390); gzip's -1 is zlib's default, 6.
+DEFAULT_LEVELS = {Compression.GZIP: 6, Compression.LZ4: 9, Compression.ZSTD: 3}
+
+
+def compress(codec: int, data: bytes | memoryview, level: int | None = None) -> bytes:
+    """Compress one records section. `level` (gzip, lz4, zstd; -1 for gzip's default) as
+    Kafka's compression.*.level; None keeps cramjam's own defaults."""
     if codec == Compression.NONE:
         return bytes(data)
     if codec == Compression.GZIP:
-        return bytes(cramjam.gzip.compress(data))
+        if level is not None and level < 0:
+            level = DEFAULT_LEVELS[Compression.GZIP]
+        return bytes(cramjam.gzip.compress(data) if level is None else cramjam.gzip.compress(data, level=level))
     if codec == Compression.SNAPPY:
         out = bytearray(_XERIAL_HEADER)
         view = memoryview(data)
@@ -54,9 +66,9 @@ def compress(codec: int, data: bytes | memoryview) -> bytes:
             out += _INT32.pack(len(block)) + block
         return bytes(out)
     if codec == Compression.LZ4:
-        return bytes(cramjam.lz4.compress(data))
+        return bytes(cramjam.lz4.compress(data) if level is None else cramjam.lz4.compress(data, level=level))
     if codec == Compression.ZSTD:
-        return bytes(cramjam.zstd.compress(data))
+        return bytes(cramjam.zstd.compress(data) if level is None else cramjam.zstd.compress(data, level=level))
     raise ValueError(f"unknown compression codec {codec}")
 
 

@@ -18,9 +18,11 @@ Layout of one batch (big-endian), offsets in bytes from the batch start:
     57  records_count           int32
     61  records                         varint-encoded records, possibly compressed as one block
 
-The broker never parses records on the produce or fetch path: it validates the header and the CRC,
-patches `base_offset` and `partition_leader_epoch` in place (neither is covered by the CRC), and
-writes the batch as received. This module is pure: bytes in, values out; no I/O.
+The broker does not parse records on the produce or fetch path: it validates the header and the
+CRC, patches `base_offset` and `partition_leader_epoch` in place (neither is covered by the CRC),
+and writes the batch as received. Only a topic's own settings make it look inside: a compacted
+topic checks that every record has a key, and a topic `compression.type` other than the
+producer's recompresses the records section (`recompress`). This module is pure: bytes in, values out; no I/O.
 """
 
 from __future__ import annotations
@@ -226,6 +228,23 @@ def set_log_append_time(buf: bytearray | memoryview, position: int, size_bytes: 
     _INT16.pack_into(buf, position + ATTRIBUTES_OFFSET, attributes | TIMESTAMP_TYPE_MASK)
     _INT64.pack_into(buf, position + MAX_TIMESTAMP_OFFSET, now_ms)
     _UINT32.pack_into(buf, position + CRC_OFFSET, compute_crc(buf, position, size_bytes))
+
+
+def recompress(batch: bytes | bytearray | memoryview, codec: int, level: int | None,
+               max_decompressed_bytes: int) -> bytearray:
+    """The batch with its records section recompressed with `codec` (a topic's compression.type
+    other than the producer's): every header field is kept but the codec bits of the
+    attributes, the length and the CRC; the records are the same bytes once decompressed.
+    Raises DecompressionError (a ValueError) when the records do not decompress within
+    `max_decompressed_bytes`."""
+    header = read_header(batch, 0)
+    section = memoryview(batch)[RECORDS_OFFSET:header.size_bytes]
+    payload = compress(codec, decompress(header.compression, section, max_decompressed_bytes), level)
+    out = bytearray(batch[:RECORDS_OFFSET]) + payload
+    _INT16.pack_into(out, ATTRIBUTES_OFFSET, (header.attributes & ~COMPRESSION_MASK) | codec)
+    _INT32.pack_into(out, LENGTH_OFFSET, len(out) - LOG_OVERHEAD)
+    _UINT32.pack_into(out, CRC_OFFSET, compute_crc(out, 0, len(out)))
+    return out
 
 
 # --- Records inside a batch ------------------------------------------------------------------

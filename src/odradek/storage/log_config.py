@@ -33,6 +33,10 @@ class LogConfig:
     max_compaction_lag_ms: int = INT64_MAX  # max.compaction.lag.ms
     min_cleanable_dirty_ratio: float = 0.5  # min.cleanable.dirty.ratio
     preallocate: bool = False  # preallocate
+    compression_type: str = "producer"  # compression.type: a codec the broker recompresses to, or producer
+    compression_gzip_level: int = -1  # compression.gzip.level
+    compression_lz4_level: int = 9  # compression.lz4.level
+    compression_zstd_level: int = 3  # compression.zstd.level
 
     @property
     def compacted(self) -> bool:

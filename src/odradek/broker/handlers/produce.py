@@ -1,11 +1,13 @@
 """Produce (API key 0), versions 3-13 (0-2 advertised for librdkafka's sake and refused when used).
 
 Appends each partition's record batch to its log and answers with the base offset of the
-append. A v3+ request carries exactly one RecordBatch (magic 2) per partition; the broker checks
-its header and CRC-32C, never its records, and its timestamps (CreateTime topics) against
-`message.timestamp.before/after.max.ms` from the header, and (compacted topics only) that every
-record has a key, and writes it as received with base offset and leader
-epoch patched in place. acks=0 gets no response, and an error closes the connection (as in
+append. A v3+ request carries exactly one RecordBatch (magic 2) per partition. The broker checks
+its header, its CRC-32C and (CreateTime topics) its timestamps against
+`message.timestamp.before/after.max.ms`, all from the header, and writes it as received with base
+offset and leader epoch patched in place. Only two topic settings make it read the records: a
+compacted topic refuses a record without a key, and a `compression.type` other than `producer`
+recompresses a batch of another codec (at the topic's compression.*.level).
+acks=0 gets no response, and an error closes the connection (as in
 Kafka: the client has no other way to learn of it); acks=1 answers after the local append;
 acks=-1 waits until the high watermark passes the append (at once on a single node). v13 names
 topics by id (KIP-516).
@@ -35,7 +37,7 @@ from datetime import UTC, datetime, timedelta
 from odradek.broker.connection import CloseConnection
 from odradek.broker.core import INTERNAL_TOPICS
 from odradek.protocol import records
-from odradek.protocol.compression import Compression
+from odradek.protocol.compression import TOPIC_CODECS, Compression
 from odradek.protocol.errors import ErrorCode
 from odradek.runtime.clock import now_ms as clock_now_ms
 
@@ -166,6 +168,18 @@ async def _append(core, topic_image, data, now_ms, api_version, transactional_id
         refused = _check_keys(raw, partition)
         if refused is not None:
             return ErrorCode.invalid_record, refused, None
+    target = _target_codec(partition.log.config, header.compression)
+    if target is not None:
+        try:
+            raw = records.recompress(raw, target, _level(partition.log.config, target),
+                                     _max_decompressed_bytes(max_message_bytes))
+        except ValueError as exc:
+            return ErrorCode.corrupt_message, f"cannot recompress the batch to the topic's codec: {exc}", None
+        if len(raw) > max_message_bytes:
+            return (ErrorCode.message_too_large,
+                    f"batch of {len(raw)} bytes after recompression exceeds max.message.bytes "
+                    f"{max_message_bytes}", None)
+        header = records.read_header(raw, 0)
     if header.is_transactional:
         refused = await _verify_transaction(core, partition, header, transactional_id)
         if refused is not None:
@@ -209,6 +223,26 @@ def _check_keys(raw, partition) -> str | None:
     except ValueError as exc:  # malformed records (or a codec bomb) behind a valid CRC
         return f"malformed records: {exc}"
     return None
+
+
+def _target_codec(config, source: int) -> int | None:
+    """The codec a batch must be stored with when it differs from the producer's (Kafka's
+    BrokerCompressionType.targetCompression), else None."""
+    if config.compression_type == "producer":
+        return None
+    target = TOPIC_CODECS[config.compression_type]
+    return target if target != source else None
+
+
+def _level(config, codec: int) -> int | None:
+    return {Compression.GZIP: config.compression_gzip_level, Compression.LZ4: config.compression_lz4_level,
+            Compression.ZSTD: config.compression_zstd_level}.get(codec)
+
+
+def _max_decompressed_bytes(max_message_bytes: int) -> int:
+    # Recompression holds the records uncompressed for a moment: bounded like every broker path
+    # that decompresses, and by what the topic could take at a generous 64:1 ratio.
+    return min(records.MAX_DECOMPRESSED_BATCH_BYTES, 64 * max(max_message_bytes, 1 << 20))
 
 
 # Verification answers a producer should retry (Kafka's conversion to NOT_ENOUGH_REPLICAS).
