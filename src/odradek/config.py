@@ -391,6 +391,13 @@ BROKER_CONFIG_DEFS: tuple[BrokerConfigDef, ...] = (
     _b("broker.session.timeout.ms", I, 9000, at_least(1000),
        "A broker that stops renewing its registration this long is dead (its etcd lease TTL, "
        "rounded up to whole seconds)."),
+    _b("auto.leader.rebalance.enable", B, True, None,
+       "The controller moves leadership back to each partition's preferred replica (its first) when "
+       "that replica is alive and in the ISR, checked every leader.imbalance.check.interval.seconds."),
+    _b("leader.imbalance.check.interval.seconds", L, 300, at_least(1),
+       "How often the controller checks for partitions not led by their preferred replica."),
+    _b("leader.imbalance.per.broker.percentage", I, 10, at_least(0),
+       "Accepted for compatibility: as in KRaft, every imbalanced partition is rebalanced."),
     _b("replica.lag.time.max.ms", L, 30000, at_least(1),
        "A follower not caught up for this long leaves the ISR."),
     _b("replica.fetch.max.bytes", I, 1048576, at_least(0), "Bytes a follower asks per partition."),
@@ -524,6 +531,9 @@ class BrokerConfig:
     odradek_log_max_open_files: int = _default("odradek.log.max.open.files")
     metadata_quorum: str | None = _default("metadata.quorum")
     broker_session_timeout_ms: int = _default("broker.session.timeout.ms")
+    auto_leader_rebalance_enable: bool = _default("auto.leader.rebalance.enable")
+    leader_imbalance_check_interval_seconds: int = _default("leader.imbalance.check.interval.seconds")
+    leader_imbalance_per_broker_percentage: int = _default("leader.imbalance.per.broker.percentage")
     replica_lag_time_max_ms: int = _default("replica.lag.time.max.ms")
     replica_fetch_max_bytes: int = _default("replica.fetch.max.bytes")
     replica_fetch_response_max_bytes: int = _default("replica.fetch.response.max.bytes")

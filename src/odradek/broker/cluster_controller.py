@@ -13,7 +13,7 @@ Broker liveness and incarnations. The brokers the controller trusts are the *cur
     yes                            yes                                                      current
 
 and a reconcile pass (at start, on every broker listener event, and every
-RECONCILE_INTERVAL_S as a safety net) moves every broker to `current` or forgets it, in three
+RECONCILE_INTERVAL_S as a safety net) moves every broker to `current` or forgets it, in a few
 appends, each decided on the image the previous one produced:
 
     1. losses         for every broker that is lost or in a new incarnation, and every id a
@@ -33,6 +33,10 @@ appends, each decided on the image the previous one produced:
                       partition whose adding replicas are all in the ISR gets its target
                       replicas (normally done already in the AlterPartition append that added
                       the last one; this catches the rest, e.g. after a controller failover).
+    5. balance        every `leader.imbalance.check.interval.seconds` (auto.leader.rebalance.enable,
+                      on by default as in Kafka): a preferred election for each partition whose
+                      first replica is eligible and in the ISR but does not lead, so that
+                      leadership returns to a broker that came back (`_decide_balance`).
 
 Reassignments (AlterPartitionReassignments / ListPartitionReassignments): decided by
 `metadata/reassignment.py` on the image; the new replicas start following when their brokers see
@@ -100,6 +104,7 @@ APPEND_RETRY_TIMEOUT_S = 10.0  # give up an append that keeps failing transientl
 RETRY_BACKOFF_MIN_S = 0.05
 RETRY_BACKOFF_MAX_S = 1.0
 RECONCILE_INTERVAL_S = 10.0  # a pass at least this often, even without broker events
+MAX_BALANCE_ELECTIONS = 1000  # preferred elections per automatic rebalance pass (KRaft's bound)
 MAX_RECORDS_PER_APPEND = 1000  # ~150 bytes per PartitionChangeRecord: far below etcd's value bound
 MAX_ALTER_PARTITION_ITEMS = 100_000  # partitions in one AlterPartition / ElectLeaders request
 
@@ -152,6 +157,9 @@ class ClusterController:
         self.config = config
         self._clock = clock
         self.unclean_leader_election_enable = bool(config.unclean_leader_election_enable)
+        self.auto_leader_rebalance = bool(config.auto_leader_rebalance_enable)
+        self.leader_imbalance_check_interval_s = float(config.leader_imbalance_check_interval_seconds)
+        self._next_balance_at = 0.0  # clock time of the next automatic rebalance (set at start)
         self.shutting_down: dict[int, str] = {}  # node id -> incarnation id in controlled shutdown
         # Brokers whose registration vanished or changed incarnation since the last losses step,
         # as the broker listener saw it: lost even if registered again by the time a pass runs.
@@ -173,6 +181,7 @@ class ClusterController:
         if self._running:
             return
         self._running = True
+        self._next_balance_at = self._clock() + self.leader_imbalance_check_interval_s
         self.store.broker_listeners.append(self._on_brokers)
         self._wakeup.set()
         self._task = asyncio.get_running_loop().create_task(
@@ -205,8 +214,11 @@ class ClusterController:
 
     async def _reconcile_loop(self) -> None:
         while self._running:
+            timeout_s = RECONCILE_INTERVAL_S
+            if self.auto_leader_rebalance:
+                timeout_s = max(0.0, min(timeout_s, self._next_balance_at - self._clock()))
             try:
-                await asyncio.wait_for(self._wakeup.wait(), RECONCILE_INTERVAL_S)
+                await asyncio.wait_for(self._wakeup.wait(), timeout_s)
             except TimeoutError:
                 pass
             self._wakeup.clear()
@@ -287,6 +299,9 @@ class ClusterController:
         await self._decide_and_append(self._decide_registrations)
         await self._decide_and_append(self._decide_elections)
         await self._decide_and_append(self._decide_reassignments)
+        if self.auto_leader_rebalance and self._clock() >= self._next_balance_at:
+            self._next_balance_at = self._clock() + self.leader_imbalance_check_interval_s
+            await self._decide_and_append(self._decide_balance)
         self.reconcile_passes += 1
 
     def _decide_losses(self, image: MetadataImage, next_sequence: int, retrying: bool) -> Decision[set[int]]:
@@ -335,6 +350,22 @@ class ClusterController:
         records = reassignment.complete_reassignments(image, self.eligible_brokers(image))
         if records:
             log.info("controller: completing %d partition reassignments", len(records))
+        return list(records), None
+
+    def _decide_balance(self, image: MetadataImage, next_sequence: int, retrying: bool) -> Decision[None]:
+        """auto.leader.rebalance.enable: a preferred election for each partition whose first
+        replica is eligible and in the ISR but does not lead (at most MAX_BALANCE_ELECTIONS a
+        pass; partitions being reassigned are left to their reassignment), as KRaft's
+        maybeBalancePartitionLeaders."""
+        eligible = self.eligible_brokers(image)
+        targets = [(t.name, p.partition) for t in sorted(image.topics_by_name.values(), key=lambda t: t.name)
+                   for p in (t.partitions[i] for i in sorted(t.partitions))
+                   if p.replicas and p.leader != p.replicas[0] and p.replicas[0] in eligible
+                   and p.replicas[0] in p.isr and not p.is_reassigning][:MAX_BALANCE_ELECTIONS]
+        records, _ = election.elect_preferred_leaders(image, targets, eligible)
+        if records:
+            log.info("controller: %d partitions back to their preferred leader (auto.leader.rebalance.enable)",
+                     len(records))
         return list(records), None
 
     # -- requests from brokers and admins --------------------------------------------------------
