@@ -324,20 +324,42 @@ def _serve(args: argparse.Namespace) -> int:
 # -- client commands -----------------------------------------------------------------------------
 
 
+# After Ctrl-C, the command's task is cancelled again this often until it ends: one
+# cancellation lost inside a library's cleanup must not leave `consume` running.
+INTERRUPT_RETRY_S = 1.0
+
+
 def _run(coroutine_function, args: argparse.Namespace) -> int:
     import asyncio
+    import signal
+
+    interrupted = []
+
+    def interrupt(task: asyncio.Task) -> None:
+        interrupted.append(True)
+        if not task.done():
+            task.cancel()
+            asyncio.get_running_loop().call_later(INTERRUPT_RETRY_S, interrupt, task)
 
     async def with_client():
         from odradek.client.client import Client
 
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, interrupt, asyncio.current_task())
         client = Client(args.bootstrap_server, client_id="odradek-cli")
-        await client.connect()
         try:
+            await client.connect()
             return await coroutine_function(client, args)
         finally:
             await client.close()
+            loop.remove_signal_handler(signal.SIGINT)
 
-    return asyncio.run(with_client())
+    try:
+        return asyncio.run(with_client())
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None  # main() answers 130, as for Ctrl-C anywhere else
+        raise
 
 
 async def _topics_create(client, args: argparse.Namespace) -> int:
@@ -901,7 +923,7 @@ async def _consume(
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_OK
-    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels us, then raises KeyboardInterrupt
+    except asyncio.CancelledError:  # Ctrl-C: `_run` cancels us, then raises KeyboardInterrupt
         out.flush()
         _consumed(count)
         raise

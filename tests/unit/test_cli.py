@@ -478,3 +478,25 @@ def test_consume_interrupted_reports_its_count(broker):
         assert err == b"Processed a total of 0 messages\n"
     finally:
         proc.kill()
+
+
+def test_ctrl_c_stops_a_command_even_if_something_swallowed_the_first_cancellation(broker):
+    import argparse
+    import asyncio
+    import signal
+    import time
+
+    async def stubborn(client, args):
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGINT)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # as a library's cleanup that loses the cancellation
+        await asyncio.sleep(30)
+        return 0
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        cli._run(stubborn, argparse.Namespace(bootstrap_server=broker.bootstrap))
+    assert time.monotonic() - started < 1 + 2 * cli.INTERRUPT_RETRY_S
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
