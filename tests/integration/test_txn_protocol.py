@@ -22,6 +22,8 @@ from odradek.protocol.errors import ErrorCode
 from odradek.testing.process import BrokerProcess
 from odradek.testing.raw import RawConnection, request_module
 
+from .txn_helpers import wait_until
+
 NONE = ErrorCode.none
 MAX_TXN_TIMEOUT_MS = 60_000
 OVERRIDES = {
@@ -75,18 +77,6 @@ def new_tid() -> str:
 
 def fenced(api_key: int, version: int) -> ErrorCode:
     return ErrorCode.producer_fenced if version >= FENCED_SINCE[api_key] else ErrorCode.invalid_producer_epoch
-
-
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
-    """Poll `predicate` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def create_topic(conn, name: str, partitions: int) -> str:

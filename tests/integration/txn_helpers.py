@@ -54,7 +54,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.1):
+def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
     """Poll `predicate` until it returns something truthy; that value is returned."""
     deadline = time.monotonic() + timeout_s
     while True:
