@@ -245,15 +245,12 @@ class KafkaConnection(asyncio.Protocol):
         buffer = io.BytesIO()
         writer(buffer, response)
         body = buffer.getbuffer()
-        head = framing.response_header(correlation_id, flexible and api_key != API_VERSIONS_KEY, len(body))
-        self.transport.writelines((head, body))
+        self.transport.writelines((_response_head(api_key, flexible, correlation_id, len(body)), body))
 
     async def _send_encoded(self, api_key: int, api_version: int, correlation_id: int,
                             response: EncodedResponse) -> None:
         flexible = apis.response_codec(api_key, api_version)[2]
-        head = framing.response_header(correlation_id, flexible and api_key != API_VERSIONS_KEY,
-                                       response.size_bytes)
-        self.transport.write(head)
+        self.transport.write(_response_head(api_key, flexible, correlation_id, response.size_bytes))
         for part in response.parts:
             if self._closed:
                 return  # lost while a region waited for the socket
@@ -346,3 +343,8 @@ class KafkaConnection(asyncio.Protocol):
 def _wake(waiter: asyncio.Future | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
+
+
+def _response_head(api_key: int, flexible: bool, correlation_id: int, body_size: int) -> bytes:
+    # ApiVersions answers with header v0 even at flexible versions (KIP-511), as Kafka does.
+    return framing.response_header(correlation_id, flexible and api_key != API_VERSIONS_KEY, body_size)
